@@ -1,0 +1,88 @@
+"""RawData: paired examples as a source loads them, before model preprocessing.
+
+A source (shapes, MNIST, a folder, arrays) returns one RawData. The model's modalities
+turn it into tensors (tokenising captions, scaling images) with `prepare`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from omnivae.errors import InputError
+
+KINDS = ("image", "text", "categorical", "vector", "signal")
+
+
+@dataclass
+class RawData:
+    """One entry per modality, all of the same length N.
+
+    modalities: name -> np.ndarray (image uint8 [N,C,H,W] or float [0,1]; categorical
+        int64 [N]; vector/signal float32 [N,D] / [N,C,L]) or list[str | None] (text).
+    kinds: name -> one of KINDS.
+    mask: name -> bool [N]; False marks the modality missing for that example.
+    targets: evaluation labels, name -> int64 [N] (digit, shape, colour ...).
+    info: free metadata (class names per target, difficulty level, source).
+    """
+
+    modalities: dict[str, Any]
+    kinds: dict[str, str]
+    mask: dict[str, np.ndarray] = field(default_factory=dict)
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.modalities:
+            raise InputError("RawData needs at least one modality")
+        lengths = {name: len(v) for name, v in self.modalities.items()}
+        n = next(iter(lengths.values()))
+        if any(v != n for v in lengths.values()):
+            raise InputError(f"modalities have different numbers of examples: {lengths}")
+        for name in self.modalities:
+            kind = self.kinds.get(name)
+            if kind not in KINDS:
+                raise InputError(f"modality {name!r}: kind {kind!r} is not one of {KINDS}")
+            if name not in self.mask:
+                self.mask[name] = _default_mask(self.modalities[name])
+            self.mask[name] = np.asarray(self.mask[name], dtype=bool)
+            if self.mask[name].shape != (n,):
+                raise InputError(f"mask of {name!r} has shape {self.mask[name].shape}, expected ({n},)")
+        for name, t in self.targets.items():
+            if len(t) != n:
+                raise InputError(f"target {name!r} has {len(t)} entries, expected {n}")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.modalities.values())))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.modalities)
+
+    def subset(self, index) -> "RawData":
+        """The examples at `index` (an int array or slice), as a new RawData."""
+        index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
+        mods = {k: _take(v, index) for k, v in self.modalities.items()}
+        return RawData(mods, dict(self.kinds), {k: m[index] for k, m in self.mask.items()},
+                       {k: t[index] for k, t in self.targets.items()}, dict(self.info))
+
+    def split(self, fractions: tuple[float, ...] = (0.9, 0.1), seed: int = 0) -> list["RawData"]:
+        """Random split into parts of the given fractions (they must sum to 1)."""
+        if abs(sum(fractions) - 1.0) > 1e-6 or any(f < 0 for f in fractions):
+            raise InputError(f"split fractions must be non-negative and sum to 1, got {fractions}")
+        perm = np.random.default_rng(seed).permutation(len(self))
+        bounds = np.round(np.cumsum((0.0, *fractions)) * len(self)).astype(int)
+        return [self.subset(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _take(values, index: np.ndarray):
+    if isinstance(values, np.ndarray):
+        return values[index]
+    return [values[i] for i in index]
+
+
+def _default_mask(values) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return np.ones(len(values), dtype=bool)
+    return np.array([v is not None and str(v).strip() != "" for v in values], dtype=bool)

@@ -1,0 +1,33 @@
+"""Mixture of experts (MMVAE, Shi et al. 2019): q(z|X) = mean of the present q_m(z|x_m)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from omnivae.distributions import log_normal
+
+
+def sample_mixture(mu: torch.Tensor, logvar: torch.Tensor, weights: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """One reparameterised draw per example from the mixture of the K components
+    mu/logvar [K,B,D] with non-negative weights [K,B] (rows of zeros fall back to uniform)."""
+    w = weights.to(mu.dtype).T  # [B,K]
+    w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
+    pick = torch.multinomial(w, 1, generator=generator).squeeze(1)  # [B]
+    rows = torch.arange(mu.shape[1], device=mu.device)
+    m, lv = mu[pick, rows], logvar[pick, rows]
+    return m + torch.randn_like(m) * torch.exp(0.5 * lv)
+
+
+def mixture_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                     present: torch.Tensor) -> torch.Tensor:
+    """log q(z) under the uniform mixture of present components.
+
+    z [...,B,D] against components [M,B,D] with presence [M,B] -> [...,B].
+    """
+    comp = log_normal(z.unsqueeze(-3), mu, logvar)  # [...,M,B]
+    mask = present.to(torch.bool)
+    comp = comp.masked_fill(~mask, -math.inf)
+    count = mask.sum(0).clamp_min(1).to(z.dtype)
+    return torch.logsumexp(comp, dim=-2) - torch.log(count)

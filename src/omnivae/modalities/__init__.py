@@ -1,0 +1,69 @@
+"""Modality kinds by name. Register a custom kind with `register_modality`."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from omnivae.errors import ConfigError
+from omnivae.modalities.base import Modality, ModalitySpec
+from omnivae.modalities.categorical import CategoricalModality, CategoricalSpec
+from omnivae.modalities.image import ImageModality, ImageSpec
+from omnivae.modalities.vector import VectorModality, VectorSpec
+
+MODALITY_KINDS: dict[str, type[Modality]] = {}
+
+
+def register_modality(cls: type[Modality]) -> type[Modality]:
+    """Make a Modality subclass available to configs under `cls.kind`."""
+    MODALITY_KINDS[cls.kind] = cls
+    return cls
+
+
+for _cls in (ImageModality, CategoricalModality, VectorModality):
+    register_modality(_cls)
+
+try:  # the text modality lives in its own sub-package
+    from omnivae.modalities.text import TextModality, TextSpec  # noqa: F401
+
+    register_modality(TextModality)
+except ImportError:  # pragma: no cover - only while the package is being assembled
+    pass
+
+
+def parse_spec(name: str, spec: Any) -> ModalitySpec:
+    """A dict (from JSON/YAML) or a spec object -> the spec class of its kind."""
+    if isinstance(spec, ModalitySpec):
+        return spec
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise ConfigError(f"modality {name!r}: needs a mapping with a 'kind' key, got {spec!r}")
+    kind = spec["kind"]
+    if kind not in MODALITY_KINDS:
+        raise ConfigError(f"modality {name!r}: unknown kind {kind!r}; known kinds: {sorted(MODALITY_KINDS)}")
+    return MODALITY_KINDS[kind].spec_class.from_dict(spec, where=f"modality {name!r}")
+
+
+def build_modality(name: str, spec: ModalitySpec, latent_dim: int) -> Modality:
+    return MODALITY_KINDS[spec.kind](name, spec, latent_dim)
+
+
+def infer_spec(name: str, kind: str, values: Any, mask: np.ndarray, overrides: dict | None = None,
+               class_names: list[str] | None = None) -> ModalitySpec:
+    """Guess a spec from training data (shape, number of classes, dimension), then apply overrides."""
+    spec: dict[str, Any] = {"kind": kind}
+    if kind == "image":
+        arr = np.asarray(values)
+        spec["shape"] = list(arr.shape[1:]) if arr.ndim == 4 else [1, *arr.shape[1:]]
+    elif kind == "categorical":
+        present = np.asarray(values)[mask]
+        spec["num_classes"] = len(class_names) if class_names else int(present.max()) + 1
+        if class_names:
+            spec["classes"] = list(class_names)
+    elif kind == "vector":
+        spec["dim"] = int(np.asarray(values).reshape(len(values), -1).shape[1])
+    spec.update(overrides or {})
+    return parse_spec(name, spec)
+
+
+__all__ = ["MODALITY_KINDS", "Modality", "ModalitySpec", "register_modality", "parse_spec",
+           "build_modality", "infer_spec", "ImageSpec", "CategoricalSpec", "VectorSpec"]

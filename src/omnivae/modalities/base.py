@@ -1,0 +1,112 @@
+"""The Modality contract: one object owns a data kind's encoder, decoder, likelihood,
+preprocessing and input checks.
+
+Shapes: `encode(x[B,...]) -> Gaussian[B,D]`; `log_likelihood(z[S,B,D], x[B,...]) -> [S,B]`
+(the decoder runs once on all S*B codes); `generate(z[N,D]) -> x[N,...]` in model space;
+`prepare(raw) -> tensor` turns user data into model space and `to_output` turns it back.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from omnivae.config import StrictModel
+from omnivae.distributions import Gaussian, clamp_logvar
+from omnivae.errors import InputError
+
+
+class ModalitySpec(StrictModel):
+    """Options shared by every modality kind."""
+
+    kind: str
+    weight: float = 1.0  # multiplies this modality's log-likelihood in every objective
+
+
+class Modality(nn.Module):
+    kind: ClassVar[str]
+    spec_class: ClassVar[type[ModalitySpec]]
+
+    def __init__(self, name: str, spec: ModalitySpec, latent_dim: int):
+        super().__init__()
+        self.name, self.spec, self.latent_dim = name, spec, latent_dim
+
+    @classmethod
+    def from_data(cls, name: str, spec: ModalitySpec, latent_dim: int, raw: Any) -> "Modality":
+        """Build and fit on training data (text overrides this to train its tokenizer first)."""
+        modality = cls(name, spec, latent_dim)
+        modality.fit(raw)
+        return modality
+
+    # -- preprocessing and checks ---------------------------------------------------
+    def fit(self, raw: Any) -> None:
+        """Learn preprocessing state from training data (tokenizer, scaling). Default: none."""
+
+    def prepare(self, raw: Any) -> torch.Tensor:
+        """User data -> model tensor, validated."""
+        x = torch.as_tensor(raw)
+        self.check(x)
+        return x
+
+    def accept(self, value: Any) -> torch.Tensor:
+        """What the user API calls on user data: prepare it (already-prepared tensors too)."""
+        return self.prepare(value)
+
+    def check(self, x: torch.Tensor) -> None:
+        """Raise InputError naming the modality, what was expected and what was received."""
+
+    def to_output(self, x: torch.Tensor) -> Any:
+        """Model tensor -> what a user wants back (images in [0,1], captions as strings)."""
+        return x
+
+    def placeholder(self, n: int) -> torch.Tensor:
+        """A batch of n dummy inputs for examples where this modality is missing."""
+        raise NotImplementedError
+
+    # -- networks ---------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Gaussian:
+        mu, logvar = self.encoder(self.features(x)).chunk(2, dim=-1)
+        return Gaussian(mu, clamp_logvar(logvar))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Model tensor -> encoder input (e.g. uint8 pixels -> floats)."""
+        return x
+
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generate(self, z: torch.Tensor, **options) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- files saved next to the weights (tokenizers); JSON text only ------------------
+    def extra_files(self) -> dict[str, str]:
+        return {}
+
+    def load_extra_files(self, folder: Path) -> None:
+        """Read what extra_files wrote (called before the weights are loaded)."""
+
+    def _error(self, message: str) -> InputError:
+        return InputError(f"modality {self.name!r} ({self.kind}): {message}")
+
+
+def check_finite(modality: Modality, x: torch.Tensor) -> None:
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise modality._error(f"input holds {bad} NaN or infinite values")
+
+
+def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear layers of the given sizes with activations between them (none at the end)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def flatten_codes(z: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """[S,B,D] (or any leading shape) -> ([S*B, D], leading shape)."""
+    return z.reshape(-1, z.shape[-1]), tuple(z.shape[:-1])

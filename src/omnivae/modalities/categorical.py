@@ -1,0 +1,77 @@
+"""Class labels [B] (int64): one-hot MLP encoder, softmax decoder."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from omnivae.modalities import likelihoods
+from omnivae.modalities.base import Modality, ModalitySpec, flatten_codes, mlp
+
+
+class CategoricalSpec(ModalitySpec):
+    kind: Literal["categorical"] = "categorical"
+    num_classes: int
+    classes: list[str] | None = None  # names; lets users pass strings
+    hidden: list[int] = [128]
+
+
+class CategoricalModality(Modality):
+    kind = "categorical"
+    spec_class = CategoricalSpec
+
+    def __init__(self, name: str, spec: CategoricalSpec, latent_dim: int):
+        super().__init__(name, spec, latent_dim)
+        if spec.num_classes < 2:
+            raise self._error(f"num_classes must be at least 2, got {spec.num_classes}")
+        if spec.classes is not None and len(spec.classes) != spec.num_classes:
+            raise self._error(f"{len(spec.classes)} class names for num_classes={spec.num_classes}")
+        self.encoder = mlp([spec.num_classes, *spec.hidden, 2 * latent_dim])
+        self.decoder = mlp([latent_dim, *reversed(spec.hidden), spec.num_classes])
+
+    def prepare(self, raw) -> torch.Tensor:
+        if isinstance(raw, (list, tuple, np.ndarray)) and len(raw) and isinstance(raw[0], str):
+            names = self.spec.classes or []
+            unknown = sorted({r for r in raw if r not in names})
+            if unknown:
+                raise self._error(f"unknown class names {unknown[:5]}; known: {names}")
+            raw = [names.index(r) for r in raw]
+        x = torch.as_tensor(np.asarray(raw) if not isinstance(raw, torch.Tensor) else raw)
+        self.check(x)
+        return x.long()
+
+    def check(self, x: torch.Tensor) -> None:
+        if x.dim() != 1:
+            raise self._error(f"expected labels of shape [batch], got {list(x.shape)}")
+        if x.is_floating_point() or x.dtype == torch.bool:
+            if x.is_floating_point() and not torch.isfinite(x).all():
+                raise self._error("labels hold NaN or infinite values")
+            if x.is_floating_point() and not torch.equal(x, x.round()):
+                raise self._error(f"labels must be integers, got dtype {x.dtype} with fractions")
+        if x.numel() and (x.min() < 0 or x.max() >= self.spec.num_classes):
+            raise self._error(f"labels must lie in 0..{self.spec.num_classes - 1}, got range "
+                              f"{int(x.min())}..{int(x.max())}")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(x, self.spec.num_classes).float()
+
+    def placeholder(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.long)
+
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        flat, lead = flatten_codes(z)
+        return likelihoods.categorical(self.decoder(flat).reshape(*lead, -1), x)
+
+    def probabilities(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.decoder(z), -1)
+
+    def generate(self, z: torch.Tensor, sample: bool = False, **_) -> torch.Tensor:
+        p = self.probabilities(z)
+        return torch.multinomial(p, 1).squeeze(-1) if sample else p.argmax(-1)
+
+    def to_output(self, x: torch.Tensor):
+        if self.spec.classes is None:
+            return x
+        return [self.spec.classes[i] for i in x.tolist()]

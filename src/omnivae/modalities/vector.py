@@ -1,0 +1,73 @@
+"""Continuous vectors [B,F] (tabular features, embeddings): MLP encoder/decoder,
+Gaussian or Laplace likelihood on standardised values."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from omnivae.modalities import likelihoods
+from omnivae.modalities.base import Modality, ModalitySpec, check_finite, flatten_codes, mlp
+
+
+class VectorSpec(ModalitySpec):
+    kind: Literal["vector"] = "vector"
+    dim: int
+    hidden: list[int] = [256, 256]
+    likelihood: Literal["gaussian", "laplace"] = "gaussian"
+    standardize: bool = True  # learn mean/std from training data in fit()
+    learn_scale: bool = True
+
+
+class VectorModality(Modality):
+    kind = "vector"
+    spec_class = VectorSpec
+
+    def __init__(self, name: str, spec: VectorSpec, latent_dim: int):
+        super().__init__(name, spec, latent_dim)
+        self.encoder = mlp([spec.dim, *spec.hidden, 2 * latent_dim])
+        self.decoder = mlp([latent_dim, *reversed(spec.hidden), spec.dim])
+        self.log_scale = nn.Parameter(torch.zeros(spec.dim), requires_grad=spec.learn_scale)
+        self.register_buffer("mean", torch.zeros(spec.dim))
+        self.register_buffer("std", torch.ones(spec.dim))
+
+    def fit(self, raw) -> None:
+        if not self.spec.standardize:
+            return
+        x = self.prepare(raw)
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(self.std))
+
+    def prepare(self, raw) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(raw, dtype=np.float32) if not isinstance(raw, torch.Tensor) else raw)
+        if x.dim() == 1 and self.spec.dim == 1:
+            x = x.unsqueeze(1)
+        self.check(x)
+        return x.float()
+
+    def check(self, x: torch.Tensor) -> None:
+        if x.dim() != 2 or x.shape[1] != self.spec.dim:
+            raise self._error(f"expected vectors of shape [batch, {self.spec.dim}], got {list(x.shape)}")
+        if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64)):
+            raise self._error(f"expected float values, got dtype {x.dtype}")
+        check_finite(self, x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def placeholder(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, self.spec.dim)
+
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        flat, lead = flatten_codes(z)
+        out = self.decoder(flat).reshape(*lead, -1)
+        fn = likelihoods.CONTINUOUS[self.spec.likelihood]
+        return fn(out, self.features(x), self.log_scale)
+
+    def generate(self, z: torch.Tensor, sample: bool = False, **_) -> torch.Tensor:
+        out = self.decoder(z)
+        if sample:
+            out = out + self.log_scale.exp() * torch.randn_like(out)
+        return out * self.std + self.mean

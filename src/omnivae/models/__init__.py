@@ -1,0 +1,41 @@
+"""Model families by name."""
+from __future__ import annotations
+
+from typing import Any
+
+from omnivae.errors import ConfigError
+from omnivae.models.base import ModelConfig, MultimodalModel
+from omnivae.models.mmvae import MMVAE, MMVAEConfig
+from omnivae.models.mopoe import MoPoE, MoPoEConfig
+from omnivae.models.mvae import MVAE, MVAEConfig
+from omnivae.models.vae import VAE, VAEConfig
+
+MODELS: dict[str, type[MultimodalModel]] = {"vae": VAE, "mvae": MVAE, "mmvae": MMVAE, "mopoe": MoPoE}
+
+
+def register_model(name: str, cls: type[MultimodalModel]) -> type[MultimodalModel]:
+    MODELS[name] = cls
+    return cls
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Pick the config class from the 'model' key and validate strictly."""
+    if not isinstance(data, dict) or "model" not in data:
+        raise ConfigError(f"model config needs a 'model' key naming one of {sorted(MODELS)}")
+    name = data["model"]
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+    return MODELS[name].config_class.from_dict(data, where=f"{name} model config")
+
+
+def build_model(config: ModelConfig | dict, raw=None) -> MultimodalModel:
+    """A model from its config; with training data `raw`, preprocessing is fitted too."""
+    if isinstance(config, dict):
+        config = model_config_from_dict(config)
+    cls = MODELS[config.model]
+    return cls.from_data(config, raw) if raw is not None else cls(config)
+
+
+__all__ = ["MODELS", "register_model", "model_config_from_dict", "build_model", "ModelConfig",
+           "MultimodalModel", "VAE", "VAEConfig", "MVAE", "MVAEConfig", "MMVAE", "MMVAEConfig",
+           "MoPoE", "MoPoEConfig"]

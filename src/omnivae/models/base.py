@@ -1,0 +1,236 @@
+"""MultimodalModel: modalities + a fusion rule + an objective. Subclasses state the
+objective (`loss`) and, where it differs from a product of experts, the fusion."""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from pydantic import SerializeAsAny, field_validator
+from torch import nn
+
+from omnivae.batch import Batch, LossOutput
+from omnivae.config import StrictModel
+from omnivae.distributions import Gaussian
+from omnivae.errors import ConfigError, InputError
+from omnivae.fusion import product_of_experts
+from omnivae.modalities import ModalitySpec, build_modality, parse_spec, MODALITY_KINDS
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+
+
+class ModelConfig(StrictModel):
+    model: str
+    latent_dim: int = 16
+    modalities: dict[str, SerializeAsAny[ModalitySpec]]
+    beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _parse_modalities(cls, value: Any) -> dict[str, ModalitySpec]:
+        if not isinstance(value, Mapping) or not value:
+            raise ValueError("needs at least one modality: {name: {kind: ..., ...}}")
+        for name in value:
+            if not NAME_RE.match(str(name)):
+                raise ValueError(f"modality name {name!r} must start with a letter and use only "
+                                 "letters, digits, '_' or '-' (it names files in a model folder)")
+        return {name: parse_spec(name, spec) for name, spec in value.items()}
+
+    @field_validator("latent_dim")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {v}")
+        return v
+
+
+class MultimodalModel(nn.Module):
+    """Shared parts of every model; see the module docstring."""
+
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, config: ModelConfig, modalities: dict[str, nn.Module] | None = None):
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise ConfigError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.names: list[str] = list(config.modalities)
+        if modalities is None:
+            modalities = {n: build_modality(n, s, config.latent_dim) for n, s in config.modalities.items()}
+        self.modalities = nn.ModuleDict(modalities)
+        self.check_config()
+
+    def check_config(self) -> None:
+        """Models with requirements on their modalities raise ConfigError here."""
+
+    @classmethod
+    def from_data(cls, config: ModelConfig, raw) -> "MultimodalModel":
+        """Build the model, fitting preprocessing (tokenizers, scaling) on training data `raw`."""
+        built = {}
+        for name, spec in config.modalities.items():
+            if name not in raw.modalities:
+                raise InputError(f"the data has no modality {name!r}; it has {raw.names}")
+            values = raw.subset(raw.mask[name].nonzero()[0]).modalities[name]
+            built[name] = MODALITY_KINDS[spec.kind].from_data(name, spec, config.latent_dim, values)
+        config = config.model_copy(update={"modalities": {n: m.spec for n, m in built.items()}})
+        return cls(config, built)
+
+    # -- batches -------------------------------------------------------------------------
+    def as_batch(self, batch: Batch | Mapping[str, Any], mask: Mapping[str, Any] | None = None) -> Batch:
+        """A Batch passes through; a dict of user data is prepared and checked."""
+        if isinstance(batch, Batch):
+            return batch
+        if not isinstance(batch, Mapping) or not batch:
+            raise InputError(f"expected a Batch or a non-empty dict {{modality: data}}, got {type(batch).__name__}")
+        self.check_names(batch.keys(), "batch")
+        device = self.device
+        data = {n: self.modalities[n].accept(v).to(device) for n, v in batch.items()}
+        sizes = {n: len(x) for n, x in data.items()}
+        if len(set(sizes.values())) != 1:
+            raise InputError(f"modalities have different batch sizes: {sizes}")
+        masks = {}
+        for n, m in (mask or {}).items():
+            self.check_names([n], "mask")
+            masks[n] = torch.as_tensor(m, dtype=torch.bool, device=device)
+            if masks[n].shape != (sizes[n],):
+                raise InputError(f"mask of {n!r} has shape {list(masks[n].shape)}, expected [{sizes[n]}]")
+        return Batch(data, masks)
+
+    def check_names(self, names, what: str) -> list[str]:
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [n for n in names if n not in self.modalities]
+        if unknown:
+            raise InputError(f"unknown modality name(s) {unknown} in {what}; this model has {self.names}")
+        return names
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- encoders and fusion -------------------------------------------------------------
+    def encode_unimodal(self, batch: Batch, names: Sequence[str] | None = None):
+        """Run each modality's encoder once -> mu, logvar [M,B,D], presence [M,B] (model order).
+
+        Modalities missing from the batch (or not in `names`) get presence False."""
+        use = set(self.names if names is None else names)
+        first = next(iter(batch.data.values()))
+        b, d = len(first), self.config.latent_dim
+        mus, logvars, present = [], [], []
+        for name in self.names:
+            if name in batch.data and name in use:
+                q = self.modalities[name].encode(batch.data[name])
+                mus.append(q.mu), logvars.append(q.logvar), present.append(batch.present(name))
+            else:
+                zeros = first.new_zeros((b, d), dtype=torch.float32)
+                mus.append(zeros), logvars.append(zeros)
+                present.append(torch.zeros(b, dtype=torch.bool, device=first.device))
+        return torch.stack(mus), torch.stack(logvars), torch.stack(present)
+
+    def fuse(self, mu: torch.Tensor, logvar: torch.Tensor, present: torch.Tensor) -> Gaussian:
+        """Joint posterior [B,D] of the present modalities. Default: product of experts with the prior."""
+        return product_of_experts(mu, logvar, present.unsqueeze(0), prior_expert=True)[0]
+
+    def draw(self, mu, logvar, present, n: int) -> torch.Tensor:
+        """n draws [n,B,D] from the joint posterior of the present modalities."""
+        return self.fuse(mu, logvar, present).rsample(n)
+
+    def log_likelihoods(self, z: torch.Tensor, batch: Batch, names=None) -> dict[str, torch.Tensor]:
+        """Per-modality weighted log p(x_m | z) [S,B], zero where x_m is missing."""
+        out = {}
+        for name in names or self.names:
+            if name not in batch.data:
+                continue
+            mod = self.modalities[name]
+            ll = mod.log_likelihood(z, batch.data[name]) * mod.spec.weight
+            out[name] = ll * batch.present(name).to(ll.dtype) if name in batch.mask else ll
+        return out
+
+    # -- the objective ---------------------------------------------------------------------
+    def loss(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:
+        raise NotImplementedError
+
+    def forward(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:
+        return self.loss(batch, beta_scale)
+
+    # -- user API ---------------------------------------------------------------------------
+    def _given(self, batch: Batch, given) -> list[str]:
+        given = list(batch.data) if given is None else self.check_names(given, "given")
+        missing = [g for g in given if g not in batch.data]
+        if missing:
+            raise InputError(f"given={missing} but the batch only holds {list(batch.data)}")
+        return given
+
+    @torch.no_grad()
+    def encode(self, batch, given: Sequence[str] | None = None, sample: bool = False,
+               mask=None) -> torch.Tensor:
+        """Latent codes [B,D] from the modalities in `given` (default: all in the batch):
+        the joint posterior mean, or a draw with sample=True."""
+        batch = self.as_batch(batch, mask)
+        mu, logvar, present = self.encode_unimodal(batch, self._given(batch, given))
+        if sample:
+            return self.draw(mu, logvar, present, 1)[0]
+        return self.fuse(mu, logvar, present).mu
+
+    @torch.no_grad()
+    def generate(self, batch, given: Sequence[str] | None = None, targets: Sequence[str] | None = None,
+                 n: int = 1, mean: bool = False, mask=None, raw: bool = False, **options) -> dict[str, Any]:
+        """Generate `targets` (default: all) from the modalities in `given` (default: all
+        in the batch). Returns {name: output}; with n > 1 outputs have a leading n dim
+        (lists of n lists for text). raw=True returns model-space tensors."""
+        if n < 1:
+            raise InputError(f"n must be >= 1, got {n}")
+        batch = self.as_batch(batch, mask)
+        targets = self.names if targets is None else self.check_names(targets, "targets")
+        mu, logvar, present = self.encode_unimodal(batch, self._given(batch, given))
+        if mean:
+            z = self.fuse(mu, logvar, present).mu.expand(n, -1, -1)
+        else:
+            z = self.draw(mu, logvar, present, n)
+        return self.decode(z, targets, raw=raw, **options)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, targets: Sequence[str] | None = None, raw: bool = False, **options):
+        """Codes z [n,B,D] (or [B,D]) -> {name: output} for each target modality."""
+        squeeze = z.dim() == 2
+        z = z.unsqueeze(0) if squeeze else z
+        n, b = z.shape[:2]
+        out = {}
+        for name in targets or self.names:
+            x = self.modalities[name].generate(z.reshape(n * b, -1), **options)
+            out[name] = x.reshape(n, b, *x.shape[1:])
+        if raw:
+            return {k: v[0] if squeeze else v for k, v in out.items()}
+        return {k: self._user_output(k, v, squeeze) for k, v in out.items()}
+
+    def _user_output(self, name: str, x: torch.Tensor, squeeze: bool):
+        mod = self.modalities[name]
+        rows = [mod.to_output(x_i) for x_i in x]
+        if squeeze:
+            return rows[0]
+        return torch.stack(rows) if isinstance(rows[0], torch.Tensor) else rows
+
+    def prior_sample(self, n: int) -> torch.Tensor:
+        """n codes [n,D] from the prior (a learned or fitted prior overrides this)."""
+        return torch.randn(n, self.config.latent_dim, device=self.device)
+
+    @torch.no_grad()
+    def sample(self, n: int, targets: Sequence[str] | None = None, raw: bool = False, **options):
+        """Joint samples of all (or `targets`) modalities from the prior."""
+        if n < 1:
+            raise InputError(f"n must be >= 1, got {n}")
+        targets = self.names if targets is None else self.check_names(targets, "targets")
+        return self.decode(self.prior_sample(n), targets, raw=raw, **options)
+
+    @torch.no_grad()
+    def reconstruct(self, batch, mask=None, raw: bool = False, **options):
+        """Every modality regenerated from the joint posterior mean of the ones given."""
+        batch = self.as_batch(batch, mask)
+        z = self.encode(batch)
+        return self.decode(z, self.names, raw=raw, **options)
+
+    # -- files -------------------------------------------------------------------------------
+    def save(self, folder) -> None:
+        from omnivae.io import save_model
+
+        save_model(self, folder)

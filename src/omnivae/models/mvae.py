@@ -1,0 +1,62 @@
+"""MVAE (Wu & Goodman 2018): product-of-experts posterior with sub-sampled ELBOs.
+
+loss = -[ELBO(all present modalities) + sum_m ELBO(x_m alone) + ELBOs of `extra_subsets`
+random subsets], each ELBO reconstructing the modalities of its subset. All subset
+posteriors come from one batched PoE over the once-computed unimodal experts.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from omnivae.batch import Batch, LossOutput
+from omnivae.fusion import product_of_experts
+from omnivae.models.base import ModelConfig, MultimodalModel
+
+
+class MVAEConfig(ModelConfig):
+    model: Literal["mvae"] = "mvae"
+    extra_subsets: int = 0  # random subsets of size >= 2 added to the objective each step
+    unimodal_elbos: bool = True
+
+
+class MVAE(MultimodalModel):
+    config_class = MVAEConfig
+
+    def subsets(self, device) -> torch.Tensor:
+        m = len(self.names)
+        rows = [torch.ones(1, m, dtype=torch.bool, device=device)]
+        if self.config.unimodal_elbos and m > 1:
+            rows.append(torch.eye(m, dtype=torch.bool, device=device))
+        if self.config.extra_subsets and m > 2:
+            rows.append(torch.rand(self.config.extra_subsets, m, device=device) < 0.5)
+        return torch.cat(rows)
+
+    def rows_with(self, i: int, n_rows: int) -> list[int]:
+        """Subset rows that can hold modality i: the joint, its unimodal row, the extras
+        (plain Python indices, so no device-to-host sync)."""
+        m = len(self.names)
+        uni = [1 + i] if self.config.unimodal_elbos and m > 1 else []
+        first_extra = 1 + (m if uni else 0)
+        return [0, *uni, *range(first_extra, n_rows)]
+
+    def loss(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:
+        mu, logvar, present = self.encode_unimodal(batch)
+        subsets = self.subsets(mu.device)  # [S,M]
+        weights = subsets.unsqueeze(-1) & present.unsqueeze(0)  # [S,M,B]
+        q = product_of_experts(mu, logvar, weights, prior_expert=True)
+        z = q.rsample()  # [S,B,D]
+        rec = torch.zeros_like(z[..., 0])
+        for i, name in enumerate(self.names):  # each decoder sees only the subsets holding it
+            rows = self.rows_with(i, len(subsets))
+            ll = self.log_likelihoods(z[rows], batch, [name])[name]
+            ll = ll * subsets[rows, i].unsqueeze(-1).to(ll.dtype)  # random extras may not hold i
+            rec = rec.index_add(0, torch.tensor(rows, device=z.device), ll)
+        kl = q.kl_standard()
+        valid = weights.any(1).to(kl.dtype)  # [S,B]: the subset has a present modality
+        beta = self.config.beta * beta_scale
+        elbo = ((rec - beta * kl) * valid).sum(0).mean()
+        total = -elbo
+        return LossOutput(total, {"loss": total.detach(), "rec": (rec * valid).sum(0).mean().detach(),
+                                  "kl": (kl * valid).sum(0).mean().detach()})

@@ -1,0 +1,36 @@
+"""VAE and beta-VAE (Kingma & Welling 2014; Higgins et al. 2017) on one modality.
+
+loss = -E_q[log p(x|z)] + beta * KL(q(z|x) || N(0, I))
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from omnivae.batch import Batch, LossOutput
+from omnivae.errors import ConfigError
+from omnivae.models.base import ModelConfig, MultimodalModel
+
+
+class VAEConfig(ModelConfig):
+    model: Literal["vae"] = "vae"
+
+
+class VAE(MultimodalModel):
+    config_class = VAEConfig
+
+    def check_config(self) -> None:
+        if len(self.names) != 1:
+            raise ConfigError(f"model 'vae' takes exactly one modality, got {self.names}; "
+                              "use mvae, mmvae or mopoe for several")
+
+    def loss(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:
+        name = self.names[0]
+        q = self.modalities[name].encode(batch.data[name])
+        z = q.rsample(1)
+        rec = self.log_likelihoods(z, batch)[name][0]
+        kl = q.kl_standard()
+        present = batch.present(name).to(kl.dtype)
+        count = present.sum().clamp_min(1.0)
+        rec_mean, kl_mean = (rec * present).sum() / count, (kl * present).sum() / count
+        total = -(rec_mean - self.config.beta * beta_scale * kl_mean)
+        return LossOutput(total, {"loss": total.detach(), "rec": rec_mean.detach(), "kl": kl_mean.detach()})

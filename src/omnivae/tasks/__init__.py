@@ -1,0 +1,1 @@
+"""Thin functions over a trained model: generate, embed, retrieve, detect, impute."""

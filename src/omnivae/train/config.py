@@ -1,0 +1,31 @@
+"""Training options (one YAML section); every field has a safe default."""
+from __future__ import annotations
+
+from typing import Literal
+
+from omnivae.config import StrictModel
+
+
+class TrainConfig(StrictModel):
+    max_epochs: int = 20
+    max_steps: int = -1  # -1: no step limit
+    max_minutes: float | None = None  # wall-clock budget; training stops cleanly after it
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    val_fraction: float = 0.1  # used when no validation split is given
+    patience: int | None = 5  # early stopping on val/loss; None disables it
+    grad_clip: float | None = 10.0  # max gradient norm; None disables clipping
+    kl_warmup_epochs: float = 0.0  # beta rises linearly from 0 to its value over these epochs
+    seed: int = 0
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # e.g. "ddp" or "ddp_spawn" (with accelerator cpu: gloo)
+    precision: str = "32-true"  # "bf16-mixed" for autocast
+    num_threads: int | None = None  # torch threads per process; None: all cores / processes
+    num_workers: int = 0  # DataLoader workers (in-memory data needs none)
+    progress: bool = True  # rich progress bar
+    log_every_n_steps: int = 50
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss stops the run, or skips the batch
+    tensorboard: bool = True
