@@ -57,12 +57,22 @@ class MultimodalModel(nn.Module):
         self.config = config
         self.names: list[str] = list(config.modalities)
         if modalities is None:
-            modalities = {n: build_modality(n, s, config.latent_dim) for n, s in config.modalities.items()}
+            dim = self.modality_latent_dim(config)
+            modalities = {n: build_modality(n, s, dim) for n, s in config.modalities.items()}
         self.modalities = nn.ModuleDict(modalities)
         self.check_config()
 
     def check_config(self) -> None:
         """Models with requirements on their modalities raise ConfigError here."""
+
+    @classmethod
+    def modality_latent_dim(cls, config: ModelConfig) -> int:
+        """Size of the code each modality encodes to and decodes from (private latents
+        or conditions make it larger than config.latent_dim)."""
+        return config.latent_dim
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer at each epoch start (staged objectives use it)."""
 
     @classmethod
     def from_data(cls, config: ModelConfig, raw) -> "MultimodalModel":
@@ -72,7 +82,8 @@ class MultimodalModel(nn.Module):
             if name not in raw.modalities:
                 raise InputError(f"the data has no modality {name!r}; it has {raw.names}")
             values = raw.subset(raw.mask[name].nonzero()[0]).modalities[name]
-            built[name] = MODALITY_KINDS[spec.kind].from_data(name, spec, config.latent_dim, values)
+            dim = cls.modality_latent_dim(config)
+            built[name] = MODALITY_KINDS[spec.kind].from_data(name, spec, dim, values)
         config = config.model_copy(update={"modalities": {n: m.spec for n, m in built.items()}})
         return cls(config, built)
 

@@ -22,6 +22,9 @@ class OmniModule(L.LightningModule):
             return 1.0
         return min(1.0, self.global_step / self.warmup_steps)
 
+    def on_train_epoch_start(self) -> None:
+        self.model.on_train_epoch_start(self.current_epoch)
+
     def training_step(self, batch: Batch, batch_idx: int):
         out = self.model.loss(batch, self.beta_scale())
         if not torch.isfinite(out.total):
