@@ -1,0 +1,231 @@
+"""Report figures and the HTML page: valid PNGs, clear errors, escaped text, embedded images."""
+
+import io
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from omnivae.errors import InputError
+from omnivae.report import (
+    Section,
+    anomaly_examples,
+    captioned_images,
+    image_grid,
+    latent_map,
+    read_metrics,
+    read_report_images,
+    retrieval_examples,
+    scalar_curve,
+    text_to_image_grid,
+    training_curves,
+    write_report,
+)
+
+CSV = """epoch,step,train/loss_step,val/loss,train/loss_epoch,lr-Adam,note
+0,9,1.5,,,0.001,a
+0,19,1.2,,,0.001,b
+0,19,,1.1,1.3,,
+1,29,0.9,,,0.001,c
+1,39,0.8,,,0.001,d
+1,39,,0.85,0.85,,
+"""
+
+
+def assert_png(path, min_side=100):
+    """The file is a decodable PNG of reasonable size that is not one flat colour."""
+    assert path.is_file() and path.stat().st_size > 1000
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert min(im.size) >= min_side
+        pixels = np.asarray(im.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 8
+    assert not list(path.parent.glob(".*.tmp")), "temporary file left behind"
+    return pixels
+
+
+@pytest.fixture
+def imgs():
+    return torch.rand(6, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+
+
+def test_image_grid_flat_and_labelled_rows(tmp_path, imgs):
+    out = image_grid(imgs, tmp_path / "grid.png", nrow=3, title="samples")
+    assert out == tmp_path / "grid.png"
+    assert_png(out)
+    rows = torch.rand(2, 4, 1, 10, 10) * 3 - 1  # out of range values are clamped
+    assert_png(image_grid(rows, tmp_path / "rows.png", row_labels=["a", "b"], col_labels=list("wxyz")))
+
+
+def test_image_grid_draws_the_pixels(tmp_path):
+    red = torch.zeros(4, 3, 16, 16)
+    red[:, 0] = 1.0
+    pixels = np.asarray(Image.open(image_grid(red, tmp_path / "red.png")).convert("RGB")).astype(int)
+    is_red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+    assert is_red.mean() > 0.3
+
+
+@pytest.mark.parametrize("shape", [(4, 2, 8, 8), (8, 8), (4, 3, 8), (2, 4, 5, 8, 8), (0, 3, 8, 8)])
+def test_image_grid_rejects_bad_shapes(tmp_path, shape):
+    with pytest.raises(InputError, match="images"):
+        image_grid(torch.rand(shape), tmp_path / "bad.png")
+
+
+def test_image_grid_rejects_bad_labels_and_nan(tmp_path, imgs):
+    with pytest.raises(InputError, match="row_labels"):
+        image_grid(torch.rand(2, 3, 1, 8, 8), tmp_path / "x.png", row_labels=["only one"])
+    with pytest.raises(InputError, match="NaN"):
+        image_grid(torch.full((2, 1, 8, 8), float("nan")), tmp_path / "x.png")
+
+
+def test_captioned_images(tmp_path, imgs):
+    caps = ["a red square at the top left corner of a very long caption " * 3] + ["blue circle"] * 5
+    assert_png(captioned_images(imgs, caps, tmp_path / "cap.png", true_captions=["<b>truth</b>"] * 6, ncol=3))
+    several = [["first", "second"]] * 6
+    assert_png(captioned_images(imgs.numpy(), several, tmp_path / "cap2.png"))
+    with pytest.raises(InputError, match="captions"):
+        captioned_images(imgs, ["too few"], tmp_path / "bad.png")
+    with pytest.raises(InputError, match="true_captions"):
+        captioned_images(imgs, caps, tmp_path / "bad.png", true_captions=["x"])
+
+
+def test_text_to_image_grid(tmp_path):
+    assert_png(text_to_image_grid(["a green triangle", "a red circle"], torch.rand(2, 3, 3, 16, 16), tmp_path / "t.png"))
+    with pytest.raises(InputError, match="prompts"):
+        text_to_image_grid(["one"], torch.rand(2, 3, 3, 16, 16), tmp_path / "bad.png")
+    with pytest.raises(InputError, match="images"):
+        text_to_image_grid(["one"], torch.rand(3, 3, 16, 16), tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("dim,method", [(1, "pca"), (2, "pca"), (6, "pca"), (6, "tsne")])
+def test_latent_map(tmp_path, dim, method):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 120)
+    z = rng.normal(size=(120, dim)) + labels[:, None]
+    assert_png(latent_map(torch.as_tensor(z), labels, tmp_path / "z.png", label_names=list("abcd"), method=method))
+
+
+def test_latent_map_errors(tmp_path):
+    z = np.zeros((10, 3))
+    with pytest.raises(InputError, match="z"):
+        latent_map(np.zeros(10), np.zeros(10, int), tmp_path / "x.png")
+    with pytest.raises(InputError, match="labels"):
+        latent_map(z, np.zeros(9, int), tmp_path / "x.png")
+    with pytest.raises(InputError, match="method"):
+        latent_map(z, np.zeros(10, int), tmp_path / "x.png", method="umap")
+    with pytest.raises(InputError, match="label_names"):
+        latent_map(z, np.arange(10), tmp_path / "x.png", label_names=["a"])
+
+
+def test_training_curves_with_sparse_rows(tmp_path):
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text(CSV)
+    x_name, series = read_metrics(csv_path)
+    assert x_name == "step"
+    assert set(series) == {"train/loss_step", "val/loss", "train/loss_epoch"}
+    xs, ys = series["val/loss"]
+    assert xs.tolist() == [19, 39] and ys.tolist() == [1.1, 0.85]
+    assert series["train/loss_step"][1].tolist() == [1.5, 1.2, 0.9, 0.8]
+    assert_png(training_curves(csv_path, tmp_path / "curves.png"))
+    assert_png(training_curves(csv_path, tmp_path / "lr.png", keys=["lr-Adam"]))
+
+
+def test_training_curves_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        training_curves(tmp_path / "missing.csv", tmp_path / "x.png")
+    no_loss = tmp_path / "no_loss.csv"
+    no_loss.write_text("epoch,step,acc\n0,1,0.5\n")
+    with pytest.raises(InputError, match="no numeric columns"):
+        training_curves(no_loss, tmp_path / "x.png")
+    text_only = tmp_path / "text.csv"
+    text_only.write_text("step,loss_name\n1,abc\n")
+    with pytest.raises(InputError, match="no numeric columns"):
+        training_curves(text_only, tmp_path / "x.png")
+    (tmp_path / "m.csv").write_text(CSV)
+    with pytest.raises(InputError, match="nope"):
+        training_curves(tmp_path / "m.csv", tmp_path / "x.png", keys=["nope"])
+
+
+def test_retrieval_examples_both_directions(tmp_path, imgs):
+    scores = np.random.default_rng(0).random((3, 4))
+    texts = [["a caption", "another longer caption that wraps over lines", "c", "d"]] * 3
+    assert_png(retrieval_examples(imgs[:3], texts, scores, tmp_path / "i2t.png"))
+    assert_png(retrieval_examples(["red", "blue", "green"], torch.rand(3, 4, 3, 8, 8), scores, tmp_path / "t2i.png"))
+    with pytest.raises(InputError, match="scores"):
+        retrieval_examples(imgs[:3], texts, scores[:, :2], tmp_path / "bad.png")
+    with pytest.raises(InputError, match="results"):
+        retrieval_examples(imgs[:2], texts, scores, tmp_path / "bad.png")
+
+
+def test_anomaly_examples(tmp_path, imgs):
+    scores = np.arange(6.0)
+    assert_png(anomaly_examples(imgs, [f"caption {i}" for i in range(6)], scores, tmp_path / "a.png", k=4))
+    assert_png(anomaly_examples(None, [f"text number {i}" for i in range(6)], scores, tmp_path / "t.png"))
+    with pytest.raises(InputError, match="neither"):
+        anomaly_examples(None, None, scores, tmp_path / "bad.png")
+    with pytest.raises(InputError, match="images"):
+        anomaly_examples(imgs, None, np.arange(5.0), tmp_path / "bad.png")
+    with pytest.raises(InputError, match="scores"):
+        anomaly_examples(imgs, None, np.zeros((6, 2)), tmp_path / "bad.png")
+
+
+def test_scalar_curve(tmp_path):
+    ys = {"mvae": [1.0, 2.0, 3.0, 4.0], "mopoe": [1.0, 4.0, float("nan"), 64.0]}
+    assert_png(scalar_curve([1, 2, 4, 8], ys, tmp_path / "s.png", "modalities", "ms/step", "step time", logy=True))
+    with pytest.raises(InputError, match="mvae"):
+        scalar_curve([1, 2, 3], ys, tmp_path / "bad.png")
+    with pytest.raises(InputError, match="log-scale"):
+        scalar_curve([1, 2, 4, 8], {"a": [0.0, 1, 2, 3]}, tmp_path / "bad.png", logy=True)
+
+
+def test_import_does_not_touch_pyplot():
+    code = "import sys, omnivae.report; print('matplotlib.pyplot' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_html_report(tmp_path, imgs):
+    grid = image_grid(imgs, tmp_path / "sample_grid.png")
+    curve = scalar_curve([1, 2], {"a": [1, 2]}, tmp_path / "curve.png")
+    sections = [
+        Section("Samples & grids", text="first paragraph\n\nA caption <script>alert(1)</script>", images=[grid]),
+        Section("Metrics", table={"coherence": {"img->txt": 0.123456789, "n": 3}, "ok": True}),
+        Section("Runs", table=[{"model": "mvae", "nll": 12.3456}, {"model": "mopoe", "time": {"ms": 5.0}}],
+                images=[curve]),
+    ]
+    out = write_report(tmp_path / "out" / "report.html", "Report <1>", sections)
+    page = out.read_text(encoding="utf-8")
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Report &lt;1&gt;" in page and "Samples &amp; grids" in page
+    assert "coherence.img-&gt;txt" in page and "0.1235" in page and "12.35" in page and "time.ms" in page
+    assert "Generated " in page
+    anchors = re.findall(r'<a href="#([^"]+)">', page)
+    assert len(anchors) == 3
+    for anchor in anchors:
+        assert f'<section id="{anchor}"><h2>' in page
+    assert re.findall(r'data-source="([^"]+)"', page) == ["sample_grid.png", "curve.png"]
+    images = read_report_images(out)
+    assert len(images) == 2 and all(alt for alt, _ in images)
+    for _, data in images:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+            assert im.format == "PNG"
+    assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_html_report_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        write_report(tmp_path / "r.html", "t", [Section("a", images=[tmp_path / "missing.png"])])
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"not a png")
+    with pytest.raises(InputError, match="not a PNG"):
+        write_report(tmp_path / "r.html", "t", [Section("a", images=[fake])])
+    with pytest.raises(InputError, match="table"):
+        write_report(tmp_path / "r.html", "t", [Section("a", table=[1, 2])])
+    with pytest.raises(InputError, match="Section"):
+        write_report(tmp_path / "r.html", "t", [{"title": "a"}])
+    assert not (tmp_path / "r.html").exists()
