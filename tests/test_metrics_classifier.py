@@ -1,0 +1,116 @@
+import json
+
+import pytest
+import torch
+
+from omnivae.errors import InputError
+from omnivae.metrics.classifier import cached_classifier, predict, train_classifier
+
+
+def square_images(n, seed, size=32):
+    """Class c places a bright 8x8 square in horizontal quarter c (4 classes)."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=gen)
+    x = 0.2 * torch.rand(n, 1, size, size, generator=gen)
+    rows = torch.randint(0, size - 8, (n,), generator=gen)
+    for i in range(n):
+        col = int(y[i]) * size // 4
+        x[i, 0, rows[i] : rows[i] + 8, col : col + 8] = 1.0
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def image_data():
+    return square_images(800, 0), square_images(200, 1)
+
+
+@pytest.fixture(scope="module")
+def image_clf(image_data):
+    (x, y), _ = image_data
+    return train_classifier(x, y, "image", num_classes=4, epochs=4, batch_size=64)
+
+
+def test_image_classifier_learns_square_position(image_clf, image_data):
+    _, (xt, yt) = image_data
+    pred = predict(image_clf, xt)
+    assert pred.dtype == torch.long and pred.shape == yt.shape
+    assert (pred == yt).float().mean() > 0.95
+
+
+def test_image_classifier_accepts_other_sizes():
+    x, y = square_images(64, 2, size=20)
+    clf = train_classifier(x, y, "image", num_classes=4, epochs=1)
+    assert predict(clf, x).shape == (64,)
+
+
+def test_vector_and_token_classifiers():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 5, generator=gen)
+    y = (x[:, 0] > 0).long()
+    clf = train_classifier(x, y, "vector", num_classes=2, epochs=20)
+    assert (predict(clf, x) == y).float().mean() > 0.95
+    tokens = torch.randint(3, 20, (400, 6), generator=gen)
+    tokens[:, 4:] = 0  # padding
+    y = torch.randint(0, 2, (400,), generator=gen)
+    tokens[:, 0] = y + 1  # the label word, ids 1 or 2
+    clf = train_classifier(tokens, y, "tokens", num_classes=2, epochs=30, vocab_size=20)
+    assert (predict(clf, tokens) == y).float().mean() > 0.95
+
+
+def test_training_is_seeded():
+    x, y = square_images(64, 3)
+    a = train_classifier(x, y, "image", num_classes=4, epochs=1, seed=5)
+    b = train_classifier(x, y, "image", num_classes=4, epochs=1, seed=5)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_cache_round_trip_and_corruption(tmp_path, image_clf, image_data):
+    _, (xt, _) = image_data
+    built = []
+
+    def builder():
+        built.append(1)
+        return image_clf
+
+    first = cached_classifier(tmp_path, "shapes-image", builder)
+    again = cached_classifier(tmp_path, "shapes-image", builder)
+    assert len(built) == 1 and again is not image_clf
+    assert torch.equal(predict(again, xt), predict(first, xt))
+    assert json.loads((tmp_path / "shapes-image.json").read_text())["spec"]["kind"] == "image"
+    assert not list(tmp_path.glob("*.tmp"))
+
+    weights = tmp_path / "shapes-image.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10:] = b"\x00" * 10  # flips weights but keeps the header readable
+    weights.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="rebuilding"):
+        rebuilt = cached_classifier(tmp_path, "shapes-image", builder)
+    assert len(built) == 2 and torch.equal(predict(rebuilt, xt), predict(first, xt))
+
+    weights.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="rebuilding"):
+        cached_classifier(tmp_path, "shapes-image", builder)
+    assert len(built) == 3
+    assert torch.equal(predict(cached_classifier(tmp_path, "shapes-image", builder), xt),
+                       predict(first, xt))
+
+
+@pytest.mark.parametrize("call, word", [
+    (lambda: train_classifier(torch.rand(4, 1, 8, 8), torch.zeros(4).long(), "image", 2), "H, W >= 16"),
+    (lambda: train_classifier(torch.rand(4, 1, 16, 16).double().long(), torch.zeros(4).long(), "image", 2),
+     "float"),
+    (lambda: train_classifier(torch.rand(4, 3), torch.zeros(5).long(), "vector", 2), "y"),
+    (lambda: train_classifier(torch.rand(4, 3), torch.full((4,), 3), "vector", 2), "labels in"),
+    (lambda: train_classifier(torch.full((4, 3), float("nan")), torch.zeros(4).long(), "vector", 2), "finite"),
+    (lambda: train_classifier(torch.ones(4, 3).long(), torch.zeros(4).long(), "tokens", 2), "vocab_size"),
+    (lambda: train_classifier(torch.rand(4, 3), torch.zeros(4).long(), "audio", 2), "kind"),
+    (lambda: cached_classifier("/tmp", "../escape", lambda: None), "key"),
+])
+def test_bad_arguments_raise_input_error(call, word):
+    with pytest.raises(InputError, match=word):
+        call()
+
+
+def test_predict_checks_input_shape(image_clf):
+    with pytest.raises(InputError, match="dim 1"):
+        predict(image_clf, torch.rand(2, 3, 32, 32))
