@@ -108,7 +108,7 @@ def conditional_coherence(model, data: TensorData, scorers: dict[str, Scorer], m
                 for i in range(0, n, batch_size):
                     batch = data.batch(torch.arange(i, min(n, i + batch_size)))
                     gen = model.generate(batch, given=list(given), targets=[target], mean=True, raw=True, **gen_options)
-                    preds.append(score(gen[target][0]))
+                    preds.append(score(gen[target]))
                 pred = {t: torch.cat([p[t] for p in preds]) for t in preds[0]}
                 results[f"{'+'.join(given)}->{target}"] = accuracy(pred, truth)
     return results

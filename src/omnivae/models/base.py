@@ -198,7 +198,7 @@ class MultimodalModel(nn.Module):
             z = self.fuse(mu, logvar, present).mu.expand(n, -1, -1)
         else:
             z = self.draw(mu, logvar, present, n)
-        return self.decode(z, targets, raw=raw, **options)
+        return self.decode(z[0] if n == 1 else z, targets, raw=raw, **options)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, targets: Sequence[str] | None = None, raw: bool = False, **options):
