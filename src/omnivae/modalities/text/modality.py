@@ -125,6 +125,13 @@ class TextModality(Modality):
             x[i, :len(ids)] = torch.tensor(ids)
         return x
 
+    def accept(self, value: Any) -> torch.Tensor:
+        """Captions are tokenized; an id tensor (from a Batch or generate(raw=True)) is checked."""
+        if isinstance(value, torch.Tensor):
+            self.check(value)
+            return value
+        return self.prepare(value)
+
     def check(self, x: torch.Tensor) -> None:
         L, v = self.spec.max_len, self.spec.vocab_size
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != L:
