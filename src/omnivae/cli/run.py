@@ -1,4 +1,4 @@
-"""The `omnivae` command line: demo, train, generate, evaluate, data inspect."""
+"""Verbs that train and use a model: demo, train, generate, version."""
 from __future__ import annotations
 
 import json
@@ -7,20 +7,10 @@ from typing import Optional
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
+from omnivae.cli.app import app, console, fail
 from omnivae.errors import OmniVAEError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="omnivae: multimodal autoencoders and VAEs. Train on paired images, text, "
-                       "labels and vectors; generate across modalities; evaluate.")
-console = Console()
-
-
-def fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(code=2)
 
 
 def apply_overrides(config: dict, pairs: list[str]) -> dict:
@@ -132,7 +122,3 @@ def version():
     from omnivae.version import __version__
 
     console.print(__version__)
-
-
-def main() -> None:  # pragma: no cover
-    app()
