@@ -1,8 +1,6 @@
 """Mixture of experts (MMVAE, Shi et al. 2019): q(z|X) = mean of the present q_m(z|x_m)."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 from omnivae.distributions import log_normal
@@ -22,12 +20,13 @@ def sample_mixture(mu: torch.Tensor, logvar: torch.Tensor, weights: torch.Tensor
 
 def mixture_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
                      present: torch.Tensor) -> torch.Tensor:
-    """log q(z) under the uniform mixture of present components.
+    """log q(z) under the uniform mixture of present components (0 where none is present).
 
     z [...,B,D] against components [M,B,D] with presence [M,B] -> [...,B].
     """
     comp = log_normal(z.unsqueeze(-3), mu, logvar)  # [...,M,B]
     mask = present.to(torch.bool)
-    comp = comp.masked_fill(~mask, -math.inf)
-    count = mask.sum(0).clamp_min(1).to(z.dtype)
-    return torch.logsumexp(comp, dim=-2) - torch.log(count)
+    comp = comp.masked_fill(~mask, -1e30)  # finite, so gradients stay finite too
+    count = mask.sum(0)
+    out = torch.logsumexp(comp, dim=-2) - torch.log(count.clamp_min(1).to(z.dtype))
+    return torch.where(count > 0, out, torch.zeros_like(out))  # no component: 0 (caller masks it)

@@ -8,14 +8,17 @@ from omnivae.models.base import ModelConfig, MultimodalModel
 from omnivae.models.mmvae import MMVAE, MMVAEConfig
 from omnivae.models.mopoe import MoPoE, MoPoEConfig
 from omnivae.models.mvae import MVAE, MVAEConfig
+from omnivae.models.registry import MODELS, register_model
 from omnivae.models.vae import VAE, VAEConfig
 
-MODELS: dict[str, type[MultimodalModel]] = {"vae": VAE, "mvae": MVAE, "mmvae": MMVAE, "mopoe": MoPoE}
+for _name, _cls in {"vae": VAE, "mvae": MVAE, "mmvae": MMVAE, "mopoe": MoPoE}.items():
+    register_model(_name, _cls)
 
-
-def register_model(name: str, cls: type[MultimodalModel]) -> type[MultimodalModel]:
-    MODELS[name] = cls
-    return cls
+# families that register themselves when imported
+from omnivae.models.ae import AE, DAE, AEConfig, DAEConfig, SparseAE, SparseAEConfig  # noqa: E402
+from omnivae.models.iwae import IWAE, IWAEConfig  # noqa: E402
+from omnivae.models.multimodal_ae import MultimodalAE, MultimodalAEConfig  # noqa: E402
+from omnivae.models.stacked import StackedAE, StackedAEConfig  # noqa: E402
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
@@ -38,4 +41,5 @@ def build_model(config: ModelConfig | dict, raw=None) -> MultimodalModel:
 
 __all__ = ["MODELS", "register_model", "model_config_from_dict", "build_model", "ModelConfig",
            "MultimodalModel", "VAE", "VAEConfig", "MVAE", "MVAEConfig", "MMVAE", "MMVAEConfig",
-           "MoPoE", "MoPoEConfig"]
+           "MoPoE", "MoPoEConfig", "AE", "AEConfig", "DAE", "DAEConfig", "SparseAE", "SparseAEConfig",
+           "StackedAE", "StackedAEConfig", "IWAE", "IWAEConfig", "MultimodalAE", "MultimodalAEConfig"]

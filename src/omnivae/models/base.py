@@ -103,6 +103,8 @@ class MultimodalModel(nn.Module):
         masks = {}
         for n, m in (mask or {}).items():
             self.check_names([n], "mask")
+            if n not in data:
+                raise InputError(f"mask names {n!r}, which is not in the batch ({list(data)})")
             masks[n] = torch.as_tensor(m, dtype=torch.bool, device=device)
             if masks[n].shape != (sizes[n],):
                 raise InputError(f"mask of {n!r} has shape {list(masks[n].shape)}, expected [{sizes[n]}]")
@@ -139,8 +141,9 @@ class MultimodalModel(nn.Module):
         return torch.stack(mus), torch.stack(logvars), torch.stack(present)
 
     def fuse(self, mu: torch.Tensor, logvar: torch.Tensor, present: torch.Tensor) -> Gaussian:
-        """Joint posterior [B,D] of the present modalities. Default: product of experts with the prior."""
-        return product_of_experts(mu, logvar, present.unsqueeze(0), prior_expert=True)[0]
+        """Joint posterior [B,D] of the present modalities. Default: their product of experts
+        (a single modality's own posterior; the prior where none is present)."""
+        return product_of_experts(mu, logvar, present.unsqueeze(0), prior_expert=False)[0]
 
     def draw(self, mu, logvar, present, n: int) -> torch.Tensor:
         """n draws [n,B,D] from the joint posterior of the present modalities."""

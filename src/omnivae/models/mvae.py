@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 
 from omnivae.batch import Batch, LossOutput
+from omnivae.distributions import Gaussian
 from omnivae.fusion import product_of_experts
 from omnivae.models.base import ModelConfig, MultimodalModel
 
@@ -32,6 +33,10 @@ class MVAE(MultimodalModel):
         if self.config.extra_subsets and m > 2:
             rows.append(torch.rand(self.config.extra_subsets, m, device=device) < 0.5)
         return torch.cat(rows)
+
+    def fuse(self, mu, logvar, present) -> Gaussian:
+        """MVAE's posterior includes the prior expert N(0, I)."""
+        return product_of_experts(mu, logvar, present.unsqueeze(0), prior_expert=True)[0]
 
     def rows_with(self, i: int, n_rows: int) -> list[int]:
         """Subset rows that can hold modality i: the joint, its unimodal row, the extras

@@ -1,0 +1,190 @@
+"""Stacked autoencoder with greedy layer-wise pre-training (Bengio et al. 2007; Vincent
+et al. 2010), as an MLP over one image or vector modality.
+
+With layers [h1, ..., hL] the encoder is x -> h1 -> ... -> hL (the code, linear; the
+others use `activation`) and the decoder mirrors it. Training runs in stages, switched
+by `on_train_epoch_start(epoch)`, each `pretrain_epochs` long:
+- stage 0 trains only the first encoder/decoder pair: x -> h1 -> x, scored by the
+  modality's own likelihood (its decoder output is that likelihood's parameter, logits
+  for Bernoulli images, so squared error would be the wrong score there);
+- stage k (1 <= k < L) trains only pair k to rebuild the detached activation h_k of the
+  layers below: loss = sum_j (h_k,j - rebuilt_j)^2, averaged over examples;
+- stage L and later fine-tune end to end: loss = -log p(x | code).
+The logged `loss` is always the end-to-end objective (computed without gradients while
+pre-training), so checkpoints and curves compare across stages; `stage_loss` is what the
+stage minimises and `stage` its number (L = fine-tuning). Outside training (eval mode)
+the loss is the end-to-end one. The stack replaces the modality's own encoder and
+decoder, so its arch/hidden options are set to mlp/[] (those small networks go unused).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from pydantic import field_validator, model_validator
+from torch import nn
+
+from omnivae.batch import Batch, LossOutput
+from omnivae.modalities import ModalitySpec
+from omnivae.models.registry import register_model
+from omnivae.models.ae import SingleModalityModel, masked_mean
+from omnivae.models.base import ModelConfig
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+STACK_KINDS = ("image", "vector")
+
+
+class StackedAEConfig(ModelConfig):
+    model: Literal["stacked_ae"] = "stacked_ae"
+    layers: list[int] = [128, 64, 32, 16]  # widths after the input; the last is the code (= latent_dim)
+    pretrain_epochs: int = 2  # epochs per layer pair; 0 trains end to end only
+    activation: Literal["relu", "sigmoid", "tanh"] = "relu"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _code_size_from_layers(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "latent_dim" not in data and isinstance(data.get("layers"), list) \
+                and data["layers"] and isinstance(data["layers"][-1], int):
+            data = {**data, "latent_dim": data["layers"][-1]}
+        return data
+
+    @field_validator("modalities", mode="after")
+    @classmethod
+    def _stack_replaces_networks(cls, value: dict[str, ModalitySpec]) -> dict[str, ModalitySpec]:
+        out = {}
+        for name, spec in value.items():
+            if spec.kind not in STACK_KINDS:
+                raise ValueError(f"stacked_ae works on one image or vector modality; {name!r} is {spec.kind!r}")
+            out[name] = spec.model_copy(update={"hidden": [], **({"arch": "mlp"} if spec.kind == "image" else {})})
+        return out
+
+    @model_validator(mode="after")
+    def _check_layers(self):
+        if not self.layers or any(w < 1 for w in self.layers):
+            raise ValueError(f"layers must be a non-empty list of positive widths, got {self.layers}")
+        if self.layers[-1] != self.latent_dim:
+            raise ValueError(f"the last of layers {self.layers} is the code size and must equal latent_dim "
+                             f"{self.latent_dim}; drop latent_dim or set layers: [..., {self.latent_dim}]")
+        if self.pretrain_epochs < 0:
+            raise ValueError(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
+        return self
+
+
+class StackEncoder(nn.Module):
+    """Features -> code; returns [code, zeros] so Modality.encode's (mu, logvar) split works."""
+
+    def __init__(self, sizes: list[int], activation: str):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.act = ACTIVATIONS[activation]()
+
+    def step(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        h = self.layers[k](h)
+        return h if k == len(self.layers) - 1 else self.act(h)
+
+    def hidden(self, x: torch.Tensor, upto: int) -> torch.Tensor:
+        """Output of the first `upto` layers (upto=0: the flattened input)."""
+        h = x.flatten(1)
+        for k in range(upto):
+            h = self.step(k, h)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        code = self.hidden(x, len(self.layers))
+        return torch.cat([code, torch.zeros_like(code)], dim=-1)
+
+
+class StackDecoder(nn.Module):
+    """Code -> likelihood parameters [N, features]; `entering_at(k)` makes it start at
+    pair k (input of width layers[k]) so stage k reuses the modality's likelihood."""
+
+    def __init__(self, sizes: list[int], activation: str):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(b, a) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.act = ACTIVATIONS[activation]()
+        self.start = len(self.layers) - 1
+
+    def step(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        h = self.layers[k](h)
+        return self.act(h) if k > 0 else h
+
+    @contextmanager
+    def entering_at(self, k: int):
+        old, self.start = self.start, k
+        try:
+            yield
+        finally:
+            self.start = old
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for k in range(self.start, -1, -1):
+            h = self.step(k, h)
+        return h
+
+
+class StackedAE(SingleModalityModel):
+    config_class = StackedAEConfig
+
+    def __init__(self, config, modalities=None):
+        super().__init__(config, modalities)
+        mod = self.modalities[self.names[0]]
+        width = mod.features(mod.placeholder(1)).flatten(1).shape[1]
+        sizes = [width, *config.layers]
+        mod.encoder = StackEncoder(sizes, config.activation)
+        mod.decoder = StackDecoder(sizes, config.activation)
+        self.stage = len(config.layers)  # outside the trainer: the end-to-end objective
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.config.layers)
+
+    @property
+    def pretraining_epochs(self) -> int:
+        """Epochs spent pre-training before fine-tuning starts (a trainer's min_epochs)."""
+        return self.num_stages * self.config.pretrain_epochs
+
+    def stage_of(self, epoch: int) -> int:
+        if self.config.pretrain_epochs == 0:
+            return self.num_stages
+        return min(epoch // self.config.pretrain_epochs, self.num_stages)
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.stage = self.stage_of(epoch)
+
+    def end_to_end(self, batch: Batch) -> torch.Tensor:
+        """Mean log p(x | code) over the present examples."""
+        name = self.names[0]
+        code = self.modalities[name].encode(batch.data[name]).mu
+        return masked_mean(self.log_likelihoods(code.unsqueeze(0), batch)[name][0], batch.present(name))
+
+    def pair_loss(self, k: int, batch: Batch) -> torch.Tensor:
+        """Stage k's objective; only pair k is in the graph."""
+        name = self.names[0]
+        mod, present = self.modalities[name], batch.present(name)
+        enc, dec = mod.encoder, mod.decoder
+        with torch.no_grad():
+            below = enc.hidden(mod.features(batch.data[name]), k)
+        h = enc.step(k, below)
+        if k == 0:
+            with dec.entering_at(0):
+                return -masked_mean(self.log_likelihoods(h.unsqueeze(0), batch)[name][0], present)
+        return masked_mean((dec.step(k, h) - below).pow(2).sum(-1), present)
+
+    def loss(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:
+        stage = self.stage if self.training else self.num_stages
+        if stage >= self.num_stages:
+            rec = self.end_to_end(batch)
+            total = stage_loss = -rec
+        else:
+            total = stage_loss = self.pair_loss(stage, batch)
+            with torch.no_grad():
+                rec = self.end_to_end(batch)
+        terms = {"loss": -rec.detach(), "rec": rec.detach(), "stage_loss": stage_loss.detach(),
+                 "stage": torch.tensor(float(stage), device=rec.device)}
+        return LossOutput(total, terms)
+
+
+register_model("stacked_ae", StackedAE)
