@@ -82,7 +82,9 @@ def train(
         else:
             cfg = read_config_file(config) if config else {}
             if data is not None:
-                source = "arrays" if data.suffix in (".npz", ".parquet") else "folder"
+                from omnivae.data.inspect import guess_source
+
+                source = guess_source(data)
                 cfg["data"] = {**cfg.get("data", {}), "source": source, "options": {"path": str(data)}}
             for key, value in (("devices", devices), ("num_nodes", num_nodes), ("strategy", strategy)):
                 if value is not None:

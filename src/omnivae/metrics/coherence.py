@@ -54,7 +54,9 @@ def classifier_scorer(x: torch.Tensor, raw: RawData, kind: str, epochs: int, see
     clfs = {}
     for t in varied_targets(raw):
         y = torch.as_tensor(raw.targets[t])
-        clfs[t] = train_classifier(x, y, kind=kind, num_classes=int(y.max()) + 1, epochs=epochs, seed=seed)
+        known = y >= 0  # -1: label missing for that example
+        clfs[t] = train_classifier(x[known], y[known], kind=kind, num_classes=int(y.max()) + 1,
+                                   epochs=epochs, seed=seed)
     return lambda gen: {t: predict(c, gen.float()) for t, c in clfs.items()}
 
 
@@ -88,8 +90,10 @@ def accuracy(pred: dict[str, torch.Tensor], truth: dict[str, torch.Tensor]) -> d
     if not keys:
         return {}
     hits = {t: (pred[t] == truth[t]) for t in keys}
-    out = {t: float(h.float().mean()) for t, h in hits.items()}
-    out["all"] = float(torch.stack(list(hits.values())).all(0).float().mean())
+    known = {t: truth[t] >= 0 for t in keys}  # -1: true label missing, not scored
+    out = {t: float(hits[t][known[t]].float().mean()) for t in keys}
+    every = torch.stack(list(known.values())).all(0)
+    out["all"] = float(torch.stack(list(hits.values())).all(0)[every].float().mean())
     return out
 
 

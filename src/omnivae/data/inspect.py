@@ -1,0 +1,150 @@
+"""What a data set holds, before training on it: per modality its kind, shape or vocabulary,
+how many examples have it and how many miss it. Backs `omnivae data inspect PATH`."""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omnivae.data.folder import METADATA_NAMES
+from omnivae.data.raw import RawData
+from omnivae.errors import InputError
+
+_WORD = re.compile(r"[\w']+")
+
+
+def describe(raw: RawData) -> dict[str, Any]:
+    """A JSON-ready summary: examples, complete examples, per-modality stats, targets.
+
+    Text vocabulary counts distinct lower-cased words (runs of letters, digits, _ and ');
+    caption lengths are in such words.
+    """
+    n = len(raw)
+    present_all = np.ones(n, dtype=bool)
+    mods = {}
+    for name, values in raw.modalities.items():
+        kind, present = raw.kinds[name], raw.mask[name]
+        present_all &= present
+        count = int(present.sum())
+        entry: dict[str, Any] = {"kind": kind, "present": count, "missing": n - count,
+                                 "missing_fraction": (n - count) / n if n else 0.0}
+        if kind == "text":
+            entry.update(_text_stats([values[i] for i in np.flatnonzero(present)]))
+        elif kind == "categorical":
+            entry.update(_class_stats(np.asarray(values)[present], raw.info.get("classes", {}).get(name)))
+        else:
+            arr = values if isinstance(values, np.ndarray) else np.asarray(values)
+            entry.update({"shape": list(arr.shape[1:]), "dtype": str(arr.dtype)})
+        mods[name] = entry
+    targets = {name: _class_stats(np.asarray(t)[np.asarray(t) >= 0], raw.info.get("classes", {}).get(name))
+               for name, t in raw.targets.items()}
+    return {"examples": n, "complete": int(present_all.sum()), "source": raw.info.get("source"),
+            "modalities": mods, "targets": targets}
+
+
+def _text_stats(captions: list[str]) -> dict[str, Any]:
+    words = [_WORD.findall(c.lower()) for c in captions]
+    lengths = np.array([len(w) for w in words]) if words else np.zeros(0)
+    vocab = {w for ws in words for w in ws}
+    stats = {"vocab_size": len(vocab), "distinct_captions": len(set(captions))}
+    if len(lengths):
+        stats.update({"words_min": int(lengths.min()), "words_mean": float(lengths.mean()),
+                      "words_max": int(lengths.max())})
+    return stats
+
+
+def _class_stats(labels: np.ndarray, names: list[str] | None) -> dict[str, Any]:
+    values, counts = np.unique(labels, return_counts=True)
+    label = (lambda v: names[v] if names and 0 <= v < len(names) else str(v))
+    return {"num_classes": len(names) if names else len(values),
+            "counts": {label(int(v)): int(c) for v, c in zip(values, counts)}}
+
+
+def _details(entry: dict[str, Any]) -> str:
+    kind = entry["kind"]
+    if kind == "text":
+        if "words_mean" not in entry:
+            return "no captions"
+        return (f"vocabulary {entry['vocab_size']} words; captions of {entry['words_min']}-"
+                f"{entry['words_max']} words (mean {entry['words_mean']:.1f}); "
+                f"{entry['distinct_captions']} distinct")
+    if kind == "categorical":
+        top = sorted(entry["counts"].items(), key=lambda kv: -kv[1])[:5]
+        more = ", ..." if len(entry["counts"]) > 5 else ""
+        return f"{entry['num_classes']} classes: " + ", ".join(f"{k}: {v}" for k, v in top) + more
+    return f"{' x '.join(map(str, entry['shape'])) or 'scalar'} {entry['dtype']}"
+
+
+def print_description(raw: RawData, console=None) -> dict[str, Any]:
+    """Print `describe(raw)` as a rich table; returns the description."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    d = describe(raw)
+    table = Table(title=f"{d['examples']} examples ({d['complete']} with every modality)"
+                        + (f", source {d['source']}" if d["source"] else ""))
+    for column, justify in (("modality", "left"), ("kind", "left"), ("details", "left"),
+                            ("present", "right"), ("missing", "right")):
+        table.add_column(column, justify=justify)
+    for name, e in d["modalities"].items():
+        table.add_row(name, e["kind"], _details(e), str(e["present"]),
+                      f"{e['missing']} ({100 * e['missing_fraction']:.1f}%)")
+    console.print(table)
+    if d["targets"]:
+        console.print("targets: " + "; ".join(f"{k} ({v['num_classes']} class{'es' if v['num_classes'] != 1 else ''})"
+                                              for k, v in d["targets"].items()))
+    return d
+
+
+def guess_source(path: Path) -> str:
+    """"folder" for a folder with metadata.jsonl/csv, "arrays" for .npz/.parquet/.npy data."""
+    path = Path(path)
+    if path.is_dir() and any((path / n).is_file() for n in METADATA_NAMES):
+        return "folder"
+    if path.suffix in (".npz", ".parquet", ".npy") or (path.is_dir() and any(path.glob("*.npy"))):
+        return "arrays"
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    raise InputError(f"cannot tell what {path} holds: expected a folder of images with "
+                     f"{' or '.join(METADATA_NAMES)}, an .npz or .parquet file, or a folder of .npy files")
+
+
+def load_for_inspect(path: Path | None, source: str | None = None, options: dict | None = None) -> RawData:
+    """Load `path` with the source its layout implies, or the named source (shapes, mnist, ...)."""
+    from omnivae.data.sources import DataConfig, load_source
+
+    options = dict(options or {})
+    if source is None:
+        if path is None:
+            raise InputError("give a data path or --source (e.g. shapes)")
+        source = guess_source(path)
+    if path is not None:
+        key = {"folder": "path", "arrays": "path", "mnist": "root", "polymnist": "root"}.get(source)
+        if key is None:
+            raise InputError(f"data source {source!r} takes no path; use --set key=value for its options")
+        options[key] = str(path)
+    return load_source(DataConfig(source=source, options=options))
+
+
+def inspect_command(path: Path | None, source: str | None = None, options: dict | None = None,
+                    console=None) -> dict[str, Any]:
+    """`omnivae data inspect`: load the data, print its warnings and description, return it."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from omnivae.data.folder import DataWarning
+
+    console = console or Console()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        raw = load_for_inspect(path, source, options)
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return print_description(raw, console)

@@ -1,0 +1,107 @@
+"""Streaming an image folder that does not fit in memory: pixels are read from disk in
+`__getitem__`, so DataLoader workers decode them in parallel.
+
+The in-memory path (`load_folder` -> `TensorData`, one tensor slice per batch) is the fast
+default; use this only when the images do not fit in RAM. Metadata handling is the same as
+`load_folder` (same kinds, classes, missing-data rules and warnings), done once up front from
+the metadata file and the image headers, without decoding pixels.
+
+    data = LazyImageFolder("my_folder", image_size=64)
+    model = build_model(resolve_model_config(cfg, data.to_raw(range(2000))), data.to_raw(range(2000)))
+    loader = lazy_loader(data, model, batch_size=128, shuffle=True, num_workers=4)
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from omnivae.batch import Batch
+from omnivae.data.folder import DataWarning, plan_folder, read_image
+from omnivae.data.raw import RawData
+from omnivae.data.tensors import TensorData
+
+
+class LazyImageFolder(Dataset):
+    """An ImageFolder + metadata.jsonl/csv folder; item i is (values, present) for row i.
+
+    values: name -> uint8 [C,H,W] image (zeros if missing), caption (None if missing), class
+    index (-1 if missing) or float32 [D] vector (NaN if missing); present: name -> bool.
+    Arguments are those of `omnivae.data.folder.load_folder`.
+    """
+
+    def __init__(self, path, image_size: int | None = None, resize: str = "resize", kinds: dict | None = None,
+                 image_column: str = "file_name", classes: dict | None = None, mode: str | None = None):
+        plan = plan_folder(path, image_size, resize, kinds, image_column, classes, mode)
+        rows = np.flatnonzero(plan.finish())
+        self.kinds, self.info = dict(plan.kinds), plan.info()
+        self.paths = {n: [c.paths[i] if c.ok[i] else None for i in rows] for n, c in plan.images.items()}
+        self.image_format = {n: (c.mode, c.size, c.shape) for n, c in plan.images.items()}
+        self.values = {n: (v[rows] if isinstance(v, np.ndarray) else [v[i] for i in rows])
+                       for n, v in plan.modalities.items()}
+        self.mask = {n: m[rows] for n, m in plan.mask.items()}
+        self.targets = {n: t[rows] for n, t in plan.targets.items()}
+        self.where = [plan.table.where(i) for i in rows]
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def __getitem__(self, i: int) -> tuple[dict[str, Any], dict[str, bool]]:
+        values, present = {}, {}
+        for name, paths in self.paths.items():
+            mode, size, shape = self.image_format[name]
+            values[name], present[name] = np.zeros(shape, dtype=np.uint8), False
+            if paths[i] is not None:
+                try:
+                    values[name], present[name] = read_image(paths[i], mode, size), True
+                except OSError as exc:
+                    warnings.warn(f"image file {paths[i].name!r} ({self.where[i]}) is unreadable ({exc}); "
+                                  "image marked missing for that row", DataWarning, stacklevel=2)
+        for name, v in self.values.items():
+            values[name], present[name] = v[i], bool(self.mask[name][i])
+        return values, present
+
+    def to_raw(self, index=None) -> RawData:
+        """The rows at `index` (default: all) read into memory, e.g. a sample to build a model on."""
+        index = range(len(self)) if index is None else index
+        raw = items_to_raw([self[int(i)] for i in index], self.kinds, self.info)
+        raw.targets.update({n: t[np.asarray(index, dtype=np.int64)] for n, t in self.targets.items()})
+        return raw
+
+    def collate(self, model) -> "BatchCollate":
+        return BatchCollate(model, self.kinds, self.info)
+
+
+def items_to_raw(items: list[tuple[dict, dict]], kinds: dict[str, str], info: dict | None = None) -> RawData:
+    """Dataset items -> one RawData (images and vectors stacked, captions and labels listed)."""
+    mods, mask = {}, {}
+    for name, kind in kinds.items():
+        column = [values[name] for values, _ in items]
+        mods[name] = column if kind == "text" else np.stack(column) if kind in ("image", "vector") \
+            else np.asarray(column, dtype=np.int64)
+        mask[name] = np.array([present[name] for _, present in items], dtype=bool)
+    return RawData(mods, dict(kinds), mask, info=dict(info or {}))
+
+
+class BatchCollate:
+    """collate_fn for LazyImageFolder: items -> a Batch (data + mask), prepared by the model's
+    modalities exactly as `TensorData.from_raw` prepares in-memory data."""
+
+    def __init__(self, model, kinds: dict[str, str], info: dict | None = None):
+        self.model, self.kinds, self.info = model, kinds, info
+
+    def __call__(self, items: list[tuple[dict, dict]]) -> Batch:
+        with torch.no_grad():
+            return TensorData.from_raw(self.model, items_to_raw(items, self.kinds, self.info)).batch()
+
+
+def lazy_loader(data: LazyImageFolder, model, batch_size: int, shuffle: bool = False, seed: int = 0,
+                drop_last: bool = False, num_workers: int = 0) -> DataLoader:
+    """A DataLoader of Batches over `data`; num_workers > 0 decodes images in worker processes."""
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=gen,
+                      collate_fn=data.collate(model), num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
