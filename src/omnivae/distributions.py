@@ -44,11 +44,50 @@ class Gaussian:
         """KL(q || N(0, I)) summed over the latent dim."""
         return 0.5 * (self.mu.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(-1)
 
+    def kl_standard_per_dim(self) -> torch.Tensor:
+        """KL(q || N(0, I)) of each latent dimension: same shape as mu."""
+        return 0.5 * (self.mu.pow(2) + self.logvar.exp() - 1.0 - self.logvar)
+
     def detach(self) -> "Gaussian":
         return Gaussian(self.mu.detach(), self.logvar.detach())
 
     def __getitem__(self, idx) -> "Gaussian":
         return Gaussian(self.mu[idx], self.logvar[idx])
+
+
+def free_bits_kl(kl_per_dim: torch.Tensor, valid_mask: torch.Tensor | None, free_bits: float) -> torch.Tensor:
+    """Per-example KL for the objective with free bits (Kingma et al. 2016): [..., B, D] -> [..., B].
+
+    With m_d = mean over the valid examples (dim -2) of KL_d, each dimension contributes
+    KL_d where m_d > free_bits and the constant free_bits elsewhere, so the valid-example
+    mean of the result is sum_d max(free_bits, m_d) and dimensions below the floor get no
+    gradient. Invalid examples keep their plain KL; free_bits == 0 gives kl_per_dim.sum(-1).
+    """
+    if free_bits < 0:
+        raise ValueError(f"free_bits must be >= 0 (nats per latent dimension), got {free_bits}")
+    if free_bits == 0:
+        return kl_per_dim.sum(-1)
+    if valid_mask is None:
+        weights = torch.ones_like(kl_per_dim[..., 0])
+    else:
+        if valid_mask.shape != kl_per_dim.shape[:-1]:
+            raise ValueError(f"valid_mask has shape {list(valid_mask.shape)}, expected "
+                             f"{list(kl_per_dim.shape[:-1])} (the KL's shape without the latent dim)")
+        weights = valid_mask.to(kl_per_dim.dtype)
+    w = weights.unsqueeze(-1)
+    mean = (kl_per_dim * w).sum(-2, keepdim=True) / w.sum(-2, keepdim=True).clamp_min(1.0)  # [..., 1, D]
+    floor = torch.full_like(kl_per_dim, float(free_bits))
+    floored = torch.where(mean > free_bits, kl_per_dim, floor).sum(-1)
+    return torch.where(weights > 0, floored, kl_per_dim.sum(-1))  # invalid examples: untouched
+
+
+def kl_objective(q: Gaussian, valid_mask: torch.Tensor | None, free_bits: float) -> torch.Tensor:
+    """KL(q || N(0, I)) per example [..., B] as the objective uses it: with free_bits > 0,
+    each latent dim's batch-mean KL is floored at free_bits (see free_bits_kl); with 0,
+    exactly q.kl_standard(). valid_mask [..., B] marks the examples the batch mean runs over."""
+    if free_bits == 0:
+        return q.kl_standard()
+    return free_bits_kl(q.kl_standard_per_dim(), valid_mask, free_bits)
 
 
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from omnivae.errors import ConfigError, ModelFileError
+from omnivae.errors import ConfigError, InputError, ModelFileError
 from omnivae.version import __version__
 
 CONFIG_FILE, WEIGHTS_FILE, FORMAT = "config.json", "model.safetensors", "omnivae-model"
@@ -58,9 +58,9 @@ def read_header(folder: Path) -> dict:
         header = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path} is not valid JSON (truncated or damaged?): {exc}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT or "config" not in header:
+    if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("config"), dict):
         raise ModelFileError(f"{path} is not an omnivae model config (no format={FORMAT!r})")
-    check_version(str(header.get("omnivae_version", "0")), path)
+    check_version(str(header.get("omnivae_version", "")), path)
     return header
 
 
@@ -68,9 +68,12 @@ def check_version(saved: str, path: Path) -> None:
     """Same major version (and, before 1.0, same minor) loads; anything else is refused."""
     def parts(v):
         try:
-            return tuple(int(p) for p in v.split(".")[:2])
+            numbers = tuple(int(p) for p in v.split(".")[:2])
         except ValueError:
-            raise ModelFileError(f"{path}: unreadable omnivae_version {v!r}") from None
+            numbers = ()
+        if len(numbers) != 2:
+            raise ModelFileError(f"{path}: missing or unreadable omnivae_version {v!r}")
+        return numbers
     s, c = parts(saved), parts(__version__)
     if s[0] != c[0] or (c[0] == 0 and s[1] != c[1]) or s > c:
         raise ModelFileError(f"{path} was saved by omnivae {saved}; this is omnivae {__version__}, "
@@ -96,7 +99,7 @@ def load_model(folder: str | Path, map_location: str | torch.device = "cpu"):
     header = read_header(folder)
     try:
         model = build_model(header["config"])
-    except ConfigError as exc:
+    except (ConfigError, InputError) as exc:
         raise ModelFileError(f"{folder / CONFIG_FILE}: {exc}") from None
     for mod in model.modalities.values():
         mod.load_extra_files(folder)

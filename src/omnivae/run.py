@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from omnivae.config import StrictModel
+from omnivae.config import StrictModel, read_config_file
 from omnivae.data.raw import RawData
 from omnivae.data.sources import DataConfig, load_source
 from omnivae.data.tensors import TensorData
@@ -90,10 +90,12 @@ def train_run(config: RunConfig | dict, run_dir: str | Path, resume: bool = Fals
     """Load data, build (or restore) the model, train it, save the best weights to run_dir/model."""
     run_dir = Path(run_dir)
     if resume:
-        config = RunConfig.from_dict(yaml.safe_load((run_dir / "run.yaml").read_text()), "run.yaml")
-    elif isinstance(config, dict):
-        config = RunConfig.from_dict(config, "run config")
-    prepare_run_dir(run_dir, resume, overwrite)
+        prepare_run_dir(run_dir, resume, overwrite)
+        config = RunConfig.from_dict(read_config_file(run_dir / "run.yaml"), "run.yaml")
+    else:
+        if isinstance(config, dict):
+            config = RunConfig.from_dict(config, "run config")
+        prepare_run_dir(run_dir, resume, overwrite)
     splits = split_data(load_source(config.data), config)
     if resume:
         model = load_model(run_dir / "model")

@@ -34,8 +34,9 @@ class TensorData(Dataset):
             idx = np.nonzero(present)[0]
             x = mod.placeholder(len(raw))
             if len(idx):
-                values = raw.subset(idx).modalities[name]
-                x[torch.from_numpy(idx)] = mod.prepare(values).to(x.dtype)
+                prepared = mod.prepare(raw.subset(idx).modalities[name])
+                x = x.to(prepared.dtype)
+                x[torch.from_numpy(idx)] = prepared
             data[name], mask[name] = x, torch.from_numpy(present.copy())
         if not data:
             raise InputError(f"the data has none of the model's modalities {model.names}; it has {raw.names}")

@@ -15,7 +15,8 @@ def sample_mixture(mu: torch.Tensor, logvar: torch.Tensor, weights: torch.Tensor
     pick = torch.multinomial(w, 1, generator=generator).squeeze(1)  # [B]
     rows = torch.arange(mu.shape[1], device=mu.device)
     m, lv = mu[pick, rows], logvar[pick, rows]
-    return m + torch.randn_like(m) * torch.exp(0.5 * lv)
+    eps = torch.randn(m.shape, generator=generator, dtype=m.dtype, device=m.device)
+    return m + eps * torch.exp(0.5 * lv)
 
 
 def mixture_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,

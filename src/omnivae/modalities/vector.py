@@ -41,7 +41,13 @@ class VectorModality(Modality):
         self.std.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(self.std))
 
     def prepare(self, raw) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(raw, dtype=np.float32) if not isinstance(raw, torch.Tensor) else raw)
+        if isinstance(raw, torch.Tensor):
+            x = raw
+        else:
+            try:
+                x = torch.as_tensor(np.asarray(raw, dtype=np.float32))
+            except (ValueError, TypeError) as exc:
+                raise self._error(f"values are not numeric: {exc}") from None
         if x.dim() == 1 and self.spec.dim == 1:
             x = x.unsqueeze(1)
         self.check(x)

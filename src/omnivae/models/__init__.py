@@ -19,6 +19,10 @@ from omnivae.models.ae import AE, DAE, AEConfig, DAEConfig, SparseAE, SparseAECo
 from omnivae.models.iwae import IWAE, IWAEConfig  # noqa: E402
 from omnivae.models.multimodal_ae import MultimodalAE, MultimodalAEConfig  # noqa: E402
 from omnivae.models.stacked import StackedAE, StackedAEConfig  # noqa: E402
+from omnivae.models.jmvae import JMVAE, JMVAEConfig  # noqa: E402
+from omnivae.models.mvtcae import MVTCAE, MVTCAEConfig  # noqa: E402
+from omnivae.models.mmvae_plus import MMVAEPlus, MMVAEPlusConfig  # noqa: E402
+from omnivae.models.cvae import CVAE, CVAEConfig  # noqa: E402
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
@@ -42,4 +46,5 @@ def build_model(config: ModelConfig | dict, raw=None) -> MultimodalModel:
 __all__ = ["MODELS", "register_model", "model_config_from_dict", "build_model", "ModelConfig",
            "MultimodalModel", "VAE", "VAEConfig", "MVAE", "MVAEConfig", "MMVAE", "MMVAEConfig",
            "MoPoE", "MoPoEConfig", "AE", "AEConfig", "DAE", "DAEConfig", "SparseAE", "SparseAEConfig",
-           "StackedAE", "StackedAEConfig", "IWAE", "IWAEConfig", "MultimodalAE", "MultimodalAEConfig"]
+           "StackedAE", "StackedAEConfig", "IWAE", "IWAEConfig", "MultimodalAE", "MultimodalAEConfig",
+           "JMVAE", "JMVAEConfig", "MVTCAE", "MVTCAEConfig", "MMVAEPlus", "MMVAEPlusConfig", "CVAE", "CVAEConfig"]

@@ -17,7 +17,7 @@ from omnivae.errors import ConfigError, InputError
 from omnivae.fusion import product_of_experts
 from omnivae.modalities import ModalitySpec, build_modality, parse_spec, MODALITY_KINDS
 
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,63}")
 
 
 class ModelConfig(StrictModel):
@@ -25,6 +25,7 @@ class ModelConfig(StrictModel):
     latent_dim: int = 16
     modalities: dict[str, SerializeAsAny[ModalitySpec]]
     beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
+    free_bits: float = 0.0  # nats per latent dim: the objective's KL is sum_d max(free_bits, batch-mean KL_d)
 
     @field_validator("modalities", mode="before")
     @classmethod
@@ -32,7 +33,7 @@ class ModelConfig(StrictModel):
         if not isinstance(value, Mapping) or not value:
             raise ValueError("needs at least one modality: {name: {kind: ..., ...}}")
         for name in value:
-            if not NAME_RE.match(str(name)):
+            if not isinstance(name, str) or not NAME_RE.fullmatch(name):
                 raise ValueError(f"modality name {name!r} must start with a letter and use only "
                                  "letters, digits, '_' or '-' (it names files in a model folder)")
         return {name: parse_spec(name, spec) for name, spec in value.items()}
@@ -44,17 +45,28 @@ class ModelConfig(StrictModel):
             raise ValueError(f"latent_dim must be >= 1, got {v}")
         return v
 
+    @field_validator("free_bits")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        if not v >= 0 or v == float("inf"):
+            raise ValueError(f"free_bits must be a finite number >= 0 (nats per latent dimension), got {v}")
+        return v
+
 
 class MultimodalModel(nn.Module):
     """Shared parts of every model; see the module docstring."""
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    supports_free_bits: ClassVar[bool] = False  # True where the objective applies config.free_bits
 
     def __init__(self, config: ModelConfig, modalities: dict[str, nn.Module] | None = None):
         super().__init__()
         if not isinstance(config, self.config_class):
             raise ConfigError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
+        if config.free_bits > 0 and not self.supports_free_bits:
+            raise ConfigError(f"model {config.model!r} does not use free_bits (got {config.free_bits}); "
+                              "it applies to vae, mvae and mopoe")
         self.names: list[str] = list(config.modalities)
         if modalities is None:
             dim = self.modality_latent_dim(config)
@@ -128,7 +140,7 @@ class MultimodalModel(nn.Module):
         Modalities missing from the batch (or not in `names`) get presence False."""
         use = set(self.names if names is None else names)
         first = next(iter(batch.data.values()))
-        b, d = len(first), self.config.latent_dim
+        b, d = len(first), self.modality_latent_dim(self.config)
         mus, logvars, present = [], [], []
         for name in self.names:
             if name in batch.data and name in use:

@@ -69,7 +69,9 @@ class MMVAE(MultimodalModel):
                 weights = torch.softmax(log_w, 1)  # [M,K,B], normalised in log space
             if z.requires_grad:
                 z.register_hook(lambda g: weights.unsqueeze(-1) * g)
-            per_m = (weights * log_w).sum(1)
+            surrogate = (weights * log_w).sum(1)  # carries the DReG gradients
+            bound = torch.logsumexp(log_w.detach(), 1) - math.log(cfg.k)
+            per_m = surrogate + (bound - surrogate).detach()  # value: the IWAE bound
         objective = ((per_m * presentf).sum(0) / count).mean()
         total = -objective
         kl_proxy = ((log_q - log_p).mean(1) * presentf).sum(0) / count

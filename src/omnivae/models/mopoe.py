@@ -3,6 +3,7 @@ product-of-experts posteriors.
 
 loss = -[E_{z ~ mixture} log p(X|z) - beta * mean_S KL(q_S(z|X_S) || p(z))]
 All subset posteriors are one batched PoE; one valid subset is drawn per example.
+With free_bits > 0 the KL term becomes sum_d max(free_bits, batch-mean of mean_S KL_d).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Literal
 import torch
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.distributions import Gaussian
+from omnivae.distributions import Gaussian, free_bits_kl
 from omnivae.fusion import all_subsets, mixture_of_products, product_of_experts
 from omnivae.fusion.moe import sample_mixture
 from omnivae.models.base import ModelConfig, MultimodalModel
@@ -24,6 +25,7 @@ class MoPoEConfig(ModelConfig):
 
 class MoPoE(MultimodalModel):
     config_class = MoPoEConfig
+    supports_free_bits = True
 
     def __init__(self, config, modalities=None):
         super().__init__(config, modalities)
@@ -40,6 +42,11 @@ class MoPoE(MultimodalModel):
         rec = torch.stack(list(lls.values())).sum(0)[0]  # [B]
         validf = valid.to(z.dtype)
         kl = (q.kl_standard() * validf).sum(0) / validf.sum(0).clamp_min(1.0)  # [B]
-        elbo = rec - self.config.beta * beta_scale * kl
+        kl_term = kl
+        if self.config.free_bits > 0:  # per-dim KL of the subset mixture, floored on its batch mean
+            count = validf.sum(0).clamp_min(1.0).unsqueeze(-1)  # [B,1]
+            per_dim = (q.kl_standard_per_dim() * validf.unsqueeze(-1)).sum(0) / count  # [B,D]
+            kl_term = free_bits_kl(per_dim, valid.any(0), self.config.free_bits)
+        elbo = rec - self.config.beta * beta_scale * kl_term
         total = -elbo.mean()
         return LossOutput(total, {"loss": total.detach(), "rec": rec.mean().detach(), "kl": kl.mean().detach()})

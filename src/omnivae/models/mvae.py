@@ -3,6 +3,7 @@
 loss = -[ELBO(all present modalities) + sum_m ELBO(x_m alone) + ELBOs of `extra_subsets`
 random subsets], each ELBO reconstructing the modalities of its subset. All subset
 posteriors come from one batched PoE over the once-computed unimodal experts.
+With free_bits > 0 each subset's KL term becomes sum_d max(free_bits, batch-mean KL_d).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Literal
 import torch
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.distributions import Gaussian
+from omnivae.distributions import Gaussian, kl_objective
 from omnivae.fusion import product_of_experts
 from omnivae.models.base import ModelConfig, MultimodalModel
 
@@ -24,6 +25,7 @@ class MVAEConfig(ModelConfig):
 
 class MVAE(MultimodalModel):
     config_class = MVAEConfig
+    supports_free_bits = True
 
     def subsets(self, device) -> torch.Tensor:
         m = len(self.names)
@@ -61,7 +63,8 @@ class MVAE(MultimodalModel):
         kl = q.kl_standard()
         valid = weights.any(1).to(kl.dtype)  # [S,B]: the subset has a present modality
         beta = self.config.beta * beta_scale
-        elbo = ((rec - beta * kl) * valid).sum(0).mean()
+        kl_term = kl_objective(q, valid, self.config.free_bits) if self.config.free_bits > 0 else kl
+        elbo = ((rec - beta * kl_term) * valid).sum(0).mean()
         total = -elbo
         return LossOutput(total, {"loss": total.detach(), "rec": (rec * valid).sum(0).mean().detach(),
                                   "kl": (kl * valid).sum(0).mean().detach()})

@@ -1,12 +1,14 @@
 """VAE and beta-VAE (Kingma & Welling 2014; Higgins et al. 2017) on one modality.
 
 loss = -E_q[log p(x|z)] + beta * KL(q(z|x) || N(0, I))
+With free_bits > 0 the KL term becomes sum_d max(free_bits, batch-mean KL_d); "kl" logs the true KL.
 """
 from __future__ import annotations
 
 from typing import Literal
 
 from omnivae.batch import Batch, LossOutput
+from omnivae.distributions import kl_objective
 from omnivae.errors import ConfigError
 from omnivae.models.base import ModelConfig, MultimodalModel
 
@@ -17,6 +19,7 @@ class VAEConfig(ModelConfig):
 
 class VAE(MultimodalModel):
     config_class = VAEConfig
+    supports_free_bits = True
 
     def check_config(self) -> None:
         if len(self.names) != 1:
@@ -32,5 +35,9 @@ class VAE(MultimodalModel):
         present = batch.present(name).to(kl.dtype)
         count = present.sum().clamp_min(1.0)
         rec_mean, kl_mean = (rec * present).sum() / count, (kl * present).sum() / count
-        total = -(rec_mean - self.config.beta * beta_scale * kl_mean)
+        if self.config.free_bits > 0:
+            kl_term = (kl_objective(q, batch.present(name), self.config.free_bits) * present).sum() / count
+        else:
+            kl_term = kl_mean
+        total = -(rec_mean - self.config.beta * beta_scale * kl_term)
         return LossOutput(total, {"loss": total.detach(), "rec": rec_mean.detach(), "kl": kl_mean.detach()})

@@ -1,0 +1,127 @@
+"""RawData (paired examples before preprocessing) and TensorData (prepared tensors)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omnivae import Batch, InputError, RawData, build_model
+from omnivae.data.tensors import TensorData, batch_loader
+
+
+def images(n):
+    return np.zeros((n, 1, 8, 8), dtype=np.uint8)
+
+
+def test_lengths_must_match():
+    with pytest.raises(InputError, match="different numbers of examples"):
+        RawData({"image": images(4), "label": np.arange(3)}, {"image": "image", "label": "categorical"})
+    with pytest.raises(InputError, match="target 'digit'"):
+        RawData({"image": images(4)}, {"image": "image"}, targets={"digit": np.arange(5)})
+    with pytest.raises(InputError, match="at least one modality"):
+        RawData({}, {})
+
+
+@pytest.mark.parametrize("kinds", [{"image": "picture"}, {}, {"image": None}])
+def test_bad_or_missing_kind(kinds):
+    with pytest.raises(InputError, match="'image'.*kind"):
+        RawData({"image": images(2)}, kinds)
+
+
+def test_default_masks_and_empty_captions():
+    raw = RawData({"text": ["a red square", "", None, "   ", "x"], "image": images(5)},
+                  {"text": "text", "image": "image"})
+    assert raw.mask["text"].tolist() == [True, False, False, False, True]
+    assert raw.mask["image"].tolist() == [True] * 5
+    assert raw.mask["text"].dtype == bool and len(raw) == 5 and raw.names == ["text", "image"]
+
+
+def test_explicit_mask_is_kept_and_checked():
+    raw = RawData({"image": images(3)}, {"image": "image"}, {"image": [1, 0, 1]})
+    assert raw.mask["image"].dtype == bool and raw.mask["image"].tolist() == [True, False, True]
+    with pytest.raises(InputError, match=r"mask of 'image'.*\(3,\)"):
+        RawData({"image": images(3)}, {"image": "image"}, {"image": [True, False]})
+
+
+def make(n):
+    return RawData({"image": np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 2, 2), np.uint8),
+                    "text": [f"caption {i}" for i in range(n)]},
+                   {"image": "image", "text": "text"}, targets={"id": np.arange(n)}, info={"source": "test"})
+
+
+def test_subset_keeps_rows_aligned():
+    raw = make(10)
+    sub = raw.subset(np.array([7, 2]))
+    assert sub.targets["id"].tolist() == [7, 2] and sub.modalities["text"] == ["caption 7", "caption 2"]
+    assert sub.modalities["image"][:, 0, 0, 0].tolist() == [7, 2] and sub.info == {"source": "test"}
+    assert raw.subset(slice(2, 5)).targets["id"].tolist() == [2, 3, 4]
+
+
+@pytest.mark.parametrize("n, fractions, sizes", [
+    (100, (0.8, 0.1, 0.1), [80, 10, 10]), (10, (0.9, 0.1), [9, 1]), (10, (1 / 3, 1 / 3, 1 / 3), [3, 4, 3]),
+    (7, (1.0, 0.0), [7, 0]),
+])
+def test_split_sizes_disjoint_and_complete(n, fractions, sizes):
+    parts = make(n).split(fractions, seed=3)
+    assert [len(p) for p in parts] == sizes
+    ids = [p.targets["id"].tolist() for p in parts]
+    flat = [i for part in ids for i in part]
+    assert sorted(flat) == list(range(n))  # disjoint and complete
+    for p in parts:  # rows stay aligned across modalities
+        assert p.modalities["text"] == [f"caption {i}" for i in p.targets["id"]]
+    again = make(n).split(fractions, seed=3)
+    assert [p.targets["id"].tolist() for p in again] == ids
+    if n >= 10:
+        assert [p.targets["id"].tolist() for p in make(n).split(fractions, seed=4)] != ids
+
+
+@pytest.mark.parametrize("fractions", [(0.5, 0.4), (1.2, -0.2), (0.5, 0.6)])
+def test_split_rejects_bad_fractions(fractions):
+    with pytest.raises(InputError, match="fractions"):
+        make(10).split(fractions)
+
+
+# -- TensorData ---------------------------------------------------------------------------------
+def test_tensor_data_from_raw_fills_placeholders(tiny_config, make_raw):
+    mask = {"label": np.array([True, False] * 6)}
+    raw = make_raw(12, names=("image", "label"), mask=mask)
+    model = build_model(tiny_config("mvae"), raw)
+    data = TensorData.from_raw(model, raw)
+    assert len(data) == 12
+    assert data.data["image"].dtype == torch.uint8 and data.data["image"].shape == (12, 1, 8, 8)
+    assert torch.equal(data.data["image"], torch.from_numpy(raw.modalities["image"]))
+    labels = torch.from_numpy(raw.modalities["label"])
+    assert torch.equal(data.data["label"][::2], labels[::2]) and (data.data["label"][1::2] == 0).all()
+    assert data.mask["label"].tolist() == mask["label"].tolist() and data.mask["image"].all()
+    batch = data.__getitems__([0, 1, 2])
+    assert isinstance(batch, Batch) and set(batch.mask) == {"label"}  # all-present masks are dropped
+    assert batch.mask["label"].tolist() == [True, False, True]
+    whole = data.batch()
+    assert len(whole) == 12 and set(whole.mask) == {"image", "label"}
+
+
+def test_batch_loader_covers_every_example_once(tiny_config, make_raw):
+    raw = make_raw(10)
+    model = build_model(tiny_config("mvae"), raw)
+    data = TensorData.from_raw(model, raw)
+    loader = batch_loader(data, batch_size=4, shuffle=True, seed=1)
+    batches = list(loader)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    seen = torch.cat([b.data["label"] for b in batches])
+    assert sorted(seen.tolist()) == sorted(raw.modalities["label"].tolist())
+
+
+def test_tensor_data_errors(tiny_config, make_raw):
+    model = build_model(tiny_config("mvae"))
+    with pytest.raises(InputError, match="none of the model's modalities"):
+        TensorData.from_raw(model, make_raw(4, names=("vector",)))
+    with pytest.raises(InputError, match="different lengths"):
+        TensorData({"a": torch.zeros(3), "b": torch.zeros(4)}, {})
+
+
+def test_tensor_data_keeps_float_images(tiny_config):
+    values = np.full((4, 1, 8, 8), 0.5, dtype=np.float32)
+    raw = RawData({"image": values}, {"image": "image"})
+    model = build_model(tiny_config("vae", ("image",)), raw)
+    data = TensorData.from_raw(model, raw)
+    torch.testing.assert_close(model.modalities["image"].features(data.data["image"]), torch.from_numpy(values))
