@@ -111,6 +111,10 @@ def train_run(config: RunConfig | dict, run_dir: str | Path, resume: bool = Fals
         best = result.best_checkpoint or (str(result.last_checkpoint) if result.last_checkpoint.is_file() else None)
         if best:
             load_weights_from_checkpoint(model, best)
+        if getattr(model.config, "prior", None) is not None:
+            from omnivae.priors import fit_prior
+
+            fit_prior(model, splits.train)
         save_model(model, run_dir / "model")
     return RunResult(model.eval(), run_dir, splits, config)
 

@@ -9,6 +9,7 @@ from omnivae.errors import ConfigError
 from omnivae.modalities.base import Modality, ModalitySpec
 from omnivae.modalities.categorical import CategoricalModality, CategoricalSpec
 from omnivae.modalities.image import ImageModality, ImageSpec
+from omnivae.modalities.signal import SignalModality, SignalSpec
 from omnivae.modalities.vector import VectorModality, VectorSpec
 
 MODALITY_KINDS: dict[str, type[Modality]] = {}
@@ -20,7 +21,7 @@ def register_modality(cls: type[Modality]) -> type[Modality]:
     return cls
 
 
-for _cls in (ImageModality, CategoricalModality, VectorModality):
+for _cls in (ImageModality, CategoricalModality, VectorModality, SignalModality):
     register_modality(_cls)
 
 try:  # the text modality lives in its own sub-package
@@ -61,9 +62,12 @@ def infer_spec(name: str, kind: str, values: Any, mask: np.ndarray, overrides: d
             spec["classes"] = list(class_names)
     elif kind == "vector":
         spec["dim"] = int(np.asarray(values).reshape(len(values), -1).shape[1])
+    elif kind == "signal":
+        arr = np.asarray(values)
+        spec["shape"] = list(arr.shape[1:]) if arr.ndim == 3 else [1, arr.shape[1]]
     spec.update(overrides or {})
     return parse_spec(name, spec)
 
 
 __all__ = ["MODALITY_KINDS", "Modality", "ModalitySpec", "register_modality", "parse_spec",
-           "build_modality", "infer_spec", "ImageSpec", "CategoricalSpec", "VectorSpec"]
+           "build_modality", "infer_spec", "ImageSpec", "CategoricalSpec", "VectorSpec", "SignalSpec"]

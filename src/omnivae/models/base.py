@@ -16,6 +16,7 @@ from omnivae.distributions import Gaussian
 from omnivae.errors import ConfigError, InputError
 from omnivae.fusion import product_of_experts
 from omnivae.modalities import ModalitySpec, build_modality, parse_spec, MODALITY_KINDS
+from omnivae.priors import PriorConfig, build_prior
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,63}")
 
@@ -25,6 +26,7 @@ class ModelConfig(StrictModel):
     latent_dim: int = 16
     modalities: dict[str, SerializeAsAny[ModalitySpec]]
     beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
+    prior: PriorConfig | None = None  # sampling prior fitted after training (omnivae.priors.fit_prior); None: N(0, I)
     free_bits: float = 0.0  # nats per latent dim: the objective's KL is sum_d max(free_bits, batch-mean KL_d)
 
     @field_validator("modalities", mode="before")
@@ -72,6 +74,7 @@ class MultimodalModel(nn.Module):
             dim = self.modality_latent_dim(config)
             modalities = {n: build_modality(n, s, dim) for n, s in config.modalities.items()}
         self.modalities = nn.ModuleDict(modalities)
+        self.prior = build_prior(config.prior, config.latent_dim) if config.prior is not None else None
         self.check_config()
 
     def check_config(self) -> None:
@@ -237,7 +240,9 @@ class MultimodalModel(nn.Module):
         return torch.stack(rows) if isinstance(rows[0], torch.Tensor) else rows
 
     def prior_sample(self, n: int) -> torch.Tensor:
-        """n codes [n,D] from the prior (a learned or fitted prior overrides this)."""
+        """n codes [n,D] from the prior (a fitted prior, if the model has one)."""
+        if self.prior is not None:
+            return self.prior.sample(n)
         return torch.randn(n, self.config.latent_dim, device=self.device)
 
     @torch.no_grad()

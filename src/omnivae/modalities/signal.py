@@ -1,0 +1,135 @@
+"""1-D signals [B,C,L] (time series, audio frames, spectra): Conv1d (or MLP) encoder and
+decoder built from the length, Gaussian or Laplace likelihood on per-channel standardised values."""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from omnivae.modalities import likelihoods
+from omnivae.modalities.base import Modality, ModalitySpec, check_finite, flatten_codes, mlp
+
+
+class SignalSpec(ModalitySpec):
+    kind: Literal["signal"] = "signal"
+    shape: tuple[int, int]  # channels, length
+    arch: Literal["conv", "mlp"] = "conv"
+    channels: list[int] = [32, 64, 128]  # conv: one stride-2 layer each
+    hidden: list[int] = [256]  # mlp: hidden widths
+    likelihood: Literal["gaussian", "laplace"] = "gaussian"
+    learn_scale: bool = True  # per-channel scale of the likelihood (starts at 1 = the data's std)
+    standardize: bool = True  # per-channel mean/std learned from training data in fit()
+
+
+class ConvEncoder1d(nn.Module):
+    def __init__(self, shape, channels, out_dim):
+        super().__init__()
+        c, length = shape
+        layers, self.lengths = [], [length]
+        for c_out in channels:
+            layers += [nn.Conv1d(c, c_out, 4, 2, 1), nn.ReLU()]
+            c, length = c_out, (length - 2) // 2 + 1
+            self.lengths.append(length)
+        self.convs, self.flat = nn.Sequential(*layers), (c, length)
+        self.head = nn.Linear(c * length, out_dim)
+
+    def forward(self, x):
+        return self.head(self.convs(x).flatten(1))
+
+
+class ConvDecoder1d(nn.Module):
+    def __init__(self, shape, channels, lengths, flat, latent_dim):
+        super().__init__()
+        self.flat = flat
+        self.fc = nn.Sequential(nn.Linear(latent_dim, math.prod(flat)), nn.ReLU())
+        outs = list(reversed(channels[:-1])) + [shape[0]]
+        layers, c = [], flat[0]
+        for i, c_out in enumerate(outs):
+            l_in, l_out = lengths[-1 - i], lengths[-2 - i]
+            layers.append(nn.ConvTranspose1d(c, c_out, 4, 2, 1, output_padding=l_out - 2 * l_in))
+            if i < len(outs) - 1:
+                layers.append(nn.ReLU())
+            c = c_out
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.deconvs(self.fc(z).view(-1, *self.flat))
+
+
+class SignalModality(Modality):
+    kind = "signal"
+    spec_class = SignalSpec
+
+    def __init__(self, name: str, spec: SignalSpec, latent_dim: int):
+        super().__init__(name, spec, latent_dim)
+        c, length = shape = tuple(spec.shape)
+        if c < 1 or length < 1:
+            raise self._error(f"shape must be (channels, length) with both >= 1, got {shape}")
+        if spec.arch == "conv":
+            if length < 2 ** len(spec.channels):
+                raise self._error(f"length {length} is too short for {len(spec.channels)} stride-2 layers "
+                                  f"(needs >= {2 ** len(spec.channels)}); use fewer channels or arch 'mlp'")
+            self.encoder = ConvEncoder1d(shape, spec.channels, 2 * latent_dim)
+            e = self.encoder
+            self.decoder = ConvDecoder1d(shape, spec.channels, e.lengths, e.flat, latent_dim)
+        else:
+            self.encoder = nn.Sequential(nn.Flatten(), mlp([c * length, *spec.hidden, 2 * latent_dim]))
+            self.decoder = nn.Sequential(mlp([latent_dim, *reversed(spec.hidden), c * length]),
+                                         nn.Unflatten(1, shape))
+        self.log_scale = nn.Parameter(torch.zeros(c, 1), requires_grad=spec.learn_scale)
+        self.register_buffer("mean", torch.zeros(c, 1))
+        self.register_buffer("std", torch.ones(c, 1))
+
+    def fit(self, raw) -> None:
+        """Per-channel mean and std over examples and time (when standardize is on)."""
+        if not self.spec.standardize:
+            return
+        x = self.prepare(raw)
+        self.mean.copy_(x.mean(dim=(0, 2)).unsqueeze(1))
+        std = x.std(dim=(0, 2)).unsqueeze(1) if x.shape[0] * x.shape[2] > 1 else torch.ones_like(self.std)
+        self.std.copy_(torch.where(std > 1e-6, std, 1.0))  # a constant channel is only centred
+
+    def prepare(self, raw) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(raw, dtype=np.float32) if not isinstance(raw, torch.Tensor) else raw)
+        if x.dim() == 2 and self.spec.shape[0] == 1 and x.shape[1] == self.spec.shape[1]:
+            x = x.unsqueeze(1)
+        self.check(x)
+        return x.float()
+
+    def check(self, x: torch.Tensor) -> None:
+        c, length = self.spec.shape
+        if x.dim() != 3 or tuple(x.shape[1:]) != (c, length):
+            raise self._error(f"expected signals of shape [batch, {c}, {length}], got {list(x.shape)}")
+        if not (x.is_floating_point() or x.dtype in (torch.int16, torch.int32, torch.int64)):
+            raise self._error(f"expected float values, got dtype {x.dtype}")
+        check_finite(self, x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+    def placeholder(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, *self.spec.shape)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z[N,D] -> standardised means [N,C,L]."""
+        return self.decoder(z).view(-1, *self.spec.shape)
+
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        flat, lead = flatten_codes(z)
+        out = self.decode(flat).reshape(*lead, -1)
+        target = self.features(x).reshape(x.shape[0], -1)
+        log_scale = self.log_scale.expand(self.spec.shape).reshape(-1)
+        return likelihoods.CONTINUOUS[self.spec.likelihood](out, target, log_scale)
+
+    def generate(self, z: torch.Tensor, sample: bool = False, **_) -> torch.Tensor:
+        """Mean signal (or a noisy draw with sample=True) in the data's own units."""
+        out = self.decode(z)
+        if sample:
+            zero = torch.zeros_like(out)
+            noise = torch.randn_like(out) if self.spec.likelihood == "gaussian" else \
+                torch.distributions.Laplace(zero, zero + 1.0).sample()
+            out = out + self.log_scale.exp() * noise
+        return out * self.std + self.mean
