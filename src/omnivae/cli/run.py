@@ -1,7 +1,6 @@
 """Verbs that train and use a model: demo, train, generate, version."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 

@@ -57,7 +57,11 @@ def classifier_scorer(x: torch.Tensor, raw: RawData, kind: str, epochs: int, see
         known = y >= 0  # -1: label missing for that example
         clfs[t] = train_classifier(x[known], y[known], kind=kind, num_classes=int(y.max()) + 1,
                                    epochs=epochs, seed=seed)
-    return lambda gen: {t: predict(c, gen.float()) for t, c in clfs.items()}
+    def score(gen: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {t: predict(c, gen.float()) for t, c in clfs.items()}
+
+    score.classifiers = clfs  # evaluation's Frechet distance reuses their features
+    return score
 
 
 def build_scorers(model, train: RawData, epochs: int = 3, seed: int = 0, max_examples: int = 20000) -> dict[str, Scorer]:

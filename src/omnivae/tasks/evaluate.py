@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from omnivae.data.raw import RawData
 from omnivae.data.tensors import TensorData
-from omnivae.metrics.coherence import build_scorers, conditional_coherence, joint_coherence
+from omnivae.metrics.coherence import (
+    build_scorers,
+    conditional_coherence,
+    joint_coherence,
+)
 from omnivae.train.checkpoint import atomic_write_bytes
 
 
@@ -36,8 +44,20 @@ def combined_metrics_csv(run_dir: Path, out: Path) -> Path | None:
 
 
 def evaluate_model(model, train: RawData, test: RawData, out_dir: Path, run_dir: Path | None = None,
-                   n_eval: int = 1000, scorer_epochs: int = 3, seed: int = 0) -> dict:
-    """Coherence metrics and figures for `model` on `test`; writes metrics.json and report.html."""
+                   n_eval: int = 1000, scorer_epochs: int = 3, seed: int = 0, scorer_examples: int = 2500,
+                   num_threads: int | None = 1) -> dict:
+    """Every metric that applies to `model` and `test`, with figures; writes metrics.json and
+    report.html. Metrics that do not apply to the data are listed under "skipped" with why.
+
+    n_eval caps the test examples each metric uses; the evaluation classifiers are trained
+    for `scorer_epochs` on at most `scorer_examples` training examples. The work runs on
+    `num_threads` torch/BLAS threads (None: as set): these are small batches, where more
+    threads gain little and, on a busy machine, cost several times the time."""
+    with limited_threads(num_threads):
+        return _evaluate(model, train, test, Path(out_dir), run_dir, n_eval, scorer_epochs, seed, scorer_examples)
+
+
+def _evaluate(model, train, test, out_dir, run_dir, n_eval, scorer_epochs, seed, scorer_examples) -> dict:
     from omnivae.report import figures
     from omnivae.report.html import Section, write_report
 
@@ -47,7 +67,7 @@ def evaluate_model(model, train: RawData, test: RawData, out_dir: Path, run_dir:
     fig_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     test_data = TensorData.from_raw(model, test)
-    scorers = build_scorers(model, train, epochs=scorer_epochs, seed=seed)
+    scorers = build_scorers(model, train, epochs=scorer_epochs, seed=seed, max_examples=scorer_examples)
     metrics = {
         "model": model.config.model,
         "n_test": len(test),
@@ -56,7 +76,10 @@ def evaluate_model(model, train: RawData, test: RawData, out_dir: Path, run_dir:
     }
     sections = [Section("Metrics", "Cross-modal accuracy: a generated modality is scored by a classifier "
                         "(images) or a caption parser (text) and compared with the true attributes.",
-                        table=metrics)]
+                        table=dict(metrics))]
+    extra = Extra(model, train, test, test_data, scorers, fig_dir, figures, Section, n_eval, seed)
+    metrics.update(extra.run())
+    sections += extra.sections
     sections += figure_sections(model, test, test_data, fig_dir, figures, Section)
     if run_dir is not None:
         csv_path = combined_metrics_csv(Path(run_dir), fig_dir / "metrics_all.csv")
@@ -65,9 +88,331 @@ def evaluate_model(model, train: RawData, test: RawData, out_dir: Path, run_dir:
                 sections.append(Section("Training curves", images=[figures.training_curves(csv_path, fig_dir / "curves.png")]))
             except Exception as exc:  # a run too short to log any loss still gets a report
                 sections.append(Section("Training curves", text=f"no curves: {exc}"))
+    metrics = json_safe(metrics)
     atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
     write_report(out_dir / "report.html", f"omnivae {model.config.model} report", sections)
     return metrics
+
+
+@contextmanager
+def limited_threads(n: int | None):
+    """Torch and BLAS/OpenMP thread pools limited to n threads inside the block (None: unchanged)."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise ValueError(f"num_threads must be >= 1 or None, got {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Skip(Exception):
+    """A metric does not apply to this model or data (the reason is reported, not raised)."""
+
+
+def json_safe(value):
+    """Plain JSON values: numpy scalars become floats/ints, NaN and inf become None."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+class Extra:
+    """Latent probes, retrieval, anomaly detection, likelihood and Fréchet distance, each
+    run on its own: a metric that does not apply is skipped with a reason."""
+
+    PROBE_TRAIN = 1500  # training examples embedded for the linear probes
+    LIKELIHOOD_K, LIKELIHOOD_N = 10, 200
+    ANOMALY_FRACTION = 0.25
+    FRECHET_N = 400
+
+    def __init__(self, model, train, test, test_data, scorers, fig_dir, figures, Section, n_eval, seed):
+        self.model, self.train, self.test, self.data = model, train, test, test_data
+        self.scorers, self.fig_dir, self.figures, self.Section = scorers, fig_dir, figures, Section
+        self.n_eval, self.seed = n_eval, seed
+        self.n = min(len(test), n_eval)
+        self.names = [m for m in model.names if m in test_data.data]
+        self.kinds = {m: model.modalities[m].kind for m in self.names}
+        self.sections: list = []
+        self.skipped: dict[str, str] = {}
+        self._figures: list = []  # figure sections of the metric being computed
+
+    def run(self) -> dict:
+        out = {}
+        steps = [
+            ("latent_probes", "Latent probes", self.probes,
+             "Linear-probe accuracy (logistic regression trained on training-set latent means, scored on "
+             "test) and k-means clustering accuracy / NMI, per target, for the joint posterior and each "
+             "modality alone."),
+            ("retrieval", "Retrieval", self.retrieval,
+             "Cross-modal retrieval on latent means (cosine): Recall@K and median rank of the first "
+             "gallery item whose targets all equal the query's."),
+            ("anomaly", "Anomaly detection", self.anomaly,
+             "AUROC and average precision of each anomaly score on test data with planted anomalies: "
+             f"mismatched pairs (one modality swapped for another example's, {self.ANOMALY_FRACTION:.0%} of "
+             "examples) and corrupted images (noise or an occluding block)."),
+            ("log_likelihood", "Likelihood", self.likelihood,
+             f"Importance-weighted estimates (K={self.LIKELIHOOD_K}, proposal: the model's joint posterior) "
+             f"of log p in nats per example, on up to {self.LIKELIHOOD_N} test examples: joint, each "
+             "modality alone, and conditionals a->b = log p(b | a)."),
+            ("frechet_distance", "Fréchet distance", self.frechet,
+             "Fréchet distance between generated and real test images on the features of the evaluation "
+             "classifiers (lower is better). It is not comparable to Inception FID."),
+        ]
+        for key, title, fn, text in steps:
+            self._figures = []
+            try:
+                value = fn()
+            except Skip as exc:
+                self.skipped[key] = str(exc)
+                self.sections.append(self.Section(title, f"Skipped: {exc}"))
+                continue
+            except Exception as exc:  # one failing metric must not cost the whole report
+                warnings.warn(f"evaluation metric {key!r} failed: {type(exc).__name__}: {exc}", stacklevel=2)
+                self.skipped[key] = f"failed: {type(exc).__name__}: {exc}"
+                self.sections.append(self.Section(title, f"Failed: {type(exc).__name__}: {exc}"))
+                continue
+            out[key] = value
+            self.sections.append(self.Section(title, text, table=value))
+            self.sections.extend(self._figures)
+            self._figures = []
+        out["skipped"] = self.skipped
+        return out
+
+    def add_figure(self, title: str, text: str, path) -> None:
+        self._figures.append(self.Section(title, text, images=[path]))
+
+    def varied(self, raw: RawData) -> list[str]:
+        return [t for t, v in raw.targets.items() if len(np.unique(v)) > 1]
+
+    # -- latent probes ---------------------------------------------------------------------
+    def probes(self) -> dict:
+        from omnivae.metrics.probe import kmeans_scores, linear_probe
+        from omnivae.tasks.embed import embed
+
+        targets = [t for t in self.varied(self.test) if t in self.train.targets
+                   and len(np.unique(self.train.targets[t][:self.PROBE_TRAIN])) > 1]
+        if not targets:
+            raise Skip("the data has no target labels that vary")
+        train = self.train.subset(np.arange(min(len(self.train), self.PROBE_TRAIN)))
+        train_data = TensorData.from_raw(self.model, train)
+        test_idx = np.arange(self.n)
+        views = {"joint": None, **({m: [m] for m in self.names} if len(self.names) > 1 else {})}
+        out: dict = {}
+        for view, given in views.items():
+            z_train = embed(self.model, train_data, given=given)
+            z_test = embed(self.model, self.data.batch(torch.from_numpy(test_idx)), given=given)
+            keep_tr = self.present_rows(train_data, given)
+            keep_te = self.present_rows(self.data, given)[: self.n]
+            for t in targets:
+                y_tr, y_te = train.targets[t][keep_tr], self.test.targets[t][: self.n][keep_te]
+                if len(np.unique(y_tr)) < 2 or len(y_te) < 2:
+                    continue
+                scores = kmeans_scores(z_test[keep_te], y_te, seed=self.seed)
+                out.setdefault(view, {})[t] = {
+                    "linear_probe": linear_probe(z_train[keep_tr], y_tr, z_test[keep_te], y_te),
+                    "kmeans_accuracy": scores["accuracy"], "kmeans_nmi": scores["nmi"]}
+        if not out:
+            raise Skip("too few labelled examples to fit a probe")
+        return out
+
+    @staticmethod
+    def present_rows(data: TensorData, given) -> np.ndarray:
+        """Bool [N]: at least one of `given` (None: any modality) is present."""
+        names = list(data.data) if given is None else given
+        present = torch.zeros(len(data), dtype=torch.bool)
+        for m in names:
+            present |= data.mask.get(m, torch.ones(len(data), dtype=torch.bool))
+        return present.numpy()
+
+    # -- retrieval ---------------------------------------------------------------------------
+    def retrieval(self) -> dict:
+        from omnivae.tasks.retrieve import all_pairs_retrieval
+
+        if len(self.names) < 2:
+            raise Skip("retrieval needs at least two modalities")
+        out = all_pairs_retrieval(self.model, self.data, n_max=self.n)
+        try:
+            self.retrieval_figures()
+        except Skip:
+            pass
+        return out
+
+    def _items(self, name: str, x: torch.Tensor):
+        """Model-space values -> what a figure can draw (images, or strings), else Skip."""
+        kind = self.kinds[name]
+        out = self.model.modalities[name].to_output(x)
+        if kind == "image":
+            return out
+        if kind in ("text", "categorical"):
+            return [str(v) for v in (out.tolist() if isinstance(out, torch.Tensor) else out)]
+        raise Skip(f"modality {name!r} ({kind}) cannot be drawn")
+
+    def retrieval_figures(self) -> None:
+        from omnivae.tasks.retrieve import RetrievalIndex
+
+        drawable = [m for m in self.names if self.kinds[m] in ("image", "text", "categorical")]
+        images = [m for m in drawable if self.kinds[m] == "image"]
+        others = [m for m in drawable if m not in images[:1]]
+        pairs = [(o, images[0]) for o in others[:1]] if images else list(zip(drawable[:1], drawable[1:2]))
+        if not pairs:
+            raise Skip("no modalities that can be drawn")
+        for query, gallery in pairs:  # one figure: text (or another modality) to image
+            present = self.data.mask.get(query, torch.ones(len(self.data), dtype=torch.bool))[: self.n]
+            rows = distinct_rows(self.test, query, present.numpy(), 4)
+            index = RetrievalIndex(self.model, head(self.data, self.n), gallery)
+            qbatch = self.data.batch(torch.as_tensor(rows))
+            result = index.query(qbatch, given=[query], k=5)
+            gal = self.data.data[gallery][torch.from_numpy(result.indices.reshape(-1))]
+            items = self._items(gallery, gal)
+            if isinstance(items, torch.Tensor):
+                items = items.reshape(len(rows), 5, *items.shape[1:])
+            else:
+                items = [items[i * 5:(i + 1) * 5] for i in range(len(rows))]
+            path = self.figures.retrieval_examples(self._items(query, qbatch.data[query]), items, result.scores,
+                                                   self.fig_dir / f"retrieval_{query}_to_{gallery}.png")
+            self.add_figure("Retrieval examples", f"Top 5 test {gallery} items for test {query} queries, by cosine similarity of latent means.",
+                            path)
+
+    # -- anomaly detection -------------------------------------------------------------------
+    def anomaly(self) -> dict:
+        from omnivae.metrics.anomaly import auroc, average_precision
+        from omnivae.tasks.detect import (
+            AnomalyDetector,
+            corrupted_images,
+            mismatched_pairs,
+        )
+
+        test = self.test.subset(np.arange(self.n))
+        detector = AnomalyDetector(self.model, seed=self.seed)
+        benchmarks = {}
+        if len(self.names) > 1:
+            for m in (self.names if len(self.names) > 2 else self.names[-1:]):
+                benchmarks[f"mismatched_{m}"] = mismatched_pairs(test, m, self.ANOMALY_FRACTION, self.seed)
+        for m in self.names:
+            if self.kinds[m] == "image":
+                benchmarks[f"corrupted_{m}"] = corrupted_images(test, self.ANOMALY_FRACTION, self.seed, modality=m)
+        if not benchmarks:
+            raise Skip("needs two modalities (mismatched pairs) or an image modality (corrupted images)")
+        out, shown = {}, False
+        for key, (raw, is_anomaly) in benchmarks.items():
+            scores = detector.score(raw)
+            table = {}
+            for name, s in scores.items():
+                ok = np.isfinite(s)
+                if ok.sum() < 2 or is_anomaly[ok].all() or not is_anomaly[ok].any():
+                    continue
+                table[name] = {"auroc": auroc(s[ok], is_anomaly[ok]), "ap": average_precision(s[ok], is_anomaly[ok])}
+            if not table:
+                continue
+            out[key] = table
+            if not shown:
+                shown = self.anomaly_figure(key, raw, scores, table)
+        if not out:
+            raise Skip("no anomaly score applies to this data")
+        return out
+
+    def anomaly_figure(self, key: str, raw: RawData, scores: dict, table: dict) -> bool:
+        best = max(table, key=lambda s: table[s]["auroc"])
+        images = [m for m in self.names if self.kinds[m] == "image"]
+        texts = [m for m in self.names if self.kinds[m] == "text"]
+        if not images and not texts:
+            return False
+        s = np.nan_to_num(scores[best], nan=-np.inf)
+        order = np.argsort(-s, kind="stable")[:8]
+        img = raw.modalities[images[0]][order] if images else None
+        txt = [str(raw.modalities[texts[0]][i]) for i in order] if texts else None
+        path = self.figures.anomaly_examples(img, txt, s[order], self.fig_dir / "anomalies.png", k=8)
+        self.add_figure("Highest anomaly scores",
+                        f"The 8 test examples with the highest {best} score among the {key.replace('_', ' ')} "
+                        f"benchmark (AUROC {table[best]['auroc']:.3f}), most anomalous first.", path)
+        return True
+
+    # -- likelihood ---------------------------------------------------------------------------
+    def likelihood(self) -> dict:
+        from omnivae.metrics.likelihood import estimate_log_likelihoods
+
+        if getattr(self.model.config, "model", "") in ("ae", "dae", "sparse_ae", "stacked_ae"):
+            raise Skip("deterministic autoencoders have no likelihood")
+        return estimate_log_likelihoods(self.model, self.data, k=self.LIKELIHOOD_K,
+                                        n_max=min(self.n, self.LIKELIHOOD_N), seed=self.seed,
+                                        conditionals=len(self.names) > 1)
+
+    # -- Fréchet distance ----------------------------------------------------------------------
+    def frechet(self) -> dict:
+        from omnivae.metrics.fid import frechet_distance
+
+        images = [m for m in self.names if self.kinds[m] == "image"]
+        if not images:
+            raise Skip("no image modality")
+        out = {}
+        n = min(self.n, self.FRECHET_N)
+        for img in images:
+            feature_fn = classifier_features(self.scorers.get(img))
+            if feature_fn is None:
+                raise Skip(f"no evaluation classifier for {img!r} (the data has no varying targets)")
+            present = self.data.mask.get(img, torch.ones(len(self.data), dtype=torch.bool))[:n]
+            real = feature_fn(self.model.modalities[img].features(self.data.data[img][:n][present]))
+            batch = self.data.batch(torch.arange(n))
+            generated = {"prior_samples": self.model.sample(n, targets=[img], raw=True)[img]}
+            for other in self.names:
+                if other != img:
+                    gen = self.model.generate(batch, given=[other], targets=[img], raw=True)[img]
+                    generated[f"{other}->{img}"] = gen[present & batch.present(other)]
+            out[img] = {key: frechet_distance(feature_fn(x), real) for key, x in generated.items()}
+        return out
+
+
+def classifier_features(scorer):
+    """Penultimate-layer features of the image classifiers inside a coherence scorer,
+    concatenated; None when the scorer holds no classifier."""
+    if scorer is None:
+        return None
+    clfs = getattr(scorer, "classifiers", None)
+    if not clfs or not all(hasattr(c, "features") and hasattr(c, "head") for c in clfs.values()):
+        return None
+
+    @torch.no_grad()
+    def features(x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        parts = []
+        for i in range(0, len(x), batch_size):
+            xi = x[i:i + batch_size].float()
+            parts.append(torch.cat([c.head[:-1](c.features(xi)) for c in clfs.values()], dim=1))
+        return torch.cat(parts)
+
+    return features
+
+
+def head(data: TensorData, n: int) -> TensorData:
+    """The first n examples of a TensorData."""
+    return TensorData({k: v[:n] for k, v in data.data.items()}, {k: m[:n] for k, m in data.mask.items()},
+                      {k: t[:n] for k, t in data.targets.items()})
+
+
+def distinct_rows(raw: RawData, name: str, present: np.ndarray, k: int) -> list[int]:
+    """Up to k example indices with distinct target combinations (or the first k)."""
+    rows, seen = [], set()
+    for i in np.nonzero(present)[0]:
+        key = tuple(int(v[i]) for v in raw.targets.values())
+        if key not in seen:
+            seen.add(key)
+            rows.append(int(i))
+        if len(rows) == k:
+            break
+    return rows
 
 
 def figure_sections(model, test: RawData, data: TensorData, fig_dir: Path, figures, Section) -> list:
@@ -87,7 +432,7 @@ def figure_sections(model, test: RawData, data: TensorData, fig_dir: Path, figur
         true = list(test.modalities[txt][:k])
         path = figures.captioned_images(model.modalities[img].to_output(batch.data[img]), caps,
                                         fig_dir / "image_to_caption.png", true_captions=true)
-        sections.append(Section("Image to caption", f"Generated caption (black) and the true one (grey).", images=[path]))
+        sections.append(Section("Image to caption", "Generated caption (black) and the true one (grey).", images=[path]))
     joint = model.sample(16)
     if images:
         img = images[0]

@@ -1,0 +1,109 @@
+"""evaluate_model and `omnivae evaluate`: every metric and report section on the shapes
+model, and metrics that do not apply are skipped with a reason instead of crashing."""
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_tasks import shapes_run
+from typer.testing import CliRunner
+
+from omnivae.data.raw import RawData
+from omnivae.models import build_model
+from omnivae.report.html import read_report_images
+from omnivae.tasks.evaluate import Extra, evaluate_model
+
+SECTIONS = ("Metrics", "Latent probes", "Retrieval", "Retrieval examples", "Anomaly detection",
+            "Highest anomaly scores", "Likelihood", "Fréchet distance", "Text to image", "Image to caption",
+            "Joint samples", "Reconstructions", "Latent space", "Training curves")
+NEW_KEYS = ("latent_probes", "retrieval", "anomaly", "log_likelihood", "frechet_distance", "skipped")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return shapes_run(tmp_path_factory)
+
+
+def check_report(path, titles):
+    html = path.read_text(encoding="utf-8")
+    for title in titles:
+        assert f"<h2>{title}</h2>" in html, title
+    images = read_report_images(path)
+    for alt, data in images:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()  # every embedded PNG decodes
+    return images
+
+
+@pytest.mark.slow
+def test_evaluate_model_reports_every_metric_and_section(trained, tmp_path):
+    out = tmp_path / "eval"
+    metrics = evaluate_model(trained.model, trained.splits.train, trained.splits.test, out,
+                             run_dir=trained.run_dir, n_eval=300)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    for key in NEW_KEYS:
+        assert key in metrics, key
+    assert metrics["skipped"] == {}
+    probes = metrics["latent_probes"]
+    assert set(probes) == {"joint", "image", "text"}
+    assert probes["joint"]["shape"]["linear_probe"] > 0.9 and -1e-9 <= probes["image"]["color"]["kmeans_nmi"] <= 1 + 1e-9
+    assert metrics["retrieval"]["text->image"]["R@1"] > 0.8 and metrics["retrieval"]["image->text"]["R@10"] > 0.9
+    assert set(metrics["anomaly"]) == {"mismatched_text", "corrupted_image"}
+    assert metrics["anomaly"]["mismatched_text"]["disagreement"]["auroc"] > 0.9
+    assert metrics["anomaly"]["corrupted_image"]["nll_image"]["auroc"] > 0.9
+    ll = metrics["log_likelihood"]
+    assert ll["k"] == 10 and ll["joint"] < 0 and ll["joint"] < ll["text"]
+    assert ll["joint"] == pytest.approx(ll["image"] + ll["image->text"], abs=2.0)  # chain rule, up to noise
+    fd = metrics["frechet_distance"]["image"]
+    assert fd["text->image"] < fd["prior_samples"] or fd["text->image"] < 5.0
+    images = check_report(out / "report.html", SECTIONS)
+    assert len(images) >= 8
+
+
+def test_metrics_that_do_not_apply_are_skipped(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 120)
+    vectors = (rng.normal(size=(120, 4)) + 3 * labels[:, None]).astype(np.float32)
+    raw = RawData({"vector": vectors}, {"vector": "vector"}, targets={"label": labels})
+    train, test = raw.split((0.5, 0.5))
+    model = build_model({"model": "vae", "latent_dim": 2,
+                         "modalities": {"vector": {"kind": "vector", "dim": 4, "hidden": [8]}}}, train)
+    metrics = evaluate_model(model, train, test, tmp_path / "eval", scorer_epochs=1)
+    assert set(metrics["skipped"]) == {"retrieval", "anomaly", "frechet_distance"}
+    assert "two modalities" in metrics["skipped"]["retrieval"]
+    assert "image" in metrics["skipped"]["frechet_distance"]
+    assert metrics["latent_probes"]["joint"]["label"]["linear_probe"] > 0.5
+    assert np.isfinite(metrics["log_likelihood"]["joint"])
+    html = (tmp_path / "eval" / "report.html").read_text(encoding="utf-8")
+    assert "Skipped: retrieval needs at least two modalities" in html
+    check_report(tmp_path / "eval" / "report.html", ("Metrics", "Latent probes", "Retrieval", "Likelihood"))
+
+    def broken(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Extra, "likelihood", broken)  # an unexpected failure is reported, not raised
+    with pytest.warns(UserWarning, match="boom"):
+        metrics = evaluate_model(model, train, test, tmp_path / "eval2", scorer_epochs=1)
+    assert metrics["skipped"]["log_likelihood"] == "failed: RuntimeError: boom"
+    assert "log_likelihood" not in metrics and "latent_probes" in metrics
+
+
+@pytest.mark.slow
+def test_cli_evaluate_on_the_run_test_split(trained, tmp_path):
+    from omnivae.cli import app
+
+    out = tmp_path / "cli_eval"
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(trained.run_dir), "--out", str(out),
+                                      "--n-eval", "200", "--scorer-epochs", "1"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == len(trained.splits.test)
+    for key in NEW_KEYS:
+        assert key in metrics
+    check_report(out / "report.html", SECTIONS)
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(trained.run_dir / "model"), "--data", "shapes",
+                                      "--set", "data.options.n=300", "--set", "data.options.image_size=16",
+                                      "--out", str(tmp_path / "e2"), "--n-eval", "30", "--scorer-epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["n_test"] == 30
