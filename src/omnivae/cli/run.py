@@ -36,8 +36,7 @@ def demo(
     seed: int = typer.Option(0, help="Random seed for data and training."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
-    """Train the default image+caption model on the built-in shapes data, then write
-    metrics.json, figures (text-to-image, image-to-caption, joint samples) and report.html."""
+    """Train the default image+caption model on the built-in shapes data, then write metrics.json, figures (text-to-image, image-to-caption, joint samples) and report.html."""
     from omnivae.tasks.demo import run_demo
 
     try:
@@ -104,8 +103,7 @@ def generate(
     out: Path = typer.Option(Path("generated"), help="Folder for generated images and outputs.json."),
     strategy: str = typer.Option("greedy", help="Text decoding: greedy, sample or beam."),
 ):
-    """Generate target modalities from the given one, e.g.
-    `omnivae generate --model runs/demo/model --from text "a blue square"`."""
+    """Generate target modalities from the given one, e.g. `omnivae generate --model runs/demo/model --from text "a blue square"`."""
     from omnivae.tasks.generate import generate_from_inputs
 
     try:

@@ -121,10 +121,7 @@ def evaluate(
     scorer_epochs: int = typer.Option(3, help="Epochs of the evaluation classifiers."),
     seed: int = typer.Option(0, help="Random seed."),
 ):
-    """Evaluate a trained model: cross-modal coherence, latent probes, retrieval, anomaly
-    detection, likelihood and Fréchet distance, with figures. Writes OUT/metrics.json and a
-    self-contained OUT/report.html. Evaluation classifiers are trained on the training split
-    (on the evaluated data itself when it is a single file or folder).
+    """Evaluate a trained model: cross-modal coherence, latent probes, retrieval, anomaly detection, likelihood and Fréchet distance, with figures. Writes OUT/metrics.json and a self-contained OUT/report.html. Evaluation classifiers are trained on the training split (on the evaluated data itself when it is a single file or folder).
 
     Example: omnivae evaluate --run runs/demo --out runs/demo/eval"""
     from omnivae.cli.run import show_summary
@@ -202,8 +199,7 @@ def retrieve(
     split: str = typer.Option("auto", help=SPLIT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for results.json (and retrieval.png)."),
 ):
-    """Search the gallery modality of the data (by default the run's test split) with queries
-    of another modality, and print the top-K items.
+    """Search the gallery modality of the data (by default the run's test split) with queries of another modality, and print the top-K items.
 
     Example: omnivae retrieve --run runs/demo --query text "a red circle" --gallery image -k 5"""
     from omnivae.tasks.generate import parse_inputs
@@ -260,8 +256,7 @@ def detect(
     split: str = typer.Option("auto", help=SPLIT_HELP),
     seed: int = typer.Option(0, help="Random seed of the ELBO's posterior draws."),
 ):
-    """Score every example for anomalies (negative ELBO, reconstruction and cross-modal
-    errors, disagreement between modalities) and flag those above a threshold.
+    """Score every example for anomalies (negative ELBO, reconstruction and cross-modal errors, disagreement between modalities) and flag those above a threshold.
 
     Example: omnivae detect --run runs/demo --out scores.csv --contamination 0.05"""
     from omnivae.tasks.detect import AnomalyDetector
