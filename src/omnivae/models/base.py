@@ -115,6 +115,8 @@ class MultimodalModel(nn.Module):
         sizes = {n: len(x) for n, x in data.items()}
         if len(set(sizes.values())) != 1:
             raise InputError(f"modalities have different batch sizes: {sizes}")
+        if not next(iter(sizes.values())):
+            raise InputError(f"the batch holds no examples ({sizes})")
         masks = {}
         for n, m in (mask or {}).items():
             self.check_names([n], "mask")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import field_validator
+
 from omnivae.config import StrictModel
 
 
@@ -27,5 +29,13 @@ class TrainConfig(StrictModel):
     num_workers: int = 0  # DataLoader workers (in-memory data needs none)
     progress: bool = True  # rich progress bar
     log_every_n_steps: int = 50
-    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss stops the run, or skips the batch
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient stops the run, or skips the update
     tensorboard: bool = True
+    checkpoint_every_n_steps: int | None = None  # also write last.ckpt every n steps; None: at epoch ends only
+
+    @field_validator("checkpoint_every_n_steps")
+    @classmethod
+    def _positive_steps(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be >= 1 (or null for epoch ends only), got {v}")
+        return v

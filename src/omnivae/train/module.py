@@ -1,4 +1,12 @@
-"""The LightningModule: the model's objective, KL warm-up, logging and optimisers."""
+"""The LightningModule: the model's objective, KL warm-up, logging, optimisers, and the
+guard against non-finite numbers.
+
+A non-finite loss (checked in training_step) or gradient (checked after backward, before
+clipping and the optimiser step) either stops the run with a TrainingError naming the step
+and the loss term or parameter, or, with on_nonfinite: skip, drops the update: every
+gradient is set to None, so the optimiser leaves weights and its own state unchanged.
+With several processes the decision is shared, so all of them skip or stop together.
+"""
 from __future__ import annotations
 
 import lightning as L
@@ -9,43 +17,111 @@ from omnivae.errors import TrainingError
 from omnivae.models.base import MultimodalModel
 from omnivae.train.config import TrainConfig
 
+ADVICE = ("The last good checkpoint is kept; lower the learning rate, enable grad_clip, check the "
+          "data for extreme values, or set on_nonfinite: skip")
+
 
 class OmniModule(L.LightningModule):
     def __init__(self, model: MultimodalModel, config: TrainConfig, steps_per_epoch: int = 1):
         super().__init__()
         self.model, self.cfg = model, config
         self.warmup_steps = max(0, round(config.kl_warmup_epochs * steps_per_epoch))
-        self.skipped = 0
+        self.skipped = 0  # updates dropped because of non-finite numbers (saved in checkpoints)
+        self._bad_loss: str | None = None  # set by training_step, read before the optimiser step
+        self._model_epoch: int | None = None
 
     def beta_scale(self) -> float:
         if self.warmup_steps == 0:
             return 1.0
         return min(1.0, self.global_step / self.warmup_steps)
 
-    def on_train_epoch_start(self) -> None:
-        self.model.on_train_epoch_start(self.current_epoch)
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # here rather than on_train_epoch_start, which Lightning skips after a mid-epoch resume
+        if self._model_epoch != self.current_epoch:
+            self._model_epoch = self.current_epoch
+            self.model.on_train_epoch_start(self.current_epoch)
+
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
 
     def training_step(self, batch: Batch, batch_idx: int):
+        self._bad_loss = None
         out = self.model.loss(batch, self.beta_scale())
         if not torch.isfinite(out.total):
             bad = [k for k, v in out.terms.items() if not torch.isfinite(v).all()]
-            message = (f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}, "
+            problem = (f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}, "
                        f"batch {batch_idx}); bad terms: {bad or ['loss']}")
-            if self.cfg.on_nonfinite == "skip":
-                self.skipped += 1
-                self.print(f"skipping batch: {message}")
-                return None
-            raise TrainingError(message + ". The last good checkpoint is kept; lower the learning "
-                                "rate, enable grad_clip, or set on_nonfinite: skip")
-        self.log_dict({f"train/{k}": v for k, v in out.terms.items()}, on_step=True, on_epoch=True,
+            if not self._distributed():
+                if self.cfg.on_nonfinite == "stop":
+                    raise TrainingError(f"{problem}. {ADVICE}")
+                self._skip(problem)
+                return None  # Lightning then runs no backward and no optimiser step
+            # several processes: backward must still run everywhere (gradients are averaged);
+            # the shared check before the optimiser step stops or skips on every process
+            self._bad_loss = problem
+            return out.total
+        # step values stay local (no per-step communication); epoch means are averaged over
+        # processes, so every process monitors (and checkpoints on) the same train/loss_epoch
+        self.log_dict({f"train/{k}_step": v for k, v in out.terms.items()}, on_step=True, on_epoch=False,
                       batch_size=len(batch), prog_bar=False)
+        self.log_dict({f"train/{k}_epoch": v for k, v in out.terms.items()}, on_step=False, on_epoch=True,
+                      batch_size=len(batch), prog_bar=False, sync_dist=True)
         self.log("beta_scale", self.beta_scale(), on_step=True, on_epoch=False, batch_size=len(batch))
         return out.total
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        problem, self._bad_loss = self._bad_loss, None
+        if problem is None and not self._scaled_gradients():
+            problem = self._bad_gradient()
+        if self._distributed():
+            flag = torch.tensor(0.0 if problem is None else 1.0, device=self.device)
+            if float(self.trainer.strategy.reduce(flag, reduce_op="sum")) > 0 and problem is None:
+                problem = f"non-finite loss or gradient in another process at step {self.global_step}"
+        if problem is None:
+            return
+        if self.cfg.on_nonfinite == "stop":
+            raise TrainingError(f"{problem}. {ADVICE}")
+        for p in self.parameters():
+            p.grad = None  # optimisers skip parameters without a gradient: no update at all
+        self._skip(problem)
+
+    def _bad_gradient(self) -> str | None:
+        named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
+        if not named:
+            return None
+        finite = torch.stack([torch.isfinite(g).all() for _, g in named])
+        if bool(finite.all()):
+            return None
+        name = named[int((~finite).nonzero()[0])][0]
+        return (f"non-finite gradient at step {self.global_step} (epoch {self.current_epoch}) in "
+                f"parameter {name.removeprefix('model.')!r}")
+
+    def _scaled_gradients(self) -> bool:
+        """fp16 training: the GradScaler itself skips steps with inf gradients."""
+        return getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
+    def _skip(self, message: str) -> None:
+        self.skipped += 1
+        self.print(f"skipping update ({self.skipped} so far): {message}")
+
     def validation_step(self, batch: Batch, batch_idx: int):
-        out = self.model.loss(batch, 1.0)
+        # a fixed noise stream per batch: val/loss is comparable across epochs, and validation
+        # does not shift the training RNG (so resumed runs draw what uninterrupted ones draw)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            seed = (self.cfg.seed * 7919 + batch_idx) % 2**63
+            torch.random.default_generator.manual_seed(seed)
+            if devices:
+                torch.cuda.manual_seed(seed)
+            out = self.model.loss(batch, 1.0)
         self.log_dict({f"val/{k}": v for k, v in out.terms.items()}, on_step=False, on_epoch=True,
                       batch_size=len(batch), prog_bar=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["omnivae"] = {"skipped": int(self.skipped)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped = int(checkpoint.get("omnivae", {}).get("skipped", 0))
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from omnivae.data.tensors import TensorData, batch_loader
 from omnivae.models.base import MultimodalModel
-from omnivae.train.checkpoint import AtomicCheckpointIO
+from omnivae.train.callbacks import LastCheckpoint, RandomState
+from omnivae.train.checkpoint import AtomicCheckpointIO, CheckpointWarning, resume_checkpoint
 from omnivae.train.config import TrainConfig
 from omnivae.train.module import OmniModule
+from omnivae.train.sampler import ResumableLoader
 
 
 class OmniDataModule(L.LightningDataModule):
@@ -23,10 +26,12 @@ class OmniDataModule(L.LightningDataModule):
         self.train_data, self.val_data, self.cfg = train, val, config
 
     def train_dataloader(self):
-        return batch_loader(self.train_data, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed,
-                            num_workers=self.cfg.num_workers)
+        # order fixed by (seed, epoch), split across processes, position saved in checkpoints
+        return ResumableLoader(self.train_data, self.cfg.batch_size, seed=self.cfg.seed, shuffle=True,
+                               num_workers=self.cfg.num_workers)
 
     def val_dataloader(self):
+        # every process validates the whole (small) validation set: identical val/loss everywhere
         if self.val_data is None or len(self.val_data) == 0:
             return []
         return batch_loader(self.val_data, max(self.cfg.batch_size, 512), shuffle=False)
@@ -62,8 +67,12 @@ def metrics_files(run_dir: str | Path) -> list[Path]:
 def make_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer:
     run_dir = Path(run_dir)
     monitor = "val/loss" if has_val else "train/loss_epoch"
+    # best.ckpt: the best epoch so far; last.ckpt (LastCheckpoint, after it in order): every
+    # epoch end and every checkpoint_every_n_steps steps, for resuming
     callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
-                                 mode="min", save_top_k=1, save_last=True)]
+                                 mode="min", save_top_k=1, save_last=False, enable_version_counter=False),
+                 LastCheckpoint(last_checkpoint(run_dir), config.checkpoint_every_n_steps),
+                 RandomState(config.seed)]
     if config.patience is not None and has_val:
         callbacks.append(EarlyStopping(monitor=monitor, patience=config.patience, mode="min"))
     if config.max_minutes is not None:
@@ -80,6 +89,7 @@ def make_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer
         callbacks=callbacks, logger=loggers, log_every_n_steps=config.log_every_n_steps,
         enable_progress_bar=config.progress, enable_model_summary=False,
         plugins=[AtomicCheckpointIO()], deterministic=False, num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # ResumableLoader shards the data itself
     )
 
 
@@ -92,20 +102,33 @@ def set_threads(config: TrainConfig) -> None:
     torch.set_flush_denormal(True)  # tiny importance weights must not slow the CPU down
 
 
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Temporary files of writes that a crash interrupted (the real files are intact)."""
+    for tmp in (run_dir / "checkpoints").glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
 def fit(model: MultimodalModel, train: TensorData, val: TensorData | None, config: TrainConfig,
         run_dir: str | Path, resume: bool = False) -> FitResult:
-    """Train `model` in place; with resume, continue from run_dir/checkpoints/last.ckpt."""
+    """Train `model` in place; with resume, continue from the newest intact checkpoint in
+    run_dir/checkpoints (last.ckpt, else previous.ckpt, else best.ckpt, with a warning)."""
     run_dir = Path(run_dir)
+    ckpt_path = None
     if resume:
+        ckpt_path = resume_checkpoint(run_dir)  # raises ModelFileError if none is intact
+        if ckpt_path is None:
+            warnings.warn(f"{run_dir} has no checkpoint yet: training starts from the beginning",
+                          CheckpointWarning, stacklevel=2)
+        remove_stale_temp_files(run_dir)
         keep_previous_metrics(run_dir)
     set_threads(config)
     model.train()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    steps = max(1, -(-len(train) // config.batch_size))
-    module = OmniModule(model, config, steps_per_epoch=steps)
     trainer = make_trainer(config, run_dir, has_val=val is not None and len(val) > 0)
-    ckpt = last_checkpoint(run_dir)
+    steps = max(1, -(-len(train) // (config.batch_size * trainer.world_size)))  # per process
+    module = OmniModule(model, config, steps_per_epoch=steps)
     trainer.fit(module, datamodule=OmniDataModule(train, val, config),
-                ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+                ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
+    ckpt = last_checkpoint(run_dir)
+    best = next((c.best_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     return FitResult(module, trainer, best or None, ckpt)
