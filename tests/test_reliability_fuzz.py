@@ -68,6 +68,14 @@ IMAGE = (1, 8, 8)
 CAPTIONS = ["a red circle", "a blue square", "one small green triangle", "the big yellow star"]
 
 
+@pytest.fixture(autouse=True)
+def ieee_subnormals():
+    """Training turns on flush-to-zero for speed (train.trainer.set_threads); hypothesis needs
+    IEEE subnormals to draw floats, so this module switches them back on."""
+    torch.set_flush_denormal(False)
+    yield
+
+
 @pytest.fixture(scope="module")
 def model():
     rng = np.random.default_rng(0)
