@@ -1,0 +1,97 @@
+"""Smoke test of the benchmark suite: every workload runs in --quick mode (a handful of
+steps, each in its own process as run_all does) and writes a result JSON of the documented
+shape; the table and the MoPoE-vs-M figure build from those files. No timing asserts."""
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+RUN_ALL = runpy.run_path(str(BENCH / "run_all.py"), run_name="run_all_under_test")
+SCRIPTS = RUN_ALL["SCRIPTS"]
+PATH_KEYS = {"step_ms", "samples_per_s", "steps", "windows"}
+RUN_KEYS = {"model", "config", "batch_size", "parameters", "lightning", "plain", "lightning_overhead",
+            "peak_rss_mb", "rss_within_epoch", "flops_per_sample", "achieved_gflops", "peak_fraction",
+            "cpu_per_wall", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    """{workload: (return code, output)} after running each script with --quick."""
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = {}
+    for name, script in SCRIPTS.items():
+        # one thread: a smoke test needs no speed, and on a busy shared machine two OpenMP
+        # threads wait on each other at every op (the run takes minutes instead of seconds)
+        proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--threads", "1", "--out", str(out)],
+                              capture_output=True, text=True, env=env, timeout=900)
+        done[name] = (proc.returncode, proc.stdout + proc.stderr)
+    return out, done
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_workload_writes_result_json(quick_results, name):
+    out, done = quick_results
+    code, output = done[name]
+    assert code == 0, output[-3000:]
+    result = json.loads((out / f"{name}.json").read_text())
+    assert result["workload"] == name and result["quick"] is True
+    assert {"machine", "settings", "runs", "targets", "skipped", "seconds"} <= set(result)
+    assert result["machine"]["matmul_peak_gflops"] > 0 and result["machine"]["threads"] >= 1
+    if not result["runs"]:
+        pytest.skip(f"{name}: {result['skipped']}")  # e.g. MNIST files not on this machine
+    for run in result["runs"]:
+        assert RUN_KEYS <= set(run), RUN_KEYS - set(run)
+        for path in ("lightning", "plain"):
+            assert PATH_KEYS <= set(run[path]) and run[path]["step_ms"] > 0 and run[path]["samples_per_s"] > 0
+        assert run["flops_per_sample"] > 0 and run["peak_rss_mb"] > 0
+        assert {"start_mb", "end_mb", "growth_mb", "growth_pct"} <= set(run["rss_within_epoch"])
+        assert all(v > 0 for v in run.get("generation_per_s", {}).values())
+    for t in result["targets"]:
+        assert set(t) == {"name", "value", "target", "met", "note"} and t["met"] in (True, False, None)
+    for s in result["skipped"]:
+        assert s["reason"].startswith("skipped")
+
+
+@pytest.mark.slow
+def test_extras_table_and_figure(quick_results, tmp_path):
+    out, _ = quick_results
+    results = RUN_ALL["load_results"](out)
+    assert results, "no result files were written"
+    by_name = {r["workload"]: r for r in results}
+    if by_name.get("seed-vae", {}).get("runs"):
+        assert all("bare" in run and "vs_bare" in run for run in by_name["seed-vae"]["runs"])
+    if by_name.get("polymnist-5", {}).get("runs"):
+        sweep = by_name["polymnist-5"]["mopoe_vs_m"]
+        assert len(sweep["m"]) == len(sweep["mopoe_step_ms"]) == len(sweep["mvae_step_ms"]) >= 2
+        assert RUN_ALL["mopoe_figure"](results, tmp_path / "curve.png").stat().st_size > 0
+    if by_name.get("mnist-label", {}).get("runs"):
+        assert {"lightning", "plain"} == set(by_name["mnist-label"]["mmvae_k_ratio"])
+        assert by_name["mnist-label"]["mmvae_epoch"]["end_over_start"] > 0
+    text = RUN_ALL["table"](results)
+    assert "## Targets" in text and all(r["workload"] in text for r in results)
+
+
+def test_bench_verb_is_registered_and_finds_the_suite():
+    from typer.testing import CliRunner
+
+    from omnivae.cli import app
+    from omnivae.cli.bench import find_run_all
+
+    assert find_run_all() == BENCH / "run_all.py"
+    result = CliRunner().invoke(app, ["bench", "--help"])
+    assert result.exit_code == 0 and "--quick" in result.output and "--only" in result.output
+
+
+def test_run_all_rejects_unknown_workload():
+    with pytest.raises(SystemExit):
+        RUN_ALL["parse_args"](["--only", "no-such-workload"])
