@@ -31,15 +31,20 @@ class Crash(Exception):
 
 
 class CrashAt:
-    """Callback raising Crash once `global_step` reaches `step` (after that step's checkpoint)."""
+    """Callback raising Crash once `global_step` reaches `step`: at the end of a training batch
+    (after that step's checkpoint), or when validation starts (hook="validation")."""
 
-    def __new__(cls, step: int):
+    def __new__(cls, step: int, hook: str = "batch"):
         from lightning.pytorch.callbacks import Callback
 
         class _Crash(Callback):
             def on_train_batch_end(self, trainer, *args):
-                if trainer.global_step >= step:
+                if hook == "batch" and trainer.global_step >= step:
                     raise Crash(f"crash at step {trainer.global_step}")
+
+            def on_validation_start(self, trainer, *args):
+                if hook == "validation" and trainer.global_step >= step:
+                    raise Crash(f"crash in validation at step {trainer.global_step}")
         return _Crash()
 
 
@@ -56,7 +61,7 @@ def setup(make_raw, tiny_config):
     return build
 
 
-def run(setup, run_dir, resume=False, crash_at=None, **options):
+def run(setup, run_dir, resume=False, crash_at=None, crash_hook="batch", **options):
     model, train, val = setup()
     config = TrainConfig(**{**BASE, **options})
     if crash_at is None:
@@ -66,7 +71,7 @@ def run(setup, run_dir, resume=False, crash_at=None, **options):
 
     def with_crash(*args, **kwargs):
         trainer = original(*args, **kwargs)
-        trainer.callbacks.append(CrashAt(crash_at))
+        trainer.callbacks.append(CrashAt(crash_at, crash_hook))
         return trainer
     trainer_module.make_trainer = with_crash
     try:
@@ -160,6 +165,22 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run(setup, tmp_path):
     assert read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["global_step"] == 6
     run(setup, tmp_path / "b", resume=True)
     assert_same(reference, final_weights(tmp_path / "b"))
+
+
+def test_crash_in_validation_then_mid_epoch_resumes_exactly(setup, tmp_path):
+    """Regression (found by the kill test): a step checkpoint taken after an epoch's last batch
+    resumed through Lightning's restart-on-last-batch path, which left the next epoch's
+    counters behind; a second, mid-epoch crash then restarted that epoch from batch 0."""
+    run(setup, tmp_path / "ref")
+    run(setup, tmp_path / "a", crash_at=12, crash_hook="validation", checkpoint_every_n_steps=3)
+    assert read_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")["global_step"] == 9  # not 12
+    run(setup, tmp_path / "a", resume=True, crash_at=16, checkpoint_every_n_steps=3)
+    state = read_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    assert state["global_step"] == 15 and state["loops"]["fit_loop"]["epoch_progress"]["total"]["ready"] == 3
+    run(setup, tmp_path / "a", resume=True, checkpoint_every_n_steps=3)
+    last = read_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 24
+    assert_same(final_weights(tmp_path / "ref"), last["state_dict"])
 
 
 def test_checkpoints_hold_rng_and_loader_state_as_plain_tensors(setup, tmp_path):

@@ -134,8 +134,15 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every and step > 0 and step % self.every == 0 and step != self._saved_step:
-            self._save(trainer)
+        if not self.every or step <= 0 or step % self.every or step == self._saved_step:
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # the epoch-end save follows after validation. A checkpoint taken after the last
+            # batch would resume through Lightning's (2.6) restart-on-last-batch path, which
+            # leaves the next epoch's progress counters behind, so a later mid-epoch resume
+            # restarts that epoch from its first batch (found by tests/test_reliability_kill.py)
+            return
+        self._save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         self._save(trainer)  # validation of this epoch has run by now
