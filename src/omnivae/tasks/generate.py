@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ def read_image(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
             arr = np.asarray(img, dtype=np.uint8)
     except FileNotFoundError:
         raise InputError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise InputError(f"image file {path} cannot be read as an image: {exc}") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
