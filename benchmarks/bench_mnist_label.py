@@ -4,13 +4,12 @@ and JMVAE (when omnivae.models.jmvae exists). Extra MMVAE checks: step time in K
 time at the start vs the end of one whole epoch (denormal slowdown)."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as c  # noqa: E402
-from omnivae.data.tensors import TensorData  # noqa: E402
+import common as c  # benchmarks/common.py (the script's folder is on sys.path)
+
+from omnivae.data.tensors import TensorData
 
 NAME, BATCH, LATENT, WIDTH = "mnist-label", 256, 16, 512
 
@@ -48,11 +47,13 @@ def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None)
         result["mmvae_k_ratio"] = ratios
         result["targets"].append(c.target("mmvae: step time K=10 / K=1 (linear = 10)", ratios["plain"], 10.0))
         model, data, _ = runs["mmvae_k10"]
-        sub = data if not quick else TensorData({k: v[:2 * BATCH] for k, v in data.data.items()}, data.mask)
+        sub = data if not quick else TensorData({k: v[:2 * BATCH] for k, v in data.data.items()},
+                                                {k: m[:2 * BATCH] for k, m in data.mask.items()})
         drift = c.epoch_start_vs_end(model, sub, BATCH, edge=2 if quick else 20, warmup=1 if quick else 3)
         result["mmvae_epoch"] = drift
-        result["targets"].append(c.target("mmvae K=10: step time end / start of an epoch",
-                                          drift["end_over_start"], 1.2, note="denormal slowdown check"))
+        result["targets"].append(c.target("mmvae K=10: step time after / before one epoch of training",
+                                          drift["trained_over_fresh"], 1.2,
+                                          note=f"denormal slowdown check; in-epoch end/start {drift['end_over_start']}"))
     return c.finish(result, t0, out, flop_target=0.5)
 
 

@@ -3,15 +3,14 @@ decoders of width 512, latent 32, batch 256, Adam 1e-3. Models: MVAE, MMVAE, MoP
 Then MoPoE and MVAE for M = 2..8 modalities (plain loop) to show how cost grows with M."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as c  # noqa: E402
-from omnivae.data.polymnist import make_polymnist  # noqa: E402
-from omnivae.data.tensors import TensorData  # noqa: E402
-from omnivae.models import build_model  # noqa: E402
+import common as c  # benchmarks/common.py (the script's folder is on sys.path)
+
+from omnivae.data.polymnist import make_polymnist
+from omnivae.data.tensors import TensorData
+from omnivae.models import build_model
 
 NAME, BATCH, LATENT, WIDTH, M, M_MAX = "polymnist-5", 256, 32, 512, 5, 8
 

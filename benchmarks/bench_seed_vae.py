@@ -4,17 +4,15 @@ the library (Lightning and a plain loop) and as a bare hand-written PyTorch loop
 alternating in the same run, so the library's overhead is a ratio (target: <= 1.05)."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
+import common as c  # benchmarks/common.py (the script's folder is on sys.path)
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as c  # noqa: E402
-from omnivae.data.tensors import TensorData  # noqa: E402
+from omnivae.data.tensors import TensorData
 
 NAME, LR = "seed-vae", 1e-3
 

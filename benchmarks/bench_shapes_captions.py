@@ -4,16 +4,15 @@ model, latent 16, batch 64, as in omnivae.tasks.demo.demo_config), for MoPoE (th
 default), MVAE and MMVAE. Generation: caption -> image and image -> caption (greedy)."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as c  # noqa: E402
-from omnivae.data.shapes import make_shapes  # noqa: E402
-from omnivae.data.tensors import TensorData  # noqa: E402
-from omnivae.run import resolve_model_config  # noqa: E402
-from omnivae.tasks.demo import demo_config  # noqa: E402
+import common as c  # benchmarks/common.py (the script's folder is on sys.path)
+
+from omnivae.data.shapes import make_shapes
+from omnivae.data.tensors import TensorData
+from omnivae.run import resolve_model_config
+from omnivae.tasks.demo import demo_config
 
 NAME, N, LEVEL = "shapes-captions", 6000, "easy"
 

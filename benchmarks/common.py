@@ -10,6 +10,7 @@ optimiser step and (on the Lightning path) every hook and logging call in betwee
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -19,9 +20,10 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from unittest import mock
 
 import lightning as L
@@ -87,7 +89,7 @@ def model_available(name: str, module: str) -> str | None:
         import_module(f"omnivae.models.{module}")
     except ImportError as exc:
         return f"skipped: not available ({exc})"
-    except Exception as exc:  # a half-written model file must not stop the other workloads
+    except Exception as exc:  # noqa: BLE001 - a half-written model file must not stop the other workloads
         return f"skipped: not available ({type(exc).__name__}: {exc})"
     return None if name in MODELS else f"skipped: not available (no model {name!r} registered)"
 
@@ -185,8 +187,8 @@ def clock_on_trainers(clock: StepClock) -> Iterator[None]:
 def bench_train_config(batch_size: int, steps: int, lr: float = 1e-3, **overrides) -> TrainConfig:
     """The library's defaults, minus what a bare loop cannot have: no progress bar, no
     TensorBoard, no gradient clipping, no early stopping. The CSV logger stays."""
-    options = dict(max_epochs=1000, max_steps=steps, batch_size=batch_size, lr=lr, grad_clip=None,
-                   patience=None, progress=False, tensorboard=False, num_threads=torch.get_num_threads())
+    options = {"max_epochs": 1000, "max_steps": steps, "batch_size": batch_size, "lr": lr, "grad_clip": None,
+               "patience": None, "progress": False, "tensorboard": False, "num_threads": torch.get_num_threads()}
     return TrainConfig(**{**options, **overrides})
 
 
@@ -241,16 +243,28 @@ def throughput(fn: Callable[[], Any], n_examples: int, repeats: int) -> float:
     return round(n_examples / statistics.median(times), 1)
 
 
-def epoch_start_vs_end(model, data: TensorData, batch_size: int, edge: int, warmup: int = 3) -> dict[str, Any]:
+def epoch_start_vs_end(model, data: TensorData, batch_size: int, edge: int, warmup: int = 3,
+                       rounds: int = 3) -> dict[str, Any]:
     """One whole epoch through fit: median step time of the first `edge` steps (after
-    warm-up) against the last `edge` (a slowdown here points at denormal floats)."""
+    warm-up) against the last `edge`. A slowdown points at denormal floats, or at a change
+    in machine load; so the trained model is also timed against a copy of the untrained one
+    in alternating plain-loop rounds, which load drift hits alike (`trained_over_fresh`)."""
+    fresh = copy.deepcopy(model)
     steps = -(-len(data) // batch_size)
     clock = lightning_steps(model, data, batch_size, steps)
     t = clock.step_times[warmup:]
     edge = max(1, min(edge, len(t) // 2))
     start, end = statistics.median(t[:edge]), statistics.median(t[-edge:])
+    n = max(2, edge // 2)
+    timed: dict[str, list[float]] = {"fresh": [], "trained": []}
+    for _ in range(rounds):
+        timed["fresh"] += plain_steps(fresh, data, batch_size, n + 1)[1:]
+        timed["trained"] += plain_steps(model, data, batch_size, n + 1)[1:]
+    fresh_ms, trained_ms = (1000 * statistics.median(timed[k]) for k in ("fresh", "trained"))
     return {"steps": steps, "edge_steps": edge, "start_ms": round(1000 * start, 2),
             "end_ms": round(1000 * end, 2), "end_over_start": round(end / start, 3),
+            "fresh_ms": round(fresh_ms, 2), "trained_ms": round(trained_ms, 2),
+            "trained_over_fresh": round(trained_ms / fresh_ms, 3),
             "rss_within_epoch": rss_growth(clock.rss, warmup)}
 
 
@@ -342,8 +356,8 @@ def generation_throughput(model, batch: Batch, pairs, repeats: int) -> dict[str,
     out = {}
     for given, target in pairs:
         given = [given] if isinstance(given, str) else list(given)
-        run = lambda: model.generate(batch, given=given, targets=[target])  # noqa: E731
-        out[f"{'+'.join(given)}->{target}"] = throughput(run, len(batch), repeats)
+        out[f"{'+'.join(given)}->{target}"] = throughput(
+            lambda g=given, t=target: model.generate(batch, given=g, targets=[t]), len(batch), repeats)
     model.train()
     return out
 

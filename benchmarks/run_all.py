@@ -25,7 +25,7 @@ def run_workload(name: str, quick: bool, out: Path, threads: int | None = None) 
     cmd = [sys.executable, str(HERE / SCRIPTS[name]), "--out", str(out), *(["--quick"] if quick else []),
            *(["--threads", str(threads)] if threads else [])]
     print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
-    return subprocess.run(cmd).returncode
+    return subprocess.run(cmd, check=False).returncode
 
 
 def load_results(out: Path) -> list[dict]:
@@ -86,7 +86,9 @@ def table(results: list[dict]) -> str:
             e = r["mmvae_epoch"]
             lines.append(f"- MMVAE K=10, one epoch of {e['steps']} steps: median of the first {e['edge_steps']} "
                          f"steps {e['start_ms']} ms, of the last {e['edge_steps']} {e['end_ms']} ms "
-                         f"(end / start {e['end_over_start']}); RSS growth {e['rss_within_epoch']['growth_pct']} %")
+                         f"(end / start {e['end_over_start']}); trained vs untrained copy, alternating: "
+                         f"{e['trained_ms']} vs {e['fresh_ms']} ms ({e['trained_over_fresh']}); "
+                         f"RSS growth over the epoch {e['rss_within_epoch']['growth_pct']} %")
         if "mopoe_vs_m" in r:
             s = r["mopoe_vs_m"]
             lines.append("- step time (ms, plain loop, batch 256) by number of modalities M: "
