@@ -38,7 +38,8 @@ def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None)
     runs = {}
     for label, cfg in MODELS.items():
         got = c.run_model(result, label, cfg, train, BATCH, plan,
-                          lambda m: TensorData.from_raw(m, test).batch(), [("label", "image"), ("image", "label")])
+                          lambda m: TensorData.from_raw(m, test).batch(), [("label", "image"), ("image", "label")],
+                          options=label == "mopoe")
         if got:
             runs[label] = got
     if "mmvae_k1" in runs and "mmvae_k10" in runs:

@@ -56,7 +56,7 @@ def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None)
     runs = {}
     for family in ("mvae", "mmvae", "mopoe"):
         got = c.run_model(result, family, config(family), raw, BATCH, plan,
-                          lambda model: TensorData.from_raw(model, test).batch(), pairs)
+                          lambda model: TensorData.from_raw(model, test).batch(), pairs, options=family == "mopoe")
         if got:
             runs[family] = got[2]
     if "mopoe" in runs and "mvae" in runs:

@@ -84,7 +84,7 @@ def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None)
     for label, (config, net, hidden, latent, batch) in WORKLOADS.items():
         got = c.run_model(result, label, config, train, batch, plan,
                           lambda m: TensorData.from_raw(m, test).batch(), [("image", "image")],
-                          extra_paths={"bare": bare_path(net, hidden, latent, batch)}, lr=LR)
+                          extra_paths={"bare": bare_path(net, hidden, latent, batch)}, lr=LR, options=label == "vae")
         if not got:
             continue
         run = got[2]

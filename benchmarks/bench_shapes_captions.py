@@ -30,7 +30,8 @@ def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None)
     for family in ("mopoe", "mvae", "mmvae"):
         config = resolve_model_config({**demo["model"], "model": family}, raw).to_dict()
         c.run_model(result, family, config, raw, batch, plan, lambda m: TensorData.from_raw(m, test).batch(),
-                    [("text", "image"), ("image", "text")], lr=lr)
+                    [("text", "image"), ("image", "text")], lr=lr,
+                    options={k: c.OPTION_VARIANTS[k] for k in ("fp32", "bf16-mixed")} if family == "mopoe" else False)
     return c.finish(result, t0, out)
 
 

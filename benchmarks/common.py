@@ -53,7 +53,26 @@ def setup(threads: int | None = None) -> int:
     torch.set_num_threads(cores)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
+    global BASELINE_RSS_MB, IMPORT_RSS_MB
+    IMPORT_RSS_MB = rss_mb()  # torch, Lightning and omnivae imported
+    warm_up_runtime()
+    BASELINE_RSS_MB = rss_mb()  # plus the runtime's fixed footprint; no workload data yet
     return cores
+
+
+def warm_up_runtime() -> None:
+    """A few steps of a tiny model through both paths, so thread pools, kernel scratch space,
+    the trainer's and loggers' imports count as the fixed start-up footprint, not as a workload's."""
+    from omnivae.data.raw import RawData
+
+    raw = RawData({"x": torch.rand(64, 8).numpy()}, {"x": "vector"})
+    model = build_model({"model": "vae", "latent_dim": 2, "modalities": {"x": {"kind": "vector", "dim": 8, "hidden": [8]}}}, raw)
+    data = TensorData.from_raw(model, raw)
+    lightning_steps(model, data, 16, 3)
+    plain_steps(model, data, 16, 3)
+
+
+BASELINE_RSS_MB = IMPORT_RSS_MB = float("nan")
 
 
 def parse_args(doc: str | None) -> argparse.Namespace:
@@ -153,6 +172,27 @@ def flops_per_sample(model: torch.nn.Module, batch: Batch) -> float:
     return counter.get_total_flops() / len(batch)
 
 
+def memory_budget(model, data: TensorData, batch: Batch) -> dict[str, float]:
+    """What a step needs to hold, in MB: the prepared data, the training state (weights,
+    gradients and Adam's two moments: 4x the parameters) and one step's activations (every
+    tensor autograd saves for the backward pass, counted once per storage)."""
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model.loss(batch).total
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    mb = 2 ** 20
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {"data_mb": round(sum(v.nbytes for v in data.data.values()) / mb, 1),
+            "state_mb": round(4 * params / mb, 1), "activations_mb": round(sum(saved.values()) / mb, 1),
+            "baseline_rss_mb": round(BASELINE_RSS_MB, 1), "import_rss_mb": round(IMPORT_RSS_MB, 1)}
+
+
 # -- step timing ------------------------------------------------------------------------
 class StepClock(L.Callback):
     """Wall time and RSS at the end of every training step."""
@@ -192,13 +232,41 @@ def bench_train_config(batch_size: int, steps: int, lr: float = 1e-3, **override
     return TrainConfig(**{**options, **overrides})
 
 
-def lightning_steps(model, data: TensorData, batch_size: int, steps: int, lr: float = 1e-3) -> StepClock:
-    """`steps` training steps through omnivae.train.trainer.fit; per-step times and RSS."""
+def lightning_steps(model, data: TensorData, batch_size: int, steps: int, lr: float = 1e-3,
+                    **options) -> StepClock:
+    """`steps` training steps through omnivae.train.trainer.fit (train `options` such as
+    precision or compile on top of the benchmark defaults); per-step times and RSS."""
     clock = StepClock()
     with tempfile.TemporaryDirectory(prefix="omnivae-bench-") as run_dir, clock_on_trainers(clock):
         clock.ends = [time.perf_counter()]
-        trainer_module.fit(model, data, None, bench_train_config(batch_size, steps, lr), run_dir)
+        trainer_module.fit(model, data, None, bench_train_config(batch_size, steps, lr, **options), run_dir)
     return clock
+
+
+# Training options measured against the default (fp32, eager): bf16 autocast and torch.compile.
+OPTION_VARIANTS = {"fp32": {}, "bf16-mixed": {"precision": "bf16-mixed"}, "compile": {"compile": True},
+                   "compile+bf16": {"compile": True, "precision": "bf16-mixed"}}
+
+
+def measure_options(model, data: TensorData, batch_size: int, plan: "Plan", lr: float = 1e-3,
+                    variants: dict[str, dict] | None = None) -> dict[str, Any]:
+    """Lightning step time under each training option, in alternating rounds; the first
+    step of a compiled variant holds the compilation (reported as first_step_s), and every
+    variant's first `warmup` steps are dropped. --quick skips the compiled variants."""
+    variants = dict(variants or OPTION_VARIANTS)
+    if plan.quick:
+        variants = {k: v for k, v in variants.items() if not v.get("compile")}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    first: dict[str, float] = {}
+    warmup = max(plan.warmup, 3)
+    for _ in range(plan.rounds):
+        for name, options in variants.items():
+            t = lightning_steps(model, data, batch_size, warmup + plan.window * plan.windows, lr, **options).step_times
+            first.setdefault(name, round(t[0], 2))
+            times[name] += t[warmup:]
+    base = statistics.median(times["fp32"])
+    return {name: {"step_ms": round(1000 * statistics.median(t), 2), "first_step_s": first[name],
+                   "speedup": round(base / statistics.median(t), 3)} for name, t in times.items()}
 
 
 def plain_steps(model, data: TensorData, batch_size: int, steps: int, lr: float = 1e-3,
@@ -319,6 +387,7 @@ def measure_training(model, data: TensorData, batch_size: int, plan: Plan, lr: f
         **(extra_paths or {}),
     }
     reset_peak_rss()
+    before = rss_mb()  # data loaded, model built: what training adds comes on top of this
     wall, cpu = time.perf_counter(), time.process_time()
     times: dict[str, list[float]] = {k: [] for k in paths}
     rss: list[float] = []
@@ -339,6 +408,14 @@ def measure_training(model, data: TensorData, batch_size: int, plan: Plan, lr: f
     out["lightning_overhead"] = round(out["lightning"]["step_ms"] / out["plain"]["step_ms"], 3)
     first = next(iter(batch_loader(data, batch_size, shuffle=False)))
     out["flops_per_sample"] = round(flops_per_sample(model, first))
+    memory = memory_budget(model, data, first)
+    memory["rss_before_training_mb"] = round(before, 1)
+    memory["training_growth_mb"] = round(out["peak_rss_mb"] - before, 1)
+    # peak RSS while training, above the RSS before it, less the training state, in units of
+    # one step's activations: the "small multiple of one step" of the memory target
+    memory["growth_in_activations"] = round((memory["training_growth_mb"] - memory["state_mb"])
+                                            / max(memory["activations_mb"], 1e-3), 2)
+    out["memory"] = memory
     return out
 
 
@@ -368,12 +445,14 @@ MODEL_MODULES = {"jmvae": "jmvae", "stacked_ae": "stacked"}
 
 def run_model(result: dict[str, Any], label: str, config: dict, raw, batch_size: int, plan: Plan,
               test_batch: Callable[[Any], Batch] | None = None,
-              pairs: list[tuple[str, str]] = (), extra_paths=None, lr: float = 1e-3):
+              pairs: list[tuple[str, str]] = (), extra_paths=None, lr: float = 1e-3,
+              options: dict[str, dict] | bool = False):
     """Build one model, measure it (measure_training + FLOP rate + generation) and append the
     run to `result`; a model that is not available is recorded under result["skipped"].
     The matmul peak is measured again after each model (machine load drifts); `finish`
     rates every run against the best peak seen.
     extra_paths: {name: make(model, data) -> path(steps) -> step times}, timed alongside.
+    options: True (or {name: train options}) also times bf16 autocast and torch.compile.
     Returns (model, data, run) or None when skipped."""
     reason = model_available(config["model"], MODEL_MODULES.get(config["model"], config["model"]))
     if reason:
@@ -390,6 +469,13 @@ def run_model(result: dict[str, Any], label: str, config: dict, raw, batch_size:
     if not plan.quick:
         result["machine"]["matmul_peak_samples"].append(round(matmul_peak_gflops(repeats=4), 1))
     add_flop_rate(run, max(result["machine"]["matmul_peak_samples"]))
+    memory = run["memory"]
+    # the script also holds the raw arrays the prepared tensors came from
+    memory["raw_data_mb"] = round(sum(getattr(v, "nbytes", 0) for v in raw.modalities.values()) / 2 ** 20, 1)
+    if options:
+        run["options"] = measure_options(model, data, batch_size, plan, lr,
+                                         options if isinstance(options, dict) else None)
+        print(f"  {label} options: " + ", ".join(f"{k} {v['step_ms']} ms" for k, v in run["options"].items()))
     if pairs and test_batch is not None:
         run["generation_per_s"] = generation_throughput(model, test_batch(model), list(pairs),
                                                         1 if plan.quick else 3)
@@ -449,6 +535,9 @@ def finish(result: dict[str, Any], t0: float, out: Path, flop_target: float | No
                                   flop_target, ">="))
         per_run.append(target(f"{run['model']}: RSS growth within epoch (%)",
                               run["rss_within_epoch"]["growth_pct"], 2.0))
+        if "memory" in run:
+            per_run.append(target(f"{run['model']}: peak RSS growth while training, beyond the training state, "
+                                  "in step activations", run["memory"]["growth_in_activations"], 4.0))
     result["targets"] = per_run + result["targets"]
     result["seconds"] = round(time.perf_counter() - t0, 1)
     path = write_result(result["workload"], result, out)

@@ -78,6 +78,11 @@ def table(results: list[dict]) -> str:
     lines += markdown(["workload", "target", "value", "rule", "met"],
                       [[r["workload"], t["name"], fmt(t["value"], 3), t["target"], fmt(t["met"])]
                        for r in results for t in r["targets"]])
+    options = [[r["workload"], run["model"], name, fmt(v["step_ms"], 2), fmt(v["speedup"], 2), fmt(v["first_step_s"], 1)]
+               for r in results for run in r["runs"] for name, v in run.get("options", {}).items()]
+    if options:
+        lines += ["", "## Training options (Lightning step; first step includes compilation)", ""]
+        lines += markdown(["workload", "model", "option", "step ms", "speed-up vs fp32", "first step s"], options)
     lines += ["", "## Extra checks", ""]
     for r in results:
         if "mmvae_k_ratio" in r:

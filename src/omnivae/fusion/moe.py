@@ -15,7 +15,9 @@ def sample_mixture(mu: torch.Tensor, logvar: torch.Tensor, weights: torch.Tensor
     pick = torch.multinomial(w, 1, generator=generator).squeeze(1)  # [B]
     rows = torch.arange(mu.shape[1], device=mu.device)
     m, lv = mu[pick, rows], logvar[pick, rows]
-    eps = torch.randn(m.shape, generator=generator, dtype=m.dtype, device=m.device)
+    # randn_like when no generator is given: torch.compile traces it with symbolic batch sizes
+    eps = torch.randn_like(m) if generator is None else torch.randn(m.shape, generator=generator, dtype=m.dtype,
+                                                                      device=m.device)
     return m + eps * torch.exp(0.5 * lv)
 
 

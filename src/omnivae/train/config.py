@@ -15,6 +15,7 @@ class TrainConfig(StrictModel):
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
+    fused_optimizer: bool = True  # Adam's fused kernel (one call for all parameters); False: torch's default
     val_fraction: float = 0.1  # used when no validation split is given
     patience: int | None = 5  # early stopping on val/loss; None disables it
     grad_clip: float | None = 10.0  # max gradient norm; None disables clipping
@@ -24,7 +25,8 @@ class TrainConfig(StrictModel):
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"  # e.g. "ddp" or "ddp_spawn" (with accelerator cpu: gloo)
-    precision: str = "32-true"  # "bf16-mixed" for autocast
+    precision: str = "32-true"  # "bf16-mixed" for autocast (fast on CPUs with AMX or AVX512-BF16, and on GPUs)
+    compile: bool = False  # torch.compile the training objective (needs a C++ compiler on CPU)
     num_threads: int | None = None  # torch threads per process; None: all cores / processes
     num_workers: int = 0  # DataLoader workers (in-memory data needs none)
     progress: bool = True  # rich progress bar
