@@ -98,3 +98,47 @@ def test_read_config_file_runs_no_code(tmp_path):
     with pytest.raises(ConfigError, match="not valid"):
         read_config_file(tmp_path / "evil.yaml")
     assert not marker.exists()
+
+
+# -- model and modality configs from damaged files (finding F6) --------------------------------------------
+BASE = {"model": "mvae", "latent_dim": 2, "modalities": {
+    "img": {"kind": "image", "shape": [1, 8, 8], "arch": "mlp", "hidden": [4]},
+    "lab": {"kind": "categorical", "num_classes": 3, "hidden": [4]}}}
+
+
+@pytest.mark.parametrize("path, value, words", [
+    (("model",), [], ["unknown model []"]),
+    (("model",), {}, ["unknown model {}"]),
+    (("modalities", "lab", "kind"), [], ["'lab'", "unknown kind []"]),
+    (("modalities", "img", "scale"), 0, ["scale", "greater than 0"]),
+    (("modalities", "img", "scale"), float("nan"), ["scale", "finite"]),
+    (("modalities", "img", "weight"), -1, ["weight", "greater than or equal to 0"]),
+    (("modalities", "img", "shape"), [-3, 8, 8], ["shape.0", "-3"]),
+    (("modalities", "img", "hidden"), [0], ["hidden.0", "0"]),
+    (("modalities", "img", "channels"), [], ["channels", "at least 1"]),
+    (("modalities", "lab", "hidden"), [4, -2], ["hidden.1", "-2"]),
+])
+def test_bad_values_in_a_model_config_are_config_errors_naming_the_key(path, value, words):
+    import copy
+
+    from omnivae.models import build_model
+
+    config = copy.deepcopy(BASE)
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as info:
+        build_model(config)
+    assert all(w in str(info.value) for w in words), str(info.value)
+
+
+def test_vector_and_signal_sizes_are_checked():
+    from omnivae.modalities import parse_spec
+
+    with pytest.raises(ConfigError, match="dim"):
+        parse_spec("v", {"kind": "vector", "dim": 0})
+    with pytest.raises(ConfigError, match=r"shape\.1"):
+        parse_spec("s", {"kind": "signal", "shape": [1, -4]})
+    with pytest.raises(ConfigError, match="max_vocab"):
+        parse_spec("t", {"kind": "text", "max_vocab": -1})

@@ -175,6 +175,10 @@ def test_caption_for():
     ({"level": "extreme"}, ["'extreme'", "easy", "medium", "hard"]),
     ({"n": 0}, ["n must", "0"]),
     ({"image_size": 8}, ["image_size", ">= 16", "8"]),
+    ({"seed": -1}, ["seed", ">= 0", "-1"]),  # numpy's own error named no argument (finding F5)
+    ({"seed": 2.5}, ["seed", "2.5"]),
+    ({"n": "10"}, ["n must", "'10'"]),
+    ({"level": ["easy"]}, ["['easy']", "easy"]),  # was TypeError: unhashable
 ])
 def test_bad_arguments(kwargs, words):
     with pytest.raises(InputError) as info:

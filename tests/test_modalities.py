@@ -238,6 +238,50 @@ def test_vector_non_numeric_input_names_the_modality():
         vector(2).prepare([["a", "b"]])
 
 
+# -- user values of the wrong type (finding F1): InputError naming the modality, never numpy's errors ------
+@pytest.mark.parametrize("make, bad, pattern", [
+    (lambda: image((1, 2, 2), "mlp"), None, "images, got NoneType"),
+    (lambda: image((1, 2, 2), "mlp"), [["a", "b"], ["c", "d"]], "images, got strings"),
+    (lambda: image((1, 2, 2), "mlp"), [[[0, 1], [2]]], "ragged"),
+    (lambda: vector(2), "abc", "vectors, got str 'abc'"),
+    (lambda: vector(2), np.ones((1, 2), np.complex64), "complex"),
+    (lambda: labels(3), np.array(0, np.uint8), r"\[batch\], got \[\]"),
+    (lambda: labels(3), [b"1"], "bytes"),
+    (lambda: labels(3), [None, 1], "mixed Python objects"),
+    (lambda: labels(3), [2 ** 70], "mixed Python objects"),
+    (lambda: labels(3), np.array([2 ** 63], np.uint64), "0..2"),
+    (lambda: labels(3, ["a", "b", "c"]), ["a", 1], "mix class names"),
+    (lambda: labels(3), torch.zeros(2, dtype=torch.complex64), "dtype"),
+])
+def test_wrong_kinds_of_values_raise_input_error(make, bad, pattern):
+    mod = make()
+    with pytest.raises(InputError, match=pattern) as info:
+        mod.prepare(bad)
+    assert f"'{mod.name}'" in str(info.value)
+
+
+def test_wide_unsigned_labels_and_flipped_arrays_are_accepted():
+    assert labels(3).prepare(np.array([2, 0], np.uint16)).tolist() == [2, 0]
+    assert labels(3).prepare(np.array([1], np.uint64)).dtype == torch.long
+    flipped = np.flip(np.arange(8, dtype=np.uint8).reshape(2, 1, 2, 2), -1)  # negative strides
+    assert image((1, 2, 2), "mlp").prepare(flipped)[0, 0, 0].tolist() == [1, 0]
+
+
+# -- values absurdly far from the training data (finding F7) ----------------------------------------------
+def test_vector_refuses_values_a_million_standard_deviations_out():
+    mod = vector(2)
+    mod.fit(np.array([[0.0, 10.0], [2.0, 10.0], [4.0, 10.0]]))  # std 2; a constant feature is only centred
+    assert mod.std.tolist() == [2.0, 1.0]
+    assert mod.prepare([[2e6, 10.0], [0.0, 1e6]]).dtype == torch.float32  # 1e6 units out: still accepted
+    with pytest.raises(InputError, match=r"'vec'.*3e\+06 standard deviations.*row: 1"):
+        mod.prepare([[0.0, 10.0], [0.0, 3e6 + 10]])
+    with pytest.raises(InputError, match="standard deviations"):
+        mod.prepare(np.array([[1e300, 0.0]]))  # beyond float32: refused, not turned into inf
+    big = vector(1)
+    big.fit(np.array([1e30, -1e30, 3e30]))  # training data in huge units is fine (fitted in float64)
+    assert torch.isfinite(big.std).all() and big.prepare([2e30]).shape == (1, 1)
+
+
 # -- specs ----------------------------------------------------------------------------------------------
 def test_parse_spec_errors_and_infer_spec():
     with pytest.raises(ConfigError, match="'x'.*unknown kind 'audio'"):

@@ -43,6 +43,24 @@ def test_explicit_mask_is_kept_and_checked():
         RawData({"image": images(3)}, {"image": "image"}, {"image": [True, False]})
 
 
+@pytest.mark.parametrize("args, pattern", [
+    (({"a": None}, {"a": "vector"}), "modality 'a'.*NoneType"),
+    (({"a": 5}, {"a": "vector"}), "modality 'a'.*int"),
+    (({"a": np.array(0.0)}, {"a": "vector"}), "modality 'a'.*ndarray"),
+    (({"a": "a caption"}, {"a": "text"}), "modality 'a'.*str"),
+    (({"a": np.zeros(3)}, {"a": "vector"}, {}, {"t": None}), "target 't'.*NoneType"),
+    (({"a": np.zeros(3)}, {"a": "vector"}, {"a": ["yes", "no", "yes"]}), "mask of 'a'.*True/False"),
+    (({"a": np.zeros(2)}, {"a": "vector"}, {"a": [0.5, 1.0]}), "mask of 'a'.*True/False"),
+    (({"a": np.zeros(2)}, {"a": "vector"}, {"a": None}), "mask of 'a'.*True/False"),
+    (({"a": np.zeros(2)}, ["vector"]), "kinds must be a dict"),
+    (({"a": np.zeros(2)}, {"a": ["vector"]}), "'a'.*kind"),
+])
+def test_values_masks_and_targets_of_the_wrong_type(args, pattern):
+    """Finding F4: len() of None, numbers or 0-d arrays used to raise a bare TypeError."""
+    with pytest.raises(InputError, match=pattern):
+        RawData(*args)
+
+
 def make(n):
     return RawData({"image": np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 2, 2), np.uint8),
                     "text": [f"caption {i}" for i in range(n)]},

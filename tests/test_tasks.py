@@ -377,3 +377,16 @@ def test_cli_help_and_errors(tmp_path):
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
     result = invoke("impute", "--model", tmp_path, "--data", tmp_path / "x.csv", "--out", tmp_path / "y.npz")
     assert result.exit_code == 2 and ".npz" in result.output
+
+
+def test_command_line_numbers_that_are_not_numbers_name_the_modality(make_raw, tiny_config):
+    from omnivae import InputError, build_model
+    from omnivae.tasks.generate import parse_inputs
+
+    raw = make_raw(16, names=("image", "label", "vector"))
+    model = build_model(tiny_config("mvae", names=("image", "label", "vector")), raw)
+    assert parse_inputs(model, "vector", ["1,2,3,4"]).shape == (1, 4)
+    with pytest.raises(InputError, match="'vector'.*'x'"):
+        parse_inputs(model, "vector", ["1,x,3,4"])
+    with pytest.raises(InputError, match="'label'.*integer"):
+        parse_inputs(model, "label", ["two"])

@@ -186,6 +186,18 @@ def test_fused_and_default_adam_train_to_the_same_weights(monkeypatch, make_raw,
     assert diff < 1e-4
 
 
+@pytest.mark.parametrize("family", ["mvae", "mmvae", "mopoe", "jmvae", "mvtcae", "mmvae_plus"])
+def test_bf16_autocast_trains_to_a_finite_loss(monkeypatch, make_raw, tiny_config, family, tmp_path):
+    raw = make_raw(40, names=("image", "label", "vector"))
+    model = build_model(tiny_config(family, names=("image", "label", "vector")), raw)
+    data = TensorData.from_raw(model, raw)
+    steps = StepLosses()
+    fit_with(monkeypatch, model, data, tmp_path, [steps], precision="bf16-mixed", grad_clip=10.0)
+    losses = [v for seen in steps.seen.values() for v, _ in seen]
+    assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses)))
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+
+
 @pytest.mark.slow
 def test_compiled_objective_trains_like_the_eager_one(monkeypatch, make_raw, tiny_config, tmp_path):
     import torch._inductor.config

@@ -5,11 +5,13 @@ turn it into tensors (tokenising captions, scaling images) with `prepare`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from omnivae.batch import presence_mask
 from omnivae.errors import InputError
 
 KINDS = ("image", "text", "categorical", "vector", "signal")
@@ -34,23 +36,27 @@ class RawData:
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for what in ("modalities", "kinds", "mask", "targets"):
+            if not isinstance(getattr(self, what), Mapping):
+                raise InputError(f"RawData {what} must be a dict {{name: ...}}, got "
+                                 f"{type(getattr(self, what)).__name__}")
         if not self.modalities:
             raise InputError("RawData needs at least one modality")
-        lengths = {name: len(v) for name, v in self.modalities.items()}
+        lengths = {name: _length(f"modality {name!r}", v) for name, v in self.modalities.items()}
         n = next(iter(lengths.values()))
         if any(v != n for v in lengths.values()):
             raise InputError(f"modalities have different numbers of examples: {lengths}")
         for name in self.modalities:
             kind = self.kinds.get(name)
-            if kind not in KINDS:
+            if not isinstance(kind, str) or kind not in KINDS:
                 raise InputError(f"modality {name!r}: kind {kind!r} is not one of {KINDS}")
             if name not in self.mask:
                 self.mask[name] = _default_mask(self.modalities[name])
-            self.mask[name] = np.asarray(self.mask[name], dtype=bool)
+            self.mask[name] = presence_mask(self.mask[name], f"mask of {name!r}")
             if self.mask[name].shape != (n,):
                 raise InputError(f"mask of {name!r} has shape {self.mask[name].shape}, expected ({n},)")
         for name, t in self.targets.items():
-            if len(t) != n:
+            if _length(f"target {name!r}", t) != n:
                 raise InputError(f"target {name!r} has {len(t)} entries, expected {n}")
 
     def __len__(self) -> int:
@@ -74,6 +80,14 @@ class RawData:
         perm = np.random.default_rng(seed).permutation(len(self))
         bounds = np.round(np.cumsum((0.0, *fractions)) * len(self)).astype(int)
         return [self.subset(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _length(what: str, values) -> int:
+    """Number of examples in an array or list; None, a number, a 0-d array or one string has none."""
+    if isinstance(values, (str, bytes, Mapping)) or getattr(values, "ndim", 1) == 0 or not hasattr(values, "__len__"):
+        raise InputError(f"{what}: expected an array or a list with one entry per example, got "
+                         f"{type(values).__name__} {str(values)[:40]!r}")
+    return len(values)
 
 
 def _take(values, index: np.ndarray):

@@ -82,7 +82,7 @@ _CHUNK = 4096
 
 
 def _level(level: str) -> Level:
-    if level not in LEVELS:
+    if not isinstance(level, str) or level not in LEVELS:
         raise InputError(f"unknown shapes level {level!r}; allowed: {sorted(LEVELS)}")
     return LEVELS[level]
 
@@ -119,10 +119,9 @@ def parse_caption(text: str, level: str | None = None) -> dict[str, int | None]:
 def make_shapes(n: int = 10000, level: str = "easy", seed: int = 0, image_size: int = 32) -> RawData:
     """`n` random shapes with captions at the given difficulty level, fully determined by `seed`."""
     spec = _level(level)
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be a positive integer, got {n!r}")
-    if not isinstance(image_size, (int, np.integer)) or image_size < 16:
-        raise InputError(f"image_size must be an integer >= 16, got {image_size!r}")
+    _check_int("n", n, 1)
+    _check_int("image_size", image_size, 16)
+    _check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     counts = {a: len(v) for a, v in spec.classes().items()}
     targets = {a: rng.integers(counts[a], size=n).astype(np.int64) for a in ATTRIBUTES}
@@ -138,6 +137,12 @@ def make_shapes(n: int = 10000, level: str = "easy", seed: int = 0, image_size: 
     info = {"source": "shapes", "level": level, "classes": spec.classes(), "varied": spec.varied()}
     return RawData({"image": images, "text": captions}, {"image": "image", "text": "text"},
                    targets=targets, info=info)
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    """Sizes and seeds are whole numbers (numpy's own errors for -1 or 2.5 name no argument)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _draw(spec: Level, t: dict[str, np.ndarray], shift: np.ndarray, size: int,

@@ -16,8 +16,9 @@ def product_of_experts(mu: torch.Tensor, logvar: torch.Tensor, weights: torch.Te
     """
     w = weights.to(mu.dtype)
     precision = torch.exp(-logvar)
-    joint_precision = torch.einsum("smb,mbd->sbd", w, precision)
-    joint_mean_num = torch.einsum("smb,mbd->sbd", w, precision * mu)
+    with torch.autocast(mu.device.type, enabled=False):  # sums of precisions stay fp32 under bf16 autocast
+        joint_precision = torch.einsum("smb,mbd->sbd", w, precision)
+        joint_mean_num = torch.einsum("smb,mbd->sbd", w, precision * mu)
     if prior_expert:
         joint_precision = joint_precision + 1.0
     else:

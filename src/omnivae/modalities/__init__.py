@@ -39,7 +39,7 @@ def parse_spec(name: str, spec: Any) -> ModalitySpec:
     if not isinstance(spec, dict) or "kind" not in spec:
         raise ConfigError(f"modality {name!r}: needs a mapping with a 'kind' key, got {spec!r}")
     kind = spec["kind"]
-    if kind not in MODALITY_KINDS:
+    if not isinstance(kind, str) or kind not in MODALITY_KINDS:
         raise ConfigError(f"modality {name!r}: unknown kind {kind!r}; known kinds: {sorted(MODALITY_KINDS)}")
     return MODALITY_KINDS[kind].spec_class.from_dict(spec, where=f"modality {name!r}")
 

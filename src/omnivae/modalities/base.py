@@ -7,13 +7,15 @@ Shapes: `encode(x[B,...]) -> Gaussian[B,D]`; `log_likelihood(z[S,B,D], x[B,...])
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
-from omnivae.config import StrictModel
+from omnivae.config import NonNegativeFloat, StrictModel
 from omnivae.distributions import Gaussian, clamp_logvar
 from omnivae.errors import InputError
 
@@ -22,7 +24,7 @@ class ModalitySpec(StrictModel):
     """Options shared by every modality kind."""
 
     kind: str
-    weight: float = 1.0  # multiplies this modality's log-likelihood in every objective
+    weight: NonNegativeFloat = 1.0  # multiplies this modality's log-likelihood in every objective
 
 
 class Modality(nn.Module):
@@ -67,7 +69,8 @@ class Modality(nn.Module):
 
     # -- networks ---------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Gaussian:
-        mu, logvar = self.encoder(self.features(x)).chunk(2, dim=-1)
+        # .float(): under bf16 autocast the networks run in bf16, posteriors and scores in fp32
+        mu, logvar = self.encoder(self.features(x)).float().chunk(2, dim=-1)
         return Gaussian(mu, clamp_logvar(logvar))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,10 +94,51 @@ class Modality(nn.Module):
         return InputError(f"modality {self.name!r} ({self.kind}): {message}")
 
 
+def numeric_array(modality: Modality, raw: Any, what: str) -> np.ndarray:
+    """Array-like user data -> a numeric numpy array (bool/int/float), else an InputError saying what came in,
+    so strings, None, ragged lists or complex values never reach numpy's or torch's own errors."""
+    if raw is None or isinstance(raw, (str, bytes, bytearray, Mapping, set)):
+        shown = f" {raw[:20]!r}" if isinstance(raw, (str, bytes, bytearray)) else ""
+        raise modality._error(f"expected {what}, got {type(raw).__name__}{shown}")
+    try:
+        arr = np.asarray(raw)
+    except (ValueError, TypeError) as exc:  # ragged nesting
+        raise modality._error(f"expected {what}, got a ragged sequence ({str(exc)[:80]})") from None
+    if arr.dtype.kind not in "biuf":
+        got = {"U": "strings", "S": "bytes", "c": "complex numbers", "O": "mixed Python objects (None, "
+               "strings, nested lists or ints beyond int64)"}.get(arr.dtype.kind, f"dtype {arr.dtype}")
+        raise modality._error(f"expected {what}, got {got}")
+    return arr if arr.flags.c_contiguous else arr.copy()  # torch refuses negative strides (np.flip)
+
+
+def float_array(modality: Modality, raw: Any, what: str) -> np.ndarray:
+    """numeric_array as floats: 8-byte types become float64 (huge values stay finite), the rest float32."""
+    arr = numeric_array(modality, raw, what)
+    return arr.astype(np.float64 if arr.dtype.itemsize == 8 else np.float32, copy=False)
+
+
 def check_finite(modality: Modality, x: torch.Tensor) -> None:
     if x.is_floating_point() and not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
         raise modality._error(f"input holds {bad} NaN or infinite values")
+
+
+MAX_STANDARD_UNITS = 1e6  # beyond this, codes and the KL term (mu^2) head for float32 overflow
+
+
+def check_standardized(modality: Modality, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Refuse values absurdly far (> MAX_STANDARD_UNITS standard deviations) from the training data:
+    the network would turn them into overflowing codes and losses instead of an answer."""
+    if not x.numel():
+        return
+    z = ((x - mean.to(x.device)) / std.to(x.device)).abs()  # an overflow gives inf: refused, rightly
+    worst = float(z.max())
+    if not worst <= MAX_STANDARD_UNITS:
+        row = int((z > MAX_STANDARD_UNITS).reshape(len(x), -1).any(1).nonzero()[0])
+        raise modality._error(
+            f"values lie up to {worst:.3g} standard deviations from the training mean (the limit is "
+            f"{MAX_STANDARD_UNITS:.0e}; first such row: {row}); check the units of the input, or train on "
+            "data that covers this range")
 
 
 def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU) -> nn.Sequential:

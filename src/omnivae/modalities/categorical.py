@@ -7,15 +7,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from omnivae.config import PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import Modality, ModalitySpec, flatten_codes, mlp
+from omnivae.modalities.base import Modality, ModalitySpec, flatten_codes, mlp, numeric_array
+
+INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 class CategoricalSpec(ModalitySpec):
     kind: Literal["categorical"] = "categorical"
     num_classes: int
     classes: list[str] | None = None  # names; lets users pass strings
-    hidden: list[int] = [128]
+    hidden: list[PositiveInt] = [128]
 
 
 class CategoricalModality(Modality):
@@ -32,19 +35,39 @@ class CategoricalModality(Modality):
         self.decoder = mlp([latent_dim, *reversed(spec.hidden), spec.num_classes])
 
     def prepare(self, raw) -> torch.Tensor:
-        if isinstance(raw, (list, tuple, np.ndarray)) and len(raw) and isinstance(raw[0], str):
-            names = self.spec.classes or []
-            unknown = sorted({r for r in raw if r not in names})
-            if unknown:
-                raise self._error(f"unknown class names {unknown[:5]}; known: {names}")
-            raw = [names.index(r) for r in raw]
-        x = torch.as_tensor(np.asarray(raw) if not isinstance(raw, torch.Tensor) else raw)
+        if isinstance(raw, np.ndarray) and raw.dtype.kind == "U":
+            raw = raw.tolist()
+        if isinstance(raw, (list, tuple)) and any(isinstance(r, str) for r in raw):
+            raw = self._class_indices(raw)
+        if isinstance(raw, torch.Tensor):
+            x = raw
+        else:
+            arr = numeric_array(self, raw, "integer class labels or class names")
+            if arr.dtype.kind == "u":  # torch lacks most uint16-64 ops; int64 holds every valid label
+                if arr.size and arr.max() >= self.spec.num_classes:
+                    raise self._error(f"labels must lie in 0..{self.spec.num_classes - 1}, got up to {arr.max()}")
+                arr = arr.astype(np.int64)
+            x = torch.as_tensor(arr)
         self.check(x)
         return x.long()
+
+    def _class_indices(self, raw) -> list[int]:
+        """Class names -> indices; a list mixing names with other values is refused, not guessed at."""
+        odd = [r for r in raw if not isinstance(r, str)]
+        if odd:
+            raise self._error(f"labels mix class names with other values ({odd[:3]!r}); pass all names "
+                              "or all integer indices")
+        names = self.spec.classes or []
+        unknown = sorted(set(raw) - set(names))
+        if unknown:
+            raise self._error(f"unknown class names {unknown[:5]}; known: {names}")
+        return [names.index(r) for r in raw]
 
     def check(self, x: torch.Tensor) -> None:
         if x.dim() != 1:
             raise self._error(f"expected labels of shape [batch], got {list(x.shape)}")
+        if not (x.is_floating_point() or x.dtype == torch.bool or x.dtype in INTEGER_DTYPES):
+            raise self._error(f"expected integer (or whole float) labels, got dtype {x.dtype}")
         if x.is_floating_point() or x.dtype == torch.bool:
             if x.is_floating_point() and not torch.isfinite(x).all():
                 raise self._error("labels hold NaN or infinite values")
@@ -62,7 +85,7 @@ class CategoricalModality(Modality):
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         flat, lead = flatten_codes(z)
-        return likelihoods.categorical(self.decoder(flat).reshape(*lead, -1), x)
+        return likelihoods.categorical(self.decoder(flat).float().reshape(*lead, -1), x)
 
     def probabilities(self, z: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.decoder(z), -1)

@@ -2,24 +2,25 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
+from omnivae.config import PositiveFloat, PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import Modality, ModalitySpec, check_finite, flatten_codes, mlp
+from omnivae.modalities.base import Modality, ModalitySpec, check_finite, flatten_codes, mlp, numeric_array
 
 
 class ImageSpec(ModalitySpec):
     kind: Literal["image"] = "image"
-    shape: tuple[int, int, int]  # channels, height, width
+    shape: tuple[PositiveInt, PositiveInt, PositiveInt]  # channels, height, width
     arch: Literal["conv", "mlp"] = "conv"
-    channels: list[int] = [32, 64, 128]  # conv: one stride-2 layer each
-    hidden: list[int] = [512]  # mlp: hidden widths (conv: width of the dense layer, if any)
+    channels: Annotated[list[PositiveInt], Field(min_length=1)] = [32, 64, 128]  # conv: one stride-2 layer each
+    hidden: list[PositiveInt] = [512]  # mlp: hidden widths (conv: width of the dense layer, if any)
     likelihood: Literal["bernoulli", "gaussian", "laplace"] = "bernoulli"
-    scale: float = 0.1  # gaussian/laplace pixel scale
+    scale: PositiveFloat = 0.1  # gaussian/laplace pixel scale
     learn_scale: bool = False
 
 
@@ -78,7 +79,7 @@ class ImageModality(Modality):
         self.log_scale = nn.Parameter(torch.tensor(math.log(spec.scale)), requires_grad=spec.learn_scale)
 
     def prepare(self, raw) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(raw) if not isinstance(raw, torch.Tensor) else raw)
+        x = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(numeric_array(self, raw, "images"))
         if x.dim() == 3 and self.spec.shape[0] == 1 and tuple(x.shape[1:]) == tuple(self.spec.shape[1:]):
             x = x.unsqueeze(1)
         self.check(x)
@@ -106,7 +107,7 @@ class ImageModality(Modality):
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         flat, lead = flatten_codes(z)
-        out = self.decoder(flat).reshape(*lead, -1)
+        out = self.decoder(flat).float().reshape(*lead, -1)  # fp32 scores under bf16 autocast
         target = self.features(x).reshape(x.shape[0], -1)
         if self.spec.likelihood == "bernoulli":
             return likelihoods.bernoulli(out, target)

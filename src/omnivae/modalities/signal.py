@@ -3,22 +3,24 @@ decoder built from the length, Gaussian or Laplace likelihood on per-channel sta
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
+from omnivae.config import PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import Modality, ModalitySpec, check_finite, flatten_codes, mlp
+from omnivae.modalities.base import Modality, ModalitySpec, check_finite, check_standardized, flatten_codes, \
+    float_array, mlp
 
 
 class SignalSpec(ModalitySpec):
     kind: Literal["signal"] = "signal"
-    shape: tuple[int, int]  # channels, length
+    shape: tuple[PositiveInt, PositiveInt]  # channels, length
     arch: Literal["conv", "mlp"] = "conv"
-    channels: list[int] = [32, 64, 128]  # conv: one stride-2 layer each
-    hidden: list[int] = [256]  # mlp: hidden widths
+    channels: Annotated[list[PositiveInt], Field(min_length=1)] = [32, 64, 128]  # conv: one stride-2 layer each
+    hidden: list[PositiveInt] = [256]  # mlp: hidden widths
     likelihood: Literal["gaussian", "laplace"] = "gaussian"
     learn_scale: bool = True  # per-channel scale of the likelihood (starts at 1 = the data's std)
     standardize: bool = True  # per-channel mean/std learned from training data in fit()
@@ -87,17 +89,26 @@ class SignalModality(Modality):
         """Per-channel mean and std over examples and time (when standardize is on)."""
         if not self.spec.standardize:
             return
-        x = self.prepare(raw)
+        x = self._values(raw).double()  # float64: sums of large values stay finite
         self.mean.copy_(x.mean(dim=(0, 2)).unsqueeze(1))
         std = x.std(dim=(0, 2)).unsqueeze(1) if x.shape[0] * x.shape[2] > 1 else torch.ones_like(self.std)
         self.std.copy_(torch.where(std > 1e-6, std, 1.0))  # a constant channel is only centred
 
     def prepare(self, raw) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(raw, dtype=np.float32) if not isinstance(raw, torch.Tensor) else raw)
+        """Checked like any input, and refused if absurdly far from the training data (it would overflow)."""
+        x = self._values(raw)
+        check_standardized(self, x, self.mean, self.std)
+        return x.float()
+
+    def _values(self, raw) -> torch.Tensor:
+        if isinstance(raw, torch.Tensor):
+            x = raw
+        else:
+            x = torch.as_tensor(float_array(self, raw, "numeric signals"))
         if x.dim() == 2 and self.spec.shape[0] == 1 and x.shape[1] == self.spec.shape[1]:
             x = x.unsqueeze(1)
         self.check(x)
-        return x.float()
+        return x
 
     def check(self, x: torch.Tensor) -> None:
         c, length = self.spec.shape
@@ -119,7 +130,7 @@ class SignalModality(Modality):
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         flat, lead = flatten_codes(z)
-        out = self.decode(flat).reshape(*lead, -1)
+        out = self.decode(flat).float().reshape(*lead, -1)  # fp32 scores under bf16 autocast
         target = self.features(x).reshape(x.shape[0], -1)
         log_scale = self.log_scale.expand(self.spec.shape).reshape(-1)
         return likelihoods.CONTINUOUS[self.spec.likelihood](out, target, log_scale)

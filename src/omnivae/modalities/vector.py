@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
+from omnivae.config import PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import Modality, ModalitySpec, check_finite, flatten_codes, mlp
+from omnivae.modalities.base import Modality, ModalitySpec, check_finite, check_standardized, flatten_codes, \
+    float_array, mlp
 
 
 class VectorSpec(ModalitySpec):
     kind: Literal["vector"] = "vector"
-    dim: int
-    hidden: list[int] = [256, 256]
+    dim: PositiveInt
+    hidden: list[PositiveInt] = [256, 256]
     likelihood: Literal["gaussian", "laplace"] = "gaussian"
     standardize: bool = True  # learn mean/std from training data in fit()
     learn_scale: bool = True
@@ -36,22 +37,26 @@ class VectorModality(Modality):
     def fit(self, raw) -> None:
         if not self.spec.standardize:
             return
-        x = self.prepare(raw)
+        x = self._values(raw).double()  # float64: sums of large values stay finite
         self.mean.copy_(x.mean(0))
-        self.std.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(self.std))
+        std = x.std(0) if len(x) > 1 else torch.ones_like(x[0])
+        self.std.copy_(torch.where(std > 1e-6, std, 1.0))  # a constant feature is only centred
 
     def prepare(self, raw) -> torch.Tensor:
+        """Checked like any input, and refused if absurdly far from the training data (it would overflow)."""
+        x = self._values(raw)
+        check_standardized(self, x, self.mean, self.std)
+        return x.float()
+
+    def _values(self, raw) -> torch.Tensor:
         if isinstance(raw, torch.Tensor):
             x = raw
         else:
-            try:
-                x = torch.as_tensor(np.asarray(raw, dtype=np.float32))
-            except (ValueError, TypeError) as exc:
-                raise self._error(f"values are not numeric: {exc}") from None
+            x = torch.as_tensor(float_array(self, raw, "numeric vectors"))
         if x.dim() == 1 and self.spec.dim == 1:
             x = x.unsqueeze(1)
         self.check(x)
-        return x.float()
+        return x
 
     def check(self, x: torch.Tensor) -> None:
         if x.dim() != 2 or x.shape[1] != self.spec.dim:
@@ -68,7 +73,7 @@ class VectorModality(Modality):
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         flat, lead = flatten_codes(z)
-        out = self.decoder(flat).reshape(*lead, -1)
+        out = self.decoder(flat).float().reshape(*lead, -1)  # fp32 scores under bf16 autocast
         fn = likelihoods.CONTINUOUS[self.spec.likelihood]
         return fn(out, self.features(x), self.log_scale)
 

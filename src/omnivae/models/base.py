@@ -3,14 +3,15 @@ objective (`loss`) and, where it differs from a product of experts, the fusion."
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from numbers import Integral
 from typing import Any, ClassVar
 
 import torch
 from pydantic import SerializeAsAny, field_validator
 from torch import nn
 
-from omnivae.batch import Batch, LossOutput
+from omnivae.batch import Batch, LossOutput, presence_mask
 from omnivae.config import StrictModel
 from omnivae.distributions import Gaussian
 from omnivae.errors import ConfigError, InputError
@@ -53,6 +54,12 @@ class ModelConfig(StrictModel):
         if not v >= 0 or v == float("inf"):
             raise ValueError(f"free_bits must be a finite number >= 0 (nats per latent dimension), got {v}")
         return v
+
+
+def check_count(n) -> None:
+    """n (samples per input) is a whole number >= 1; 2.5 or "3" would reach torch.randn as a bare error."""
+    if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+        raise InputError(f"n must be an integer >= 1, got {n!r}")
 
 
 class MultimodalModel(nn.Module):
@@ -122,14 +129,14 @@ class MultimodalModel(nn.Module):
             self.check_names([n], "mask")
             if n not in data:
                 raise InputError(f"mask names {n!r}, which is not in the batch ({list(data)})")
-            masks[n] = torch.as_tensor(m, dtype=torch.bool, device=device)
+            masks[n] = torch.from_numpy(presence_mask(m, f"mask of {n!r}")).to(device)
             if masks[n].shape != (sizes[n],):
                 raise InputError(f"mask of {n!r} has shape {list(masks[n].shape)}, expected [{sizes[n]}]")
         return Batch(data, masks)
 
     def check_names(self, names, what: str) -> list[str]:
-        names = [names] if isinstance(names, str) else list(names)
-        unknown = [n for n in names if n not in self.modalities]
+        names = list(names) if isinstance(names, Iterable) and not isinstance(names, str) else [names]
+        unknown = [n for n in names if not isinstance(n, str) or n not in self.modalities]
         if unknown:
             raise InputError(f"unknown modality name(s) {unknown} in {what}; this model has {self.names}")
         return names
@@ -209,8 +216,7 @@ class MultimodalModel(nn.Module):
         """Generate `targets` (default: all) from the modalities in `given` (default: all
         in the batch). Returns {name: output}; with n > 1 outputs have a leading n dim
         (lists of n lists for text). raw=True returns model-space tensors."""
-        if n < 1:
-            raise InputError(f"n must be >= 1, got {n}")
+        check_count(n)
         batch = self.as_batch(batch, mask)
         targets = self.names if targets is None else self.check_names(targets, "targets")
         mu, logvar, present = self.encode_unimodal(batch, self._given(batch, given))
@@ -250,8 +256,7 @@ class MultimodalModel(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, targets: Sequence[str] | None = None, raw: bool = False, **options):
         """Joint samples of all (or `targets`) modalities from the prior."""
-        if n < 1:
-            raise InputError(f"n must be >= 1, got {n}")
+        check_count(n)
         targets = self.names if targets is None else self.check_names(targets, "targets")
         return self.decode(self.prior_sample(n), targets, raw=raw, **options)
 

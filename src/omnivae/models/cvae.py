@@ -31,7 +31,7 @@ from omnivae.fusion import product_of_experts
 from omnivae.modalities.base import mlp
 from omnivae.models.registry import register_model
 from omnivae.models.ae import masked_mean
-from omnivae.models.base import ModelConfig, MultimodalModel
+from omnivae.models.base import ModelConfig, MultimodalModel, check_count
 
 
 class CVAEConfig(ModelConfig):
@@ -138,8 +138,7 @@ class CVAE(MultimodalModel):
     def generate(self, batch, given=None, targets=None, n: int = 1, mean: bool = False, mask=None,
                  raw: bool = False, **options):
         """The target from the conditions: z ~ N(0, I) (z = 0 with mean=True), decoded with c."""
-        if n < 1:
-            raise InputError(f"n must be >= 1, got {n}")
+        check_count(n)
         batch = self.as_batch(batch, mask)
         given, targets = self._given(batch, given), self._check_targets(targets)
         missing = [c for c in self.config.conditions if c not in given]

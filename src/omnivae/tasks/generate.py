@@ -21,9 +21,20 @@ def read_image(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
             arr = np.asarray(img, dtype=np.uint8)
     except FileNotFoundError:
         raise InputError(f"image file {path} does not exist") from None
+    except Image.DecompressionBombError as exc:  # a tiny file that claims billions of pixels
+        raise InputError(f"image file {path} is refused: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise InputError(f"image file {path} cannot be read as an image: {exc}") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def parse_number(text: str, kind: type, source: str):
+    """A command-line number for modality `source`, or an InputError that quotes it."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise InputError(f"modality {source!r}: expected {'an integer' if kind is int else 'a number'}, "
+                         f"got {text!r}") from None
 
 
 def parse_inputs(model, source: str, values: list[str]):
@@ -32,13 +43,14 @@ def parse_inputs(model, source: str, values: list[str]):
         return list(values)
     if mod.kind == "categorical":
         return [v if not v.lstrip("-").isdigit() else int(v) for v in values] if mod.spec.classes \
-            else [int(v) for v in values]
+            else [parse_number(v, int, source) for v in values]
     if mod.kind == "image":
         return np.stack([np.load(v, allow_pickle=False) if v.endswith(".npy") else read_image(v, mod.spec.shape)
                          for v in values])
     if mod.kind == "vector":
         return np.stack([np.load(v, allow_pickle=False) if v.endswith(".npy") else
-                         np.array([float(x) for x in v.split(",")], dtype=np.float32) for v in values])
+                         np.array([parse_number(x, float, source) for x in v.split(",")], dtype=np.float32)
+                         for v in values])
     raise InputError(f"cannot read command-line inputs for modality {source!r} of kind {mod.kind}")
 
 

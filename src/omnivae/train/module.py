@@ -166,7 +166,9 @@ class OmniModule(L.LightningModule):
         params = list(self.model.parameters())
         # the fused kernel updates every parameter in one call (CPU and CUDA): on small models
         # the per-tensor Python loop of the default implementation is a large part of a step
-        fused = self.cfg.fused_optimizer and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
-                                                 for p in params)
+        # Lightning's mixed-precision plugin refuses gradient clipping with a fused optimiser
+        # (it assumes the optimiser unscales gradients itself), so mixed precision keeps the default
+        fused = (self.cfg.fused_optimizer and "mixed" not in str(self.cfg.precision)
+                 and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params))
         return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
                                 **({"fused": True} if fused else {}))

@@ -28,7 +28,7 @@ def sequence_log_prob(decoder, z: torch.Tensor, x: torch.Tensor, word_dropout: f
     mask = real_mask(x)
     width = int(mask.sum(1).max())  # nothing after the longest caption can matter
     x, mask = x[:, :width], mask[:, :width]
-    logp = torch.log_softmax(decoder(teacher_inputs(x, word_dropout), z), -1)
+    logp = torch.log_softmax(decoder(teacher_inputs(x, word_dropout), z).float(), -1)
     target = x.masked_fill(~mask, EOS)  # a finite entry; masked out below
     token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     return torch.where(mask, token_logp, torch.zeros_like(token_logp)).sum(1)
@@ -58,7 +58,9 @@ def sample(decoder, z: torch.Tensor, steps: int, width: int, temperature: float 
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Ancestral sampling from softmax(logits / temperature), restricted to the top_k tokens if top_k > 0."""
     def pick(logits):
-        logits = logits / temperature
+        # shifted to <= 0 so a tiny temperature cannot overflow; one below float32's range is 0, and
+        # the 0/0 it gives at the best tokens becomes 0: the limit of sampling as T -> 0 is greedy
+        logits = torch.nan_to_num((logits - logits.max(-1, keepdim=True).values) / temperature, nan=0.0)
         if top_k > 0:
             kth = logits.topk(min(top_k, logits.shape[-1]), -1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))

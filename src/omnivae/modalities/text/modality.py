@@ -3,6 +3,7 @@ autoregressive decoder conditioned on z, trained by teacher forcing."""
 from __future__ import annotations
 
 import re
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from omnivae.config import PositiveInt
 from omnivae.errors import InputError, ModelFileError
 from omnivae.modalities.base import Modality, ModalitySpec, flatten_codes
 from omnivae.modalities.text import decoding
@@ -21,11 +23,16 @@ STRATEGIES = ("greedy", "sample", "beam")
 SPACE_BEFORE_PUNCTUATION = re.compile(r" +([,.;:!?])")  # word-level decoding puts one there
 
 
+def _is_int(value) -> bool:
+    """An integer option (True/False and 2.0 are not)."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 class TextSpec(ModalitySpec):
     kind: Literal["text"] = "text"
     tokenizer: Literal["word", "bpe"] = "word"
     vocab_size: int = 0  # 0 = not known yet; set by TextModality.from_data
-    max_vocab: int = 5000
+    max_vocab: PositiveInt = 5000
     max_len: int = 16  # tokens including <eos>
     lowercase: bool = True
     embed_dim: int = 64  # token embedding width (the Transformer's model width)
@@ -211,16 +218,19 @@ class TextModality(Modality):
         return self.generate(z, **{**options, "return_ids": False})
 
     def _check_generate(self, z, strategy, max_len, temperature, top_k, beam_size) -> None:
-        where = f"modality {self.name!r} (text)"
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"{where}: expected codes [N, {self.latent_dim}], got {list(z.shape)}")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"{where}: strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if max_len is not None and not 1 <= max_len <= self.spec.max_len:
-            raise ValueError(f"{where}: max_len must lie in 1..{self.spec.max_len}, got {max_len}")
-        if temperature <= 0 or top_k < 0 or beam_size < 1:
-            raise ValueError(f"{where}: need temperature > 0, top_k >= 0, beam_size >= 1; "
-                             f"got {temperature}, {top_k}, {beam_size}")
+        """Decoding options are user input: refused here (InputError, also a ValueError), not by torch."""
+        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
+            shape = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise self._error(f"expected codes [N, {self.latent_dim}], got {shape}")
+        if not isinstance(strategy, str) or strategy not in STRATEGIES:
+            raise self._error(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if max_len is not None and not (_is_int(max_len) and 1 <= max_len <= self.spec.max_len):
+            raise self._error(f"max_len must be an integer in 1..{self.spec.max_len}, got {max_len!r}")
+        if not (isinstance(temperature, Real) and not isinstance(temperature, bool)
+                and 0 < temperature < float("inf")):
+            raise self._error(f"temperature must be a finite number > 0, got {temperature!r}")
+        if not (_is_int(top_k) and top_k >= 0 and _is_int(beam_size) and beam_size >= 1):
+            raise self._error(f"need integers top_k >= 0 and beam_size >= 1, got {top_k!r}, {beam_size!r}")
 
     # -- tokenizer file -----------------------------------------------------------------
     def _tokenizer_file(self) -> str:
