@@ -3,6 +3,7 @@ checks, safe modality names and atomic replacement."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import pytest
@@ -231,3 +232,46 @@ def test_save_creates_parents_and_model_save_method(fitted_model, tmp_path):
     fitted_model.save(folder)
     assert (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
     assert omnivae.load(folder).config == fitted_model.config
+
+
+def failing_second_replace(monkeypatch, fail):
+    """os.replace that calls fail() instead of its second rename (the swap of the new folder in)."""
+    calls, replace = [], os.replace
+
+    def patched(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            fail()
+        replace(src, dst)
+    monkeypatch.setattr(os, "replace", patched)
+
+
+def test_failed_swap_puts_the_old_folder_back(fitted_model, saved, tiny_config, monkeypatch, make_tensors):
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+
+    def fail():
+        raise OSError("rename failed")
+    failing_second_replace(monkeypatch, fail)
+    with pytest.raises(OSError, match="rename failed"):
+        omnivae.save(build_model(tiny_config("mopoe", ("image", "label", "vector"))), saved)
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["model"]
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+
+def test_save_killed_between_the_renames_loads_the_previous_folder(fitted_model, saved, tiny_config, make_tensors,
+                                                                     monkeypatch):
+    torch.manual_seed(1)
+    other = build_model(tiny_config("mopoe", ("image", "label", "vector")))
+    pid = os.fork()
+    if pid == 0:  # the child dies right before its second rename: no cleanup runs
+        try:
+            failing_second_replace(monkeypatch, lambda: os._exit(9))
+            omnivae.save(other, saved)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 9
+    assert not saved.exists() and [p.name for p in saved.parent.glob(".model.old-*")]
+    data = make_tensors(3)
+    assert torch.equal(omnivae.load(saved).encode(data), fitted_model.eval().encode(data))  # old or new, never none
+    assert saved.is_dir() and not list(saved.parent.glob(".model.old-*"))  # put back in place

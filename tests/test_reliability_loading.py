@@ -8,6 +8,7 @@ import io
 import json
 import pickle
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from omnivae.data.raw import RawData
 from omnivae.errors import ModelFileError
 from omnivae.io import load_model, save_model
-from omnivae.models import build_model
+from omnivae.models import MODELS, build_model
 from omnivae.train.checkpoint import MAGIC, read_checkpoint, verify_checkpoint, write_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -203,3 +204,51 @@ def test_resume_refuses_a_checkpoint_holding_pickled_objects(tmp_path, make_raw,
         fit(build_model(tiny_config(), raw), data, None, config.model_copy(update={"max_epochs": 2}),
             tmp_path / "run", resume=True)
     assert not marker.exists()
+
+
+def test_an_oversized_config_is_refused_before_anything_is_allocated(folder, monkeypatch):
+    # 10**7 hidden units would be ~5 GB of float32 weights; the check runs on the meta device
+    header = json.loads((folder / "config.json").read_text())
+    header["config"]["modalities"]["image"]["hidden"] = [10 ** 7]
+    (folder / "config.json").write_text(json.dumps(header))
+    import omnivae.models
+
+    original, devices = omnivae.models.build_model, []
+
+    def guarded_build(config, *args):
+        devices.append(torch.empty(0).device.type)
+        if devices[-1] != "meta":
+            raise AssertionError("the oversized model was built for real")
+        return original(config, *args)
+    monkeypatch.setattr(omnivae.models, "build_model", guarded_build)
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match=r"wrong shapes.*10000000"):
+        load_model(folder)
+    assert devices == ["meta"] and time.perf_counter() - start < 5
+
+
+MODALITIES = {
+    "image": {"kind": "image", "shape": [3, 16, 16], "channels": [8, 16]},
+    "pixels": {"kind": "image", "shape": [1, 8, 8], "arch": "mlp", "hidden": [16], "likelihood": "gaussian",
+               "learn_scale": True},
+    "label": {"kind": "categorical", "num_classes": 3, "hidden": [16]},
+    "vector": {"kind": "vector", "dim": 4, "hidden": [16]},
+    "signal": {"kind": "signal", "shape": [2, 32], "channels": [4, 8]},
+    "text": {"kind": "text", "vocab_size": 30, "max_len": 8, "hidden": 16, "embed_dim": 8},
+    "tokens": {"kind": "text", "vocab_size": 30, "max_len": 8, "hidden": 16, "embed_dim": 8,
+               "encoder": "transformer", "decoder": "transformer", "heads": 2},
+}
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_every_model_family_builds_on_meta_with_the_real_shapes(family):
+    """Else load_model would skip its allocation-free check for that family."""
+    single = {"ae", "dae", "sparse_ae", "stacked_ae", "vae", "iwae"}
+    special = {"stacked_ae": {"layers": [16, 4], "pretrain_epochs": 0}, "cvae": {"target": "image"}}
+    config = {"model": family, "latent_dim": 4, **special.get(family, {}),
+              "modalities": {"image": MODALITIES["image"]} if family in single else MODALITIES}
+    with torch.device("meta"):
+        meta = build_model(config)
+    real = build_model(config)
+    assert {t.device.type for t in [*meta.parameters(), *meta.buffers()]} == {"meta"}
+    assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import shutil
 
 import pytest
@@ -186,10 +187,8 @@ def test_checkpoint_round_trip_and_no_code_execution(tmp_path):
     assert not (tmp_path / "marker").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="read_checkpoint raises FileNotFoundError for a missing file; the "
-                   "errors module documents ModelFileError for a missing checkpoint")
 def test_missing_checkpoint_is_a_model_file_error(tmp_path):
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match="none.ckpt.*does not exist"):
         read_checkpoint(tmp_path / "none.ckpt")
 
 
@@ -289,3 +288,106 @@ def test_nan_in_train_run_keeps_the_last_good_checkpoint(tmp_path, tiny_source, 
     ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 3 and ckpt["epoch"] == 0
     assert omnivae.load(tmp_path / "run" / "model").names == ["image", "label"]
+
+
+# -- seeding, crash-safe run folder, non-zero ranks ---------------------------------------------
+class Stop(Exception):
+    """Raised by a stand-in for fit(): the test only needs what happened before training."""
+
+
+def initial_weights(monkeypatch, run_dir, seed, global_seed):
+    """The weights train_run hands to fit(), with the global RNGs left in another state each time."""
+    seen = {}
+
+    def no_fit(model, *args, **kwargs):
+        seen.update({k: v.clone() for k, v in model.state_dict().items()})
+        raise Stop
+    monkeypatch.setattr(omnivae.run, "fit", no_fit)
+    torch.manual_seed(global_seed)  # what the caller did before must not matter
+    with pytest.raises(Stop):
+        train_run(run_config(seed=seed), run_dir)
+    return seen
+
+
+def test_same_seed_gives_the_same_initial_weights(tmp_path, tiny_source, monkeypatch):
+    a = initial_weights(monkeypatch, tmp_path / "run1", seed=5, global_seed=1)
+    b = initial_weights(monkeypatch, tmp_path / "run2", seed=5, global_seed=2)
+    c = initial_weights(monkeypatch, tmp_path / "run3", seed=6, global_seed=1)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    saved = omnivae.load(tmp_path / "run1" / "model").state_dict()  # model/ holds them too
+    assert all(torch.equal(saved[k], a[k]) for k in a)
+
+
+def crash_between_the_renames(model, folder):
+    """save_model in a forked child that dies (no cleanup) right before its second rename."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            calls, replace = [], os.replace
+
+            def dying_replace(src, dst):
+                calls.append(dst)
+                if len(calls) == 2:
+                    os._exit(9)
+                replace(src, dst)
+            os.replace = dying_replace
+            omnivae.save(model, folder)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 9
+    assert not folder.exists() and list(folder.parent.glob(f".{folder.name}.old-*"))
+
+
+def test_resume_after_a_crash_inside_the_model_swap(fresh_run):
+    run_dir = fresh_run.run_dir
+    crash_between_the_renames(fresh_run.model, run_dir / "model")  # as if the final save was killed
+    set_max_epochs(run_dir, 2)
+    train_run(None, run_dir, resume=True)
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1
+    assert omnivae.load(run_dir / "model").config == fresh_run.model.config
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # leftovers removed
+
+
+def test_run_yaml_is_written_atomically_after_the_model(tmp_path, tiny_source, monkeypatch):
+    def killed(path, payload):
+        raise Stop
+    monkeypatch.setattr(omnivae.run, "atomic_write_bytes", killed)
+    with pytest.raises(Stop):
+        train_run(run_config(), tmp_path / "run")
+    assert (tmp_path / "run" / "model" / "config.json").is_file() and not (tmp_path / "run" / "run.yaml").exists()
+    with pytest.raises(ConfigError, match="no run.yaml.*--overwrite"):  # so resume never lacks a model
+        train_run(None, tmp_path / "run", resume=True)
+
+
+@pytest.mark.parametrize("env, worker", [({}, False), ({"LOCAL_RANK": "0", "NODE_RANK": "0"}, False),
+                                         ({"LOCAL_RANK": "1"}, True), ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, True),
+                                         ({"RANK": "3"}, True), ({"GLOBAL_RANK": "2"}, True)])
+def test_launched_as_worker_reads_the_launchers_variables(monkeypatch, env, worker):
+    for key in ("LOCAL_RANK", "NODE_RANK", "GLOBAL_RANK", "RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert omnivae.run.launched_as_worker() is worker
+
+
+def test_a_non_zero_rank_leaves_the_run_folder_to_rank_zero(tmp_path, tiny_source, monkeypatch):
+    # Lightning's ddp launcher re-runs the command with LOCAL_RANK=1 once rank 0 has set up the folder
+    run_dir = tmp_path / "run"
+    (run_dir / "model").mkdir(parents=True)
+    (run_dir / "model" / "config.json").write_text("rank zero's")
+    (run_dir / "run.yaml").write_text("rank zero's")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    seen = {}
+
+    def no_fit(model, train, val, config, folder, resume=False):
+        seen["run_dir"] = folder
+        raise Stop
+    monkeypatch.setattr(omnivae.run, "fit", no_fit)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(Stop):
+        train_run(run_config(), run_dir, overwrite=True)
+    assert seen["run_dir"] == run_dir
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before

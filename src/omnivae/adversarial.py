@@ -1,5 +1,6 @@
 """Optional adversarial sharpening for image decoders: a small PatchGAN discriminator and hinge
-losses (Isola et al. 2017; Lim & Ye 2017). Standalone: the training module adds
+losses (Isola et al. 2017; Lim & Ye 2017). Training uses them through
+omnivae.train.adversarial.AdversarialModule (train.adversarial_weight > 0), which adds
 `adversarial_weight * generator_hinge(D(fake))` to the objective and steps D with its own
 optimiser (see docs/priors.md)."""
 from __future__ import annotations
@@ -34,9 +35,14 @@ class PatchDiscriminator(nn.Module):
         return self.net(x * 2.0 - 1.0)
 
 
+def _mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean that is 0 for an empty tensor (a batch in which no example has the image)."""
+    return x.sum() / max(1, x.numel())
+
+
 def discriminator_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """D's loss: mean relu(1 - D(real)) + mean relu(1 + D(fake))."""
-    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+    """D's loss: mean relu(1 - D(real)) + mean relu(1 + D(fake)); a term over no logits is 0."""
+    return _mean(F.relu(1.0 - real_logits)) + _mean(F.relu(1.0 + fake_logits))
 
 
 def generator_hinge(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -53,14 +59,41 @@ def decoded_images(model, name: str, z: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(mod.decode(z))
 
 
+def adversarial_codes(model, mu: torch.Tensor, logvar: torch.Tensor, present: torch.Tensor,
+                      name: str) -> torch.Tensor:
+    """Decoder inputs [2B, W] for image modality `name`: one draw from each example's joint
+    posterior (a reconstruction where the image is present, a cross-modal generation from the
+    other modalities where it is missing), then B codes from N(0, I). Models whose decoders
+    take more than the shared code get their extra part: mmvae_plus the modality's private
+    code (its posterior draw where the image is present, else a draw from its prior r_n);
+    cvae the condition embedding (its target must be the image)."""
+    from omnivae.models.cvae import CVAE
+    from omnivae.models.mmvae_plus import MMVAEPlus
+
+    z_post = model.draw(mu, logvar, present, 1)[0]
+    z_prior = torch.randn_like(z_post)
+    if isinstance(model, MMVAEPlus):
+        i, d, b = model.names.index(name), model.config.latent_dim, len(z_post)
+        w_q = mu[i, :, d:] + torch.randn_like(mu[i, :, d:]) * torch.exp(0.5 * logvar[i, :, d:])
+        w_post = torch.where(present[i].unsqueeze(-1), w_q, model.private_prior_draw(i, (b,)))
+        z_post = torch.cat([z_post, w_post], -1)
+        z_prior = torch.cat([z_prior, model.private_prior_draw(i, (b,))], -1)
+    elif isinstance(model, CVAE):
+        if name != model.config.target:
+            raise InputError(f"adversarial term: cvae only generates its target {model.config.target!r}, "
+                             f"not {name!r}")
+        c = model.condition_embedding(mu, logvar, present)
+        z_post, z_prior = torch.cat([z_post, c], -1), torch.cat([z_prior, c], -1)
+    return torch.cat([z_post, z_prior])
+
+
 def adversarial_images(model, batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fake, real) images in [0,1] for one training batch: fakes are decoded, with gradients, from
-    posterior draws of the batch and from as many prior codes; reals are the present images."""
+    """(fake, real) images in [0,1] for one training batch: fakes [2B,C,H,W] are decoded, with
+    gradients, from posterior draws of the batch and from as many prior codes
+    (adversarial_codes); reals are the present images [n_present,C,H,W]."""
     if name not in batch.data:
         raise InputError(f"adversarial term: the batch has no modality {name!r}")
     mu, logvar, present = model.encode_unimodal(batch)
-    z_post = model.draw(mu, logvar, present, 1)[0]
-    z_prior = torch.randn_like(z_post)
-    fake = decoded_images(model, name, torch.cat([z_post, z_prior]))
+    fake = decoded_images(model, name, adversarial_codes(model, mu, logvar, present, name))
     real = model.modalities[name].features(batch.data[name])[batch.present(name)]
     return fake, real

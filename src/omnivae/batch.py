@@ -23,6 +23,15 @@ class Batch:
             return self.mask[name]
         return torch.ones(len(self), dtype=torch.bool, device=self.data[name].device)
 
+    def to(self, device) -> "Batch":
+        """The same batch on `device` (itself when every tensor is already there)."""
+        device = torch.device(device)
+        tensors = [*self.data.values(), *self.mask.values()]
+        if all(t.device == device for t in tensors):
+            return self
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return Batch({k: move(v) for k, v in self.data.items()}, {k: move(m) for k, m in self.mask.items()})
+
     def select(self, names) -> "Batch":
         return Batch({n: self.data[n] for n in names}, {n: self.mask[n] for n in names if n in self.mask})
 

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from omnivae.errors import ConfigError, InputError, ModelFileError
@@ -23,10 +23,12 @@ ALLOWED_SUFFIXES = {".json", ".safetensors", ".md", ".txt", ".png", ".html", ".y
 
 
 def save_model(model, folder: str | Path, extra: dict | None = None) -> Path:
-    """Write the model folder atomically: build it beside the target, then swap it in."""
+    """Write the model folder atomically: build it beside the target, then swap it in (a crash
+    between the two renames leaves .NAME.old-PID, which load_model puts back)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    old = None
     try:
         header = {"format": FORMAT, "omnivae_version": __version__, "config": model.config.to_dict()}
         if extra:
@@ -37,17 +39,31 @@ def save_model(model, folder: str | Path, extra: dict | None = None) -> Path:
                 (tmp / name).write_text(text, encoding="utf-8")
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"omnivae_version": __version__})
-        old = None
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             os.replace(folder, old)
         os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and not folder.exists():
+            os.replace(old, folder)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def recover_model_folder(folder: Path) -> None:
+    """A save killed between its two renames leaves no folder, only the previous one as
+    .NAME.old-PID (complete: it was moved whole): move the newest such folder back."""
+    if folder.exists():
+        return
+    olds = [p for p in folder.parent.glob(f".{folder.name}.old-*") if (p / CONFIG_FILE).is_file()]
+    if olds:
+        try:
+            os.replace(max(olds, key=lambda p: p.stat().st_mtime), folder)
+        except OSError:  # another process put it back first, or the folder is read-only
+            pass
 
 
 def read_header(folder: Path) -> dict:
@@ -88,35 +104,62 @@ def check_folder_contents(folder: Path) -> None:
                                  ".pt files are never loaded")
 
 
-def load_model(folder: str | Path, map_location: str | torch.device = "cpu"):
-    """Rebuild a model from its folder: JSON config, JSON tokenizers, safetensors weights."""
+def read_shapes(weights: Path) -> dict[str, list[int]]:
+    """Tensor names and shapes from the safetensors header; no tensor data is read."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{weights} cannot be read (truncated or damaged?): {exc}") from None
+
+
+def check_shapes(model, shapes: dict[str, list[int]], weights: Path) -> None:
+    """Refuse weights that do not fit the config, naming the tensors, before any are loaded."""
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [f"{k}: file {shapes[k]} vs config {v}" for k, v in expected.items() if k in shapes and shapes[k] != v]
+    if missing or unexpected or wrong:
+        raise ModelFileError(f"{weights} does not match {CONFIG_FILE}: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
+
+
+def build_from_header(header: dict, folder: Path):
+    """The model a header describes; a config that cannot be built is the folder's fault."""
     from omnivae.models import build_model
 
+    try:
+        return build_model(header["config"])
+    except (ConfigError, InputError) as exc:
+        raise ModelFileError(f"{folder / CONFIG_FILE}: {exc}") from None
+
+
+def load_model(folder: str | Path, map_location: str | torch.device = "cpu"):
+    """Rebuild a model from its folder: JSON config, JSON tokenizers, safetensors weights."""
     folder = Path(folder)
+    recover_model_folder(folder)
     if not folder.is_dir():
         raise ModelFileError(f"model folder {folder} does not exist")
     check_folder_contents(folder)
     header = read_header(folder)
-    try:
-        model = build_model(header["config"])
-    except (ConfigError, InputError) as exc:
-        raise ModelFileError(f"{folder / CONFIG_FILE}: {exc}") from None
-    for mod in model.modalities.values():
-        mod.load_extra_files(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelFileError(f"{folder}: {WEIGHTS_FILE} is missing")
+    shapes = read_shapes(weights)
+    try:  # on the meta device sizes cost nothing: an oversized config is refused before any allocation
+        with torch.device("meta"):
+            check_shapes(build_from_header(header, folder), shapes, weights)
+    except ModelFileError:
+        raise
+    except Exception:  # a config that cannot be built on meta fails the same way below (or is checked there)
+        pass
+    model = build_from_header(header, folder)
+    for mod in model.modalities.values():
+        mod.load_extra_files(folder)
+    check_shapes(model, shapes, weights)
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{weights} cannot be read (truncated or damaged?): {exc}") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k}: file {list(state[k].shape)} vs config {list(v.shape)}"
-             for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        raise ModelFileError(f"{weights} does not match {CONFIG_FILE}: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
     model.load_state_dict(state)
     return model.eval()

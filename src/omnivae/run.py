@@ -5,11 +5,15 @@ logs/ (CSV and TensorBoard), and whatever evaluation writes (metrics.json, figur
 """
 from __future__ import annotations
 
+import os
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 
 from omnivae.config import StrictModel, read_config_file
@@ -17,13 +21,13 @@ from omnivae.data.raw import RawData
 from omnivae.data.sources import DataConfig, load_source
 from omnivae.data.tensors import TensorData
 from omnivae.errors import ConfigError, ModelFileError
-from omnivae.io import load_model, save_model
+from omnivae.io import load_model, recover_model_folder, save_model
 from omnivae.modalities import infer_spec
 from omnivae.models import build_model, model_config_from_dict
 from omnivae.models.base import ModelConfig, MultimodalModel
-from omnivae.train.checkpoint import read_checkpoint
+from omnivae.train.checkpoint import atomic_write_bytes, read_checkpoint
 from omnivae.train.config import TrainConfig
-from omnivae.train.trainer import fit
+from omnivae.train.trainer import fit, launched_as_worker
 
 
 class RunConfig(StrictModel):
@@ -75,7 +79,8 @@ def resolve_model_config(model: dict[str, Any], raw: RawData) -> ModelConfig:
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (run_dir / "run.yaml").is_file():
-            raise ConfigError(f"cannot resume: {run_dir} holds no run.yaml (is it a run folder?)")
+            raise ConfigError(f"cannot resume: {run_dir} holds no run.yaml (not a run folder, or its run was "
+                              "killed while starting: train it again with --overwrite)")
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
@@ -85,29 +90,52 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+def seed_everything(seed: int) -> None:
+    """The same train.seed gives the same initial weights (and the same model on every rank)."""
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+    torch.manual_seed(seed)
+
+
+def tidy_run_dir(run_dir: Path) -> None:
+    """Before resuming: put back a model folder whose save was killed mid-swap, then drop the
+    temporary files and folders that killed writes left."""
+    recover_model_folder(run_dir / "model")
+    for tmp in run_dir.glob(".model.*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in run_dir.glob(".run.yaml.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
 def train_run(config: RunConfig | dict, run_dir: str | Path, resume: bool = False,
               overwrite: bool = False) -> RunResult:
     """Load data, build (or restore) the model, train it, save the best weights to run_dir/model."""
     run_dir = Path(run_dir)
+    writer = not launched_as_worker()  # rank zero prepared the folder before the other ranks started
     if resume:
         prepare_run_dir(run_dir, resume, overwrite)
+        if writer:
+            tidy_run_dir(run_dir)
         config = RunConfig.from_dict(read_config_file(run_dir / "run.yaml"), "run.yaml")
     else:
         if isinstance(config, dict):
             config = RunConfig.from_dict(config, "run config")
-        prepare_run_dir(run_dir, resume, overwrite)
+        if writer:
+            prepare_run_dir(run_dir, resume, overwrite)
+    seed_everything(config.train.seed)
     splits = split_data(load_source(config.data), config)
     if resume:
         model = load_model(run_dir / "model")
     else:
         model = build_model(resolve_model_config(config.model, splits.train), splits.train)
         config = config.model_copy(update={"model": model.config.to_dict()})
-        (run_dir / "run.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        save_model(model, run_dir / "model")
+        if writer:  # run.yaml last: a folder with run.yaml always has its model folder
+            save_model(model, run_dir / "model")
+            atomic_write_bytes(run_dir / "run.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
     train = TensorData.from_raw(model, splits.train)
     val = TensorData.from_raw(model, splits.val) if len(splits.val) else None
     result = fit(model, train, val, config.train, run_dir, resume=resume)
-    if result.trainer.global_rank == 0:
+    if writer and result.trainer.global_rank == 0:
         best = result.best_checkpoint or (str(result.last_checkpoint) if result.last_checkpoint.is_file() else None)
         if best:
             load_weights_from_checkpoint(model, best)

@@ -6,8 +6,8 @@ stdin; this process answers on stdout with lines starting with "@@":
   @@fork <pid>        a child was started for the command
   @@training <pid>    the child reached Trainer.fit's first training step hook
   @@exit <pid> <code> the child ended (code -9 when SIGKILLed, 0 when training finished)
-A child resumes (train_run(resume=True)) when run_dir/model/config.json exists (train_run
-writes the model folder after run.yaml), else it starts the run over (overwrite=True).
+A child resumes (train_run(resume=True)) when run_dir/run.yaml exists (train_run writes it
+after the model folder), else it starts the run over (overwrite=True).
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def child(run_dir: Path, config: dict) -> int:
 
     trainer_module.make_trainer = make_trainer
     try:
-        if (run_dir / "model" / "config.json").is_file():
+        if (run_dir / "run.yaml").is_file():
             train_run(None, run_dir, resume=True)
         else:
             train_run(config, run_dir, overwrite=True)

@@ -72,7 +72,7 @@ def train(
 ):
     """Train a model from a run config; the run folder gets the model, checkpoints and logs."""
     from omnivae.config import read_config_file
-    from omnivae.run import train_run
+    from omnivae.run import launched_as_worker, train_run
 
     try:
         if resume is not None:
@@ -90,7 +90,8 @@ def train(
             result = train_run(apply_overrides(cfg, set_), out, overwrite=overwrite)
     except OmniVAEError as exc:
         fail(exc)
-    console.print(f"[green]trained[/] {result.config.model['model']}; model saved in {result.run_dir / 'model'}")
+    if not launched_as_worker():  # with strategy ddp, rank 1 runs this command too
+        console.print(f"[green]trained[/] {result.config.model['model']}; model saved in {result.run_dir / 'model'}")
 
 
 @app.command()

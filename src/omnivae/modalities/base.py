@@ -69,8 +69,8 @@ class Modality(nn.Module):
 
     # -- networks ---------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Gaussian:
-        # .float(): under bf16 autocast the networks run in bf16, posteriors and scores in fp32
-        mu, logvar = self.encoder(self.features(x)).float().chunk(2, dim=-1)
+        # under bf16 autocast the networks run in bf16, posteriors and scores in fp32
+        mu, logvar = full_precision(self.encoder(self.features(x))).chunk(2, dim=-1)
         return Gaussian(mu, clamp_logvar(logvar))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,6 +92,11 @@ class Modality(nn.Module):
 
     def _error(self, message: str) -> InputError:
         return InputError(f"modality {self.name!r} ({self.kind}): {message}")
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 network outputs (autocast) -> fp32, so posteriors and scores keep full precision."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def numeric_array(modality: Modality, raw: Any, what: str) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from omnivae.config import PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import Modality, ModalitySpec, flatten_codes, mlp, numeric_array
+from omnivae.modalities.base import Modality, ModalitySpec, flatten_codes, full_precision, mlp, numeric_array
 
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -85,7 +85,7 @@ class CategoricalModality(Modality):
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         flat, lead = flatten_codes(z)
-        return likelihoods.categorical(self.decoder(flat).float().reshape(*lead, -1), x)
+        return likelihoods.categorical(full_precision(self.decoder(flat)).reshape(*lead, -1), x)
 
     def probabilities(self, z: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.decoder(z), -1)

@@ -10,7 +10,8 @@ from torch import nn
 
 from omnivae.config import PositiveFloat, PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import Modality, ModalitySpec, check_finite, flatten_codes, mlp, numeric_array
+from omnivae.modalities.base import Modality, ModalitySpec, check_finite, flatten_codes, full_precision, mlp, \
+    numeric_array
 
 
 class ImageSpec(ModalitySpec):
@@ -107,7 +108,7 @@ class ImageModality(Modality):
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         flat, lead = flatten_codes(z)
-        out = self.decoder(flat).float().reshape(*lead, -1)  # fp32 scores under bf16 autocast
+        out = full_precision(self.decoder(flat)).reshape(*lead, -1)  # fp32 scores under bf16 autocast
         target = self.features(x).reshape(x.shape[0], -1)
         if self.spec.likelihood == "bernoulli":
             return likelihoods.bernoulli(out, target)

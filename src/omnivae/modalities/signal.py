@@ -12,7 +12,7 @@ from torch import nn
 from omnivae.config import PositiveInt
 from omnivae.modalities import likelihoods
 from omnivae.modalities.base import Modality, ModalitySpec, check_finite, check_standardized, flatten_codes, \
-    float_array, mlp
+    float_array, full_precision, mlp
 
 
 class SignalSpec(ModalitySpec):
@@ -130,7 +130,7 @@ class SignalModality(Modality):
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         flat, lead = flatten_codes(z)
-        out = self.decode(flat).float().reshape(*lead, -1)  # fp32 scores under bf16 autocast
+        out = full_precision(self.decode(flat)).reshape(*lead, -1)  # fp32 scores under bf16 autocast
         target = self.features(x).reshape(x.shape[0], -1)
         log_scale = self.log_scale.expand(self.spec.shape).reshape(-1)
         return likelihoods.CONTINUOUS[self.spec.likelihood](out, target, log_scale)

@@ -10,7 +10,7 @@ from torch import nn
 from omnivae.config import PositiveInt
 from omnivae.modalities import likelihoods
 from omnivae.modalities.base import Modality, ModalitySpec, check_finite, check_standardized, flatten_codes, \
-    float_array, mlp
+    float_array, full_precision, mlp
 
 
 class VectorSpec(ModalitySpec):
@@ -73,7 +73,7 @@ class VectorModality(Modality):
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         flat, lead = flatten_codes(z)
-        out = self.decoder(flat).float().reshape(*lead, -1)  # fp32 scores under bf16 autocast
+        out = full_precision(self.decoder(flat)).reshape(*lead, -1)  # fp32 scores under bf16 autocast
         fn = likelihoods.CONTINUOUS[self.spec.likelihood]
         return fn(out, self.features(x), self.log_scale)
 

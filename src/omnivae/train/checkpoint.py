@@ -86,7 +86,7 @@ def read_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
     objects other than tensors and plain containers are refused with ModelFileError."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise ModelFileError(f"checkpoint {path} does not exist")
     blob = path.read_bytes()
     payload, digest, magic = blob[:-TRAILER], blob[-TRAILER:-len(MAGIC)], blob[-len(MAGIC):]
     _check_blob(path, len(blob), magic, digest, hashlib.sha256(payload).digest())

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
-from omnivae.config import StrictModel
+from omnivae.config import NonNegativeFloat, PositiveFloat, PositiveInt, StrictModel
 
 
 class TrainConfig(StrictModel):
@@ -34,10 +34,23 @@ class TrainConfig(StrictModel):
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient stops the run, or skips the update
     tensorboard: bool = True
     checkpoint_every_n_steps: int | None = None  # also write last.ckpt every n steps; None: at epoch ends only
+    # adversarial sharpening of one image modality (docs/priors.md); 0 turns it off
+    adversarial_weight: NonNegativeFloat = 0.0  # weight of the generator hinge term in the objective
+    adversarial_modality: str | None = None  # the image modality to sharpen; None: the first image modality
+    adversarial_lr: PositiveFloat = 2e-4  # the discriminator's Adam learning rate (betas 0.5, 0.9)
+    adversarial_channels: list[PositiveInt] = Field(default=[32, 64], min_length=1)  # PatchGAN conv widths
+    adversarial_warmup_epochs: NonNegativeFloat = 0.0  # the term's weight rises linearly from 0 over these epochs
 
     @field_validator("checkpoint_every_n_steps")
     @classmethod
     def _positive_steps(cls, v: int | None) -> int | None:
         if v is not None and v < 1:
             raise ValueError(f"must be >= 1 (or null for epoch ends only), got {v}")
+        return v
+
+    @field_validator("adversarial_modality")
+    @classmethod
+    def _modality_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must name an image modality (or be null for the first one)")
         return v

@@ -48,6 +48,13 @@ class OmniModule(L.LightningModule):
         # sized last batch); the module and its state_dict stay the plain nn.Module
         self._objective = torch.compile(model.loss, dynamic=False) if config.compile else model.loss
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """Move a Batch tensor by tensor. Lightning's generic mover walks (and deep-copies)
+        dataclasses; for a batch already on the device this is a no-op."""
+        if isinstance(batch, Batch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def beta_scale(self) -> float:
         if self.warmup_steps == 0:
             return 1.0

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from omnivae.data.tensors import TensorData, batch_loader
 from omnivae.models.base import MultimodalModel
+from omnivae.train.adversarial import select_module
 from omnivae.train.callbacks import LastCheckpoint, RandomState
 from omnivae.train.checkpoint import AtomicCheckpointIO, CheckpointWarning, resume_checkpoint
 from omnivae.train.config import TrainConfig
@@ -102,6 +103,14 @@ def set_threads(config: TrainConfig) -> None:
     torch.set_flush_denormal(True)  # tiny importance weights must not slow the CPU down
 
 
+def launched_as_worker() -> bool:
+    """True in a process a launcher started as a non-zero rank (Lightning's ddp launcher re-runs
+    the command with LOCAL_RANK=1..; other nodes have NODE_RANK > 0; torchrun sets RANK): such a
+    process must not prepare or write the run folder, which rank zero owns."""
+    return any(os.environ.get(k, "0").strip() not in ("", "0")
+               for k in ("LOCAL_RANK", "NODE_RANK", "GLOBAL_RANK", "RANK"))
+
+
 def remove_stale_temp_files(run_dir: Path) -> None:
     """Temporary files of writes that a crash interrupted (the real files are intact)."""
     for tmp in (run_dir / "checkpoints").glob(".*.tmp-*"):
@@ -113,20 +122,26 @@ def fit(model: MultimodalModel, train: TensorData, val: TensorData | None, confi
     """Train `model` in place; with resume, continue from the newest intact checkpoint in
     run_dir/checkpoints (last.ckpt, else previous.ckpt, else best.ckpt, with a warning)."""
     run_dir = Path(run_dir)
+    # train.adversarial_weight > 0: AdversarialModule (train/adversarial.py), checked against the model
+    # here (ConfigError) before anything is touched; it clips gradients itself (manual optimisation),
+    # so its Trainer gets no gradient_clip_val
+    module_class = select_module(model, config)
+    trainer_config = config if module_class is OmniModule else config.model_copy(update={"grad_clip": None})
     ckpt_path = None
     if resume:
         ckpt_path = resume_checkpoint(run_dir)  # raises ModelFileError if none is intact
         if ckpt_path is None:
             warnings.warn(f"{run_dir} has no checkpoint yet: training starts from the beginning",
                           CheckpointWarning, stacklevel=2)
-        remove_stale_temp_files(run_dir)
-        keep_previous_metrics(run_dir)
+        if not launched_as_worker():  # the run folder is rank zero's
+            remove_stale_temp_files(run_dir)
+            keep_previous_metrics(run_dir)
     set_threads(config)
     model.train()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    trainer = make_trainer(config, run_dir, has_val=val is not None and len(val) > 0)
+    trainer = make_trainer(trainer_config, run_dir, has_val=val is not None and len(val) > 0)
     steps = max(1, -(-len(train) // (config.batch_size * trainer.world_size)))  # per process
-    module = OmniModule(model, config, steps_per_epoch=steps)
+    module = module_class(model, config, steps_per_epoch=steps)
     trainer.fit(module, datamodule=OmniDataModule(train, val, config),
                 ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
     ckpt = last_checkpoint(run_dir)

@@ -9,6 +9,7 @@ from typing import Callable
 
 import torch
 
+from omnivae.modalities.base import full_precision
 from omnivae.modalities.text.networks import real_mask
 from omnivae.modalities.text.tokenizer import BOS, EOS, PAD, UNK
 
@@ -28,7 +29,7 @@ def sequence_log_prob(decoder, z: torch.Tensor, x: torch.Tensor, word_dropout: f
     mask = real_mask(x)
     width = int(mask.sum(1).max())  # nothing after the longest caption can matter
     x, mask = x[:, :width], mask[:, :width]
-    logp = torch.log_softmax(decoder(teacher_inputs(x, word_dropout), z).float(), -1)
+    logp = torch.log_softmax(full_precision(decoder(teacher_inputs(x, word_dropout), z)), -1)
     target = x.masked_fill(~mask, EOS)  # a finite entry; masked out below
     token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     return torch.where(mask, token_logp, torch.zeros_like(token_logp)).sum(1)
