@@ -73,3 +73,39 @@ def test_adversarial_images_for_a_batch(tiny_config, make_tensors):
     assert real.shape == (5, 1, 8, 8) and real.dtype == torch.float32 and float(real.max()) <= 1
     with pytest.raises(InputError, match="no modality 'text'"):
         adversarial_images(model, batch, "text")
+
+
+def test_hinge_over_no_real_images_is_the_fake_term():
+    fake = torch.tensor([-2.0, 0.0, 1.0])
+    assert float(discriminator_hinge(torch.zeros(0, 1, 2, 2), fake)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("family, options", [("mvae", {}), ("mmvae", {}), ("jmvae", {}),
+                                             ("mmvae_plus", {"private_dim": 2}),
+                                             ("cvae", {"target": "image", "conditions": ["label"]})])
+def test_adversarial_images_for_every_code_width(tiny_config, make_tensors, family, options):
+    """mmvae_plus decoders also take the private code, cvae's the condition embedding: the
+    fakes are decoded from full-width codes, and the term reaches the decoder."""
+    from omnivae import Batch
+    from omnivae.adversarial import adversarial_images
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(family, ("image", "label"), **options))
+    data = make_tensors(6)
+    batch = Batch({"image": data["image"], "label": data["label"]},
+                  {"image": torch.tensor([True, False, True, True, True, True])})
+    fake, real = adversarial_images(model, batch, "image")
+    assert fake.shape == (12, 1, 8, 8) and real.shape == (5, 1, 8, 8)
+    generator_hinge(PatchDiscriminator(1, channels=[8])(fake)).backward()
+    assert any(float(p.grad.abs().sum()) > 0 for p in model.modalities["image"].decoder.parameters())
+
+
+def test_cvae_fakes_are_its_target_only(tiny_config, make_tensors):
+    from omnivae import Batch
+    from omnivae.adversarial import adversarial_codes
+
+    model = build_model(tiny_config("cvae", ("image", "label"), target="label", conditions=["image"]))
+    data = make_tensors(4)
+    mu, logvar, present = model.encode_unimodal(Batch({"image": data["image"], "label": data["label"]}, {}))
+    with pytest.raises(InputError, match="only generates its target 'label'"):
+        adversarial_codes(model, mu, logvar, present, "image")

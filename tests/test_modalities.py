@@ -297,3 +297,20 @@ def test_parse_spec_errors_and_infer_spec():
     spec = infer_spec("lab", "categorical", np.array([0, 1]), np.ones(2, bool), class_names=["a", "b", "c"])
     assert spec.num_classes == 3 and spec.classes == ["a", "b", "c"]
     assert infer_spec("v", "vector", np.zeros((3, 7)), np.ones(3, bool)).dim == 7
+
+
+def test_image_features_are_converted_once_per_batch_and_never_stale():
+    from omnivae.modalities import build_modality, parse_spec
+
+    mod = build_modality("image", parse_spec("image", {"kind": "image", "shape": [1, 4, 4], "arch": "mlp",
+                                                        "hidden": [8]}), 2)
+    x = torch.randint(0, 256, (3, 1, 4, 4), dtype=torch.uint8)
+    first = mod.features(x)
+    assert mod.features(x) is first  # encoder input and likelihood target share one conversion
+    assert torch.equal(first, x.float() / 255)
+    x[0] = 0  # changed in place: the cached conversion must not be served
+    assert torch.equal(mod.features(x), x.float() / 255)
+    assert mod.features(x.clone()) is not mod.features(x)
+    out = mod.to_output(x)
+    out.fill_(7.0)  # a caller editing what it got back does not reach the cache
+    assert torch.equal(mod.features(x), x.float() / 255)

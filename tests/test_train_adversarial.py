@@ -115,6 +115,28 @@ def test_both_networks_learn_and_steps_count_batches(monkeypatch, make_raw, tiny
     load_weights_from_checkpoint(model, last_checkpoint(tmp_path))
 
 
+def test_generator_term_trains_the_image_path_only(monkeypatch, make_raw, tiny_config, tmp_path):
+    """One step with and one without the generator term (same noise, same discriminator): only
+    the parameters upstream of the fakes get another update; no gradient is left behind."""
+    leftovers = []
+
+    class Grads(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            leftovers.extend(n for n, p in pl_module.named_parameters() if p.grad is not None)
+    states = []
+    for term in (True, False):
+        if not term:
+            monkeypatch.setattr(adversarial_file, "generator_hinge", lambda logits: logits.sum() * 0.0)
+        model, data = build(make_raw, tiny_config)
+        fit_with(monkeypatch, model, data, tmp_path / str(term), [Grads()], max_steps=1)
+        states.append(clone(model.state_dict()))
+    assert leftovers == []  # each update's gradients are cleared; D's get none from the generator term
+    with_term, without = states
+    assert changed(with_term, without, "modalities.image.decoder")
+    assert changed(with_term, without, "modalities.image.encoder")  # fakes are decoded from posterior draws
+    assert not changed(with_term, without, "modalities.label.decoder")
+
+
 @pytest.mark.parametrize("family, options", [("mvae", {}), ("mmvae", {}), ("mmvae_plus", {"private_dim": 2}),
                                              ("cvae", {"target": "image", "conditions": ["label"]})])
 def test_model_families_train_adversarially(monkeypatch, make_raw, tiny_config, tmp_path, family, options):
@@ -165,8 +187,13 @@ def test_kl_and_adversarial_warmups_follow_the_batches(monkeypatch, make_raw, ti
 
 def test_max_steps_counts_batches(monkeypatch, make_raw, tiny_config, tmp_path):
     model, data = build(make_raw, tiny_config)
-    result = fit_with(monkeypatch, model, data, tmp_path, max_steps=4, max_epochs=5)
-    assert result.trainer.global_step == 4 and result.trainer.current_epoch == 1
+    batches = []
+
+    class Count(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            batches.append((trainer.current_epoch, batch_idx))
+    result = fit_with(monkeypatch, model, data, tmp_path, [Count()], max_steps=4, max_epochs=5)
+    assert result.trainer.global_step == 4 and batches == [(0, 0), (0, 1), (0, 2), (1, 0)]
 
 
 # -- resume ----------------------------------------------------------------------------------------
@@ -193,8 +220,10 @@ def test_mid_epoch_resume_repeats_the_uninterrupted_run(monkeypatch, make_raw, t
             assert all(torch.allclose(v, res_opt["state"][i][k], rtol=0, atol=1e-6) for k, v in state.items())
 
     def epoch_means(run_dir):
-        files = sorted((run_dir / "logs").glob("metrics*.csv"))
-        rows = [r for f in files for r in csv.DictReader(open(f, newline=""))]
+        rows = []
+        for path in sorted((run_dir / "logs").glob("metrics*.csv")):
+            with open(path, newline="") as f:
+                rows += list(csv.DictReader(f))
         return {int(r["epoch"]): float(r["train/d_loss_epoch"]) for r in rows if r.get("train/d_loss_epoch")}
     assert epoch_means(tmp_path / "b") == pytest.approx(epoch_means(tmp_path / "ref"), rel=1e-6)
 
@@ -204,6 +233,13 @@ def test_resuming_a_plain_checkpoint_adversarially_is_a_config_error(monkeypatch
     fit_with(monkeypatch, model, data, tmp_path, max_epochs=1, adversarial_weight=0.0)
     with pytest.raises(ConfigError, match="without an adversarial term"):
         fit_with(monkeypatch, model, data, tmp_path, max_epochs=2, resume=True)
+
+
+def test_resuming_an_adversarial_checkpoint_plainly_is_a_config_error(monkeypatch, make_raw, tiny_config, tmp_path):
+    model, data = build(make_raw, tiny_config)
+    fit_with(monkeypatch, model, data, tmp_path, max_epochs=1)
+    with pytest.raises(ConfigError, match="trained with an adversarial term"):
+        fit_with(monkeypatch, model, data, tmp_path, max_epochs=2, resume=True, adversarial_weight=0.0)
 
 
 # -- non-finite numbers ------------------------------------------------------------------------

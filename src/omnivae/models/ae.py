@@ -39,8 +39,11 @@ def point_code(mu: torch.Tensor, present: torch.Tensor | None = None) -> Gaussia
     return Gaussian(mu, logvar)
 
 
-def masked_mean(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Mean of per-example values [B] over the present examples (0 when none is)."""
+def masked_mean(values: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-example values [B] over the present examples (0 when none is); present None
+    means all are (a batch without a mask for the modality: one op instead of six)."""
+    if present is None:
+        return values.mean()
     w = present.to(values.dtype)
     return (values * w).sum() / w.sum().clamp_min(1.0)
 
@@ -130,13 +133,13 @@ class AE(SingleModalityModel):
             raise ConfigError(f"modality {name!r}: noise needs float encoder inputs, got {feats.dtype}")
         return mod.encoder(corrupt(feats, cfg.noise, cfg.noise_level)).chunk(2, dim=-1)[0]
 
-    def sparsity_penalty(self, h: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    def sparsity_penalty(self, h: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
         """Scalar penalty averaged over the present examples (kl: on their mean activation)."""
         cfg = self.config
         if cfg.sparsity == "l1":
             return masked_mean(h.abs().sum(-1), present)
         if cfg.sparsity == "kl":
-            w = present.to(h.dtype).unsqueeze(-1)
+            w = (present if present is not None else torch.ones(len(h), device=h.device)).to(h.dtype).unsqueeze(-1)
             rho_hat = (torch.sigmoid(h) * w).sum(0) / w.sum().clamp_min(1.0)
             rho_hat = rho_hat.clamp(RHO_EPS, 1 - RHO_EPS)
             rho = cfg.sparsity_target
@@ -146,7 +149,7 @@ class AE(SingleModalityModel):
 
     def loss(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:
         name = self.names[0]
-        present = batch.present(name)
+        present = batch.mask.get(name)  # None: every example has the modality
         h = self.code(batch)
         rec = masked_mean(self.log_likelihoods(h.unsqueeze(0), batch)[name][0], present)
         penalty = self.sparsity_penalty(h, present)

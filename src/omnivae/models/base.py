@@ -180,7 +180,8 @@ class MultimodalModel(nn.Module):
             if name not in batch.data:
                 continue
             mod = self.modalities[name]
-            ll = mod.log_likelihood(z, batch.data[name]) * mod.spec.weight
+            ll = mod.log_likelihood(z, batch.data[name])
+            ll = ll * mod.spec.weight if mod.spec.weight != 1.0 else ll
             out[name] = ll * batch.present(name).to(ll.dtype) if name in batch.mask else ll
         return out
 

@@ -157,13 +157,14 @@ class StackedAE(SingleModalityModel):
     def end_to_end(self, batch: Batch) -> torch.Tensor:
         """Mean log p(x | code) over the present examples."""
         name = self.names[0]
-        code = self.modalities[name].encode(batch.data[name]).mu
-        return masked_mean(self.log_likelihoods(code.unsqueeze(0), batch)[name][0], batch.present(name))
+        mod = self.modalities[name]
+        code = mod.encoder.hidden(mod.features(batch.data[name]), self.num_stages)  # the point code itself
+        return masked_mean(self.log_likelihoods(code.unsqueeze(0), batch)[name][0], batch.mask.get(name))
 
     def pair_loss(self, k: int, batch: Batch) -> torch.Tensor:
         """Stage k's objective; only pair k is in the graph."""
         name = self.names[0]
-        mod, present = self.modalities[name], batch.present(name)
+        mod, present = self.modalities[name], batch.mask.get(name)  # None: all present
         enc, dec = mod.encoder, mod.decoder
         with torch.no_grad():
             below = enc.hidden(mod.features(batch.data[name]), k)

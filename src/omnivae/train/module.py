@@ -13,7 +13,7 @@ import lightning as L
 import torch
 
 from omnivae.batch import Batch
-from omnivae.errors import TrainingError
+from omnivae.errors import ConfigError, TrainingError
 from omnivae.models.base import MultimodalModel
 from omnivae.train.config import TrainConfig
 
@@ -164,6 +164,9 @@ class OmniModule(L.LightningModule):
                                  "epoch_sums": {k: v.detach().cpu() for k, v in self._epoch_sums.items()}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if type(self) is OmniModule and any(k.startswith("discriminator.") for k in checkpoint.get("state_dict", {})):
+            raise ConfigError("this checkpoint was trained with an adversarial term (train.adversarial_weight > 0); "
+                              "resume it with the same adversarial_weight, or start a new run without it")
         saved = checkpoint.get("omnivae", {})
         self.skipped = int(saved.get("skipped", 0))
         self._epoch_count = int(saved.get("epoch_count", 0))
