@@ -74,23 +74,31 @@ def test_epoch_mean_is_the_batch_weighted_mean_of_the_steps(monkeypatch, tiny, t
         assert abs(expected - unweighted) > 1e-6  # the check tells the two apart
 
 
-def test_lightning_log_is_called_only_on_logging_steps(monkeypatch, tiny, tmp_path):
-    model, data = tiny
-    calls = []
-    real_log_dict = OmniModule.log_dict
+def test_loggers_are_called_only_on_logging_steps(monkeypatch, tiny, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
 
-    def counting(self, metrics, *args, **kwargs):
-        calls.append((self.global_step, sorted(metrics)))
+    model, data = tiny
+    calls, epoch_logs = [], []
+    real_log_metrics, real_log_dict = CSVLogger.log_metrics, OmniModule.log_dict
+
+    def counting(self, metrics, step=None):
+        calls.append((step, sorted(metrics)))
+        return real_log_metrics(self, metrics, step)
+
+    def epoch_logged(self, metrics, *args, **kwargs):
+        epoch_logs.append(sorted(metrics))
         return real_log_dict(self, metrics, *args, **kwargs)
 
-    monkeypatch.setattr(OmniModule, "log_dict", counting)
+    monkeypatch.setattr(CSVLogger, "log_metrics", counting)
+    monkeypatch.setattr(OmniModule, "log_dict", epoch_logged)
     fit_with(monkeypatch, model, data, tmp_path, max_epochs=4, log_every_n_steps=4)  # 12 steps
     step_calls = [s for s, keys in calls if any(k.endswith("_step") for k in keys)]
-    epoch_calls = [s for s, keys in calls if any(k.endswith("_epoch") for k in keys)]
-    assert step_calls == [3, 7, 11]  # Lightning writes step metrics when (step + 1) % 4 == 0
-    assert len(epoch_calls) == 4
+    assert step_calls == [3, 7, 11]  # Lightning's rule: log when (step + 1) % 4 == 0
+    assert len(epoch_logs) == 4 and all(k.endswith("_epoch") for keys in epoch_logs for k in keys)
     rows = [r for r in csv_rows(tmp_path) if r.get("train/loss_step")]
     assert [int(r["step"]) for r in rows] == [3, 7, 11]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert all(r["beta_scale"] == "1.0" for r in rows)
 
 
 def test_logged_values_hold_no_autograd_graph(tiny):

@@ -42,11 +42,21 @@ class OmniModule(L.LightningModule):
         self._model_epoch: int | None = None
         # epoch sums of the loss terms, weighted by batch size: tensors on the device, so a
         # step adds to them without a host sync or a call into Lightning's logging machinery
-        self._epoch_sums: dict[str, torch.Tensor] = {}
+        self._named_parameters: list | None = None  # filled on first use (after any device move)
+        self._sums: dict[tuple[str, ...], torch.Tensor] = {}  # term names -> their stacked sums
         self._epoch_count = 0
         # torch.compile traces the objective on first use (and once more for a differently
         # sized last batch); the module and its state_dict stay the plain nn.Module
         self._objective = torch.compile(model.loss, dynamic=False) if config.compile else model.loss
+
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets plain attributes (e.g. _current_fx_name) around every hook call, and
+        # nn.Module.__setattr__ checks parameters, submodules and buffers first: about 50 times
+        # a step. A name already in __dict__ is none of those, so a plain value can go straight in.
+        if name in self.__dict__ and not isinstance(value, (torch.Tensor, torch.nn.Module)):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         """Move a Batch tensor by tensor. Lightning's generic mover walks (and deep-copies)
@@ -92,18 +102,31 @@ class OmniModule(L.LightningModule):
         return out.total
 
     def _accumulate(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
-        """Add a step's loss terms to the epoch sums; hand them to Lightning's logger only on
-        logging steps (every log_every_n_steps). Lightning's self.log costs about a
-        millisecond per call on a CPU, more than a whole step of a small model."""
-        for k, v in terms.items():
-            v = v.detach() * batch_size
-            self._epoch_sums[k] = self._epoch_sums[k] + v if k in self._epoch_sums else v
+        """Add a step's loss terms to the epoch sums; write them to the loggers only on logging
+        steps (every log_every_n_steps), straight through Lightning's logger connector (same
+        rows, step numbers and epoch column as self.log). Lightning's self.log costs about a
+        millisecond per call on a CPU, and whatever it holds is re-read after every batch."""
+        names = tuple(terms)
+        values = torch.stack(list(terms.values())).detach()  # one stack and one add a step
+        if names in self._sums:
+            self._sums[names].add_(values, alpha=batch_size)
+        else:
+            self._sums[names] = values * batch_size
         self._epoch_count += batch_size
-        if self._trainer is not None and self.trainer._logger_connector.should_update_logs:
-            # step values stay local (no per-step communication)
-            self.log_dict({f"train/{k}_step": v.detach() for k, v in terms.items()}, on_step=True,
-                          on_epoch=False, batch_size=batch_size)
-            self.log("beta_scale", self.beta_scale(), on_step=True, on_epoch=False, batch_size=batch_size)
+        connector = self._trainer._logger_connector if self._trainer is not None else None
+        if connector is not None and connector.should_update_logs:
+            # step values stay local (no per-step communication); converted to numbers here only
+            step = {f"train/{k}_step": v for k, v in zip(names, values.tolist())}
+            connector.log_metrics({**step, "beta_scale": float(self.beta_scale())})
+
+    @property
+    def _epoch_sums(self) -> dict[str, torch.Tensor]:
+        """The epoch's batch-size-weighted sums by term name."""
+        out: dict[str, torch.Tensor] = {}
+        for names, values in self._sums.items():
+            for name, value in zip(names, values):
+                out[name] = out[name] + value if name in out else value
+        return out
 
     def on_train_epoch_end(self) -> None:
         # epoch means are averaged over processes, so every process monitors (and
@@ -111,7 +134,7 @@ class OmniModule(L.LightningModule):
         if self._epoch_count:
             means = {f"train/{k}_epoch": s / self._epoch_count for k, s in self._epoch_sums.items()}
             self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
-        self._epoch_sums, self._epoch_count = {}, 0
+        self._sums, self._epoch_count = {}, 0
 
     def on_before_optimizer_step(self, optimizer) -> None:
         problem, self._bad_loss = self._bad_loss, None
@@ -130,7 +153,9 @@ class OmniModule(L.LightningModule):
         self._skip(problem)
 
     def _bad_gradient(self) -> str | None:
-        named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
+        if self._named_parameters is None:  # walking the module tree every step costs more than the check
+            self._named_parameters = list(self.named_parameters())
+        named = [(n, p.grad) for n, p in self._named_parameters if p.grad is not None]
         if not named or all_finite([g for _, g in named]):
             return None
         name = next(n for n, g in named if not bool(torch.isfinite(g).all()))
@@ -170,7 +195,8 @@ class OmniModule(L.LightningModule):
         saved = checkpoint.get("omnivae", {})
         self.skipped = int(saved.get("skipped", 0))
         self._epoch_count = int(saved.get("epoch_count", 0))
-        self._epoch_sums = {k: v.to(self.device) for k, v in saved.get("epoch_sums", {}).items()}
+        sums = saved.get("epoch_sums", {})
+        self._sums = {tuple(sums): torch.stack(list(sums.values())).to(self.device)} if sums else {}
 
     def configure_optimizers(self):
         params = list(self.model.parameters())

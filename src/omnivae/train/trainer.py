@@ -21,6 +21,17 @@ from omnivae.train.module import OmniModule
 from omnivae.train.sampler import ResumableLoader
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose state_key (Lightning formats it for every hook call of every step)
+    is built once: it depends only on the constructor's arguments."""
+
+    @property
+    def state_key(self) -> str:
+        if "_state_key" not in self.__dict__:
+            self.__dict__["_state_key"] = super().state_key
+        return self.__dict__["_state_key"]
+
+
 class OmniDataModule(L.LightningDataModule):
     def __init__(self, train: TensorData, val: TensorData | None, config: TrainConfig):
         super().__init__()
@@ -70,7 +81,7 @@ def make_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer
     monitor = "val/loss" if has_val else "train/loss_epoch"
     # best.ckpt: the best epoch so far; last.ckpt (LastCheckpoint, after it in order): every
     # epoch end and every checkpoint_every_n_steps steps, for resuming
-    callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
+    callbacks = [BestCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
                                  mode="min", save_top_k=1, save_last=False, enable_version_counter=False),
                  LastCheckpoint(last_checkpoint(run_dir), config.checkpoint_every_n_steps),
                  RandomState(config.seed)]
