@@ -68,12 +68,13 @@ def adversarial_modality(model: MultimodalModel, config: TrainConfig) -> str:
     return name
 
 
-def select_module(model: MultimodalModel, config: TrainConfig) -> type[OmniModule]:
-    """AdversarialModule when train.adversarial_weight > 0 (the model is checked first), else OmniModule."""
+def select_module(model: MultimodalModel, config: TrainConfig) -> type[OmniModule] | None:
+    """AdversarialModule when train.adversarial_weight > 0 (the model is checked first), else None
+    (the caller's plain module)."""
     if config.adversarial_weight > 0:
         adversarial_modality(model, config)
         return AdversarialModule
-    return OmniModule
+    return None
 
 
 @contextmanager

@@ -136,7 +136,7 @@ def fit(model: MultimodalModel, train: TensorData, val: TensorData | None, confi
     # train.adversarial_weight > 0: AdversarialModule (train/adversarial.py), checked against the model
     # here (ConfigError) before anything is touched; it clips gradients itself (manual optimisation),
     # so its Trainer gets no gradient_clip_val
-    module_class = select_module(model, config)
+    module_class = select_module(model, config) or OmniModule
     trainer_config = config if module_class is OmniModule else config.model_copy(update={"grad_clip": None})
     ckpt_path = None
     if resume:
