@@ -73,7 +73,7 @@ def bare_path(net_class, hidden, latent, batch_size):
 def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None) -> Path:
     t0 = time.perf_counter()
     c.setup(threads)
-    plan = c.Plan(quick, windows=5, rounds=3)
+    plan = c.Plan(quick, windows=3, rounds=9)  # many short rounds: paths are compared round by round
     result = c.new_result(NAME, quick, lr=LR, warmup=plan.warmup, window=plan.window,
                           windows=plan.windows, rounds=plan.rounds)
     train = c.load_mnist_or_none("train", limit=1024 if quick else None, with_label=False)
@@ -88,7 +88,8 @@ def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None)
         if not got:
             continue
         run = got[2]
-        run["vs_bare"] = {p: round(run[p]["step_ms"] / run["bare"]["step_ms"], 3) for p in ("lightning", "plain")}
+        rounds = run["round_step_ms"]
+        run["vs_bare"] = {p: c.paired_ratio(rounds[p], rounds["bare"]) for p in ("lightning", "plain")}
         result["targets"].append(c.target(f"{label}: library (Lightning) step / bare step", run["vs_bare"]["lightning"], 1.05))
         result["targets"].append(c.target(f"{label}: library plain-loop step / bare step", run["vs_bare"]["plain"], 1.05,
                                           note="informational: the model without Lightning"))

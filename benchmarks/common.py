@@ -292,6 +292,13 @@ def plain_steps(model, data: TensorData, batch_size: int, steps: int, lr: float 
     return times
 
 
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a's step time over b's in the same round. The machine's speed
+    drifts by tens of percent between seconds (a shared virtual machine), so paths are compared
+    within each round, where they ran back to back, not pooled over the whole run."""
+    return round(statistics.median(x / y for x, y in zip(a, b)), 3)
+
+
 def summarise(times: list[float], batch_size: int, warmup: int, window: int) -> dict[str, float]:
     """Per-step times -> median step (ms) and samples/s as the median over fixed windows of
     `window` steps after `warmup` steps."""
@@ -393,6 +400,7 @@ def measure_training(model, data: TensorData, batch_size: int, plan: Plan, lr: f
     before = rss_mb()  # data loaded, model built: what training adds comes on top of this
     wall, cpu = time.perf_counter(), time.process_time()
     times: dict[str, list[float]] = {k: [] for k in paths}
+    per_round: dict[str, list[float]] = {k: [] for k in paths}
     rss: list[float] = []
     for r in range(plan.rounds):
         for name, run in paths.items():
@@ -402,13 +410,15 @@ def measure_training(model, data: TensorData, batch_size: int, plan: Plan, lr: f
             else:
                 t = run(plan.steps)
             times[name] += t[plan.warmup:]
+            per_round[name].append(statistics.median(t[plan.warmup:] or t))
     out: dict[str, Any] = {k: summarise(v, batch_size, 0, plan.window) for k, v in times.items()}
+    out["round_step_ms"] = {k: [round(1000 * v, 2) for v in vs] for k, vs in per_round.items()}
     # CPU seconds per wall second while training: well below the thread count means other
     # processes took cores from this one and the step times are inflated.
     out["cpu_per_wall"] = round((time.process_time() - cpu) / (time.perf_counter() - wall), 2)
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     out["rss_within_epoch"] = rss_growth(rss, plan.warmup)
-    out["lightning_overhead"] = round(out["lightning"]["step_ms"] / out["plain"]["step_ms"], 3)
+    out["lightning_overhead"] = paired_ratio(per_round["lightning"], per_round["plain"])
     first = next(iter(batch_loader(data, batch_size, shuffle=False)))
     out["flops_per_sample"] = round(flops_per_sample(model, first))
     memory = memory_budget(model, data, first)

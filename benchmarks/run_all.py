@@ -42,8 +42,8 @@ def fmt(value, digits: int = 0) -> str:
 
 
 COLUMNS = ["workload", "model", "Lightning samples/s", "plain samples/s", "Lightning / plain", "vs bare",
-           "MFLOP / sample", "GFLOP/s", "% of peak", "peak RSS MB", "RSS growth %", "generation samples/s",
-           "CPU / wall"]
+           "MFLOP / sample", "GFLOP/s", "% of peak", "peak RSS MB", "data / state / step MB", "growth / step",
+           "RSS growth %", "generation samples/s", "CPU / wall"]
 
 
 def run_row(result: dict, run: dict) -> list[str]:
@@ -53,7 +53,15 @@ def run_row(result: dict, run: dict) -> list[str]:
     return [name, run["model"], fmt(run["lightning"]["samples_per_s"]), fmt(run["plain"]["samples_per_s"]),
             fmt(run["lightning_overhead"], 2), fmt(bare, 2), fmt(run["flops_per_sample"] / 1e6, 1),
             fmt(run["achieved_gflops"], 1), fmt(100 * run["peak_fraction"], 0), fmt(run["peak_rss_mb"]),
+            memory_cell(run.get("memory")), fmt(run.get("memory", {}).get("growth_in_activations"), 1),
             fmt(run["rss_within_epoch"]["growth_pct"], 1), generation or "-", fmt(run["cpu_per_wall"], 2)]
+
+
+def memory_cell(memory: dict | None) -> str:
+    if not memory:
+        return "-"
+    data = memory["data_mb"] + memory.get("raw_data_mb", 0.0)
+    return f"{fmt(data)} / {fmt(memory['state_mb'], 1)} / {fmt(memory['activations_mb'], 1)}"
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -126,13 +134,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--figure", type=Path, default=FIGURE, help="where to write the MoPoE-vs-M curve")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: all cores; 1 is steadier on a busy shared machine)")
+    parser.add_argument("--table-only", action="store_true", help="rewrite table.md and the figure from the JSON files")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
-    failed = [name for name in (args.only or SCRIPTS) if run_workload(name, args.quick, args.out, args.threads) != 0]
+    names = [] if args.table_only else (args.only or SCRIPTS)
+    failed = [name for name in names if run_workload(name, args.quick, args.out, args.threads) != 0]
     results = load_results(args.out)
     text = table(results)
     args.out.mkdir(parents=True, exist_ok=True)

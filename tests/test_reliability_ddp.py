@@ -4,10 +4,10 @@ shapes data, launched as a subprocess (tests/helpers/ddp_train.py).
 Checked: the model folder is written by rank zero only (once before and once after
 training) and is complete; the checkpoint holds each process's RNG state; the run reaches
 the quality of a single-process run with the same effective batch (2 x 32 vs 1 x 64).
-With OMNIVAE_DDP_EXTRA=1 two more tests run (about a minute each): training with posterior
-means instead of draws, the 2-process weights must equal the single-process weights (float
-rounding aside); and strategy "ddp" (Lightning's subprocess launcher, which re-runs the
-command for rank 1) is checked for writing the run folder from rank zero only.
+Strategy "ddp" (Lightning's subprocess launcher, which re-runs the command for rank 1) is
+checked for writing the run folder from rank zero only. With OMNIVAE_DDP_EXTRA=1 one more
+test runs (about a minute): training with posterior means instead of draws, the 2-process
+weights must equal the single-process weights (float rounding aside).
 """
 from __future__ import annotations
 
@@ -111,7 +111,6 @@ def test_two_processes_compute_the_same_updates_as_one(tmp_path):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.skipif(not os.environ.get("OMNIVAE_DDP_EXTRA"), reason="set OMNIVAE_DDP_EXTRA=1 (another ~60 s)")
 def test_ddp_subprocess_launcher_writes_from_rank_zero_only(tmp_path):
     # rank 1 re-runs the helper with LOCAL_RANK=1: it must neither prepare (with overwrite:
     # delete) the run folder nor write run.yaml or the model (finding F8, fixed)

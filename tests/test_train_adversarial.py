@@ -18,7 +18,10 @@ from omnivae.train.adversarial import AdversarialModule
 from omnivae.train.checkpoint import read_checkpoint
 from omnivae.train.config import TrainConfig
 from omnivae.train.module import OmniModule
-from omnivae.train.trainer import fit, last_checkpoint
+from omnivae.train.trainer import last_checkpoint
+
+from helpers import training
+from helpers.training import Crash
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -38,17 +41,6 @@ class Snapshot(L.Callback):
         self.disc = clone(pl_module.discriminator.state_dict()) if hasattr(pl_module, "discriminator") else None
 
 
-class Crash(L.Callback):
-    """Raises before batch `at` of the first epoch (after the step checkpoint of batch at - 1)."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.current_epoch == 0 and batch_idx == self.at:
-            raise RuntimeError("simulated crash")
-
-
 def build(make_raw, tiny_config, family="mopoe", n=40, names=("image", "label"), **options):
     raw = make_raw(n, names=names)  # 40 examples: batches of 16, 16 and 8
     torch.manual_seed(0)
@@ -57,20 +49,7 @@ def build(make_raw, tiny_config, family="mopoe", n=40, names=("image", "label"),
 
 
 def fit_with(monkeypatch, model, data, run_dir, callbacks=(), resume=False, **train):
-    from omnivae.train import trainer as trainer_file
-
-    real = trainer_file.make_trainer
-
-    def with_callbacks(*args, **kwargs):
-        trainer = real(*args, **kwargs)
-        trainer.callbacks.extend(callbacks)
-        return trainer
-
-    monkeypatch.setattr(trainer_file, "make_trainer", with_callbacks)
-    try:
-        return fit(model, data, None, TrainConfig.from_dict({**TRAIN, **train}), run_dir, resume=resume)
-    finally:
-        monkeypatch.setattr(trainer_file, "make_trainer", real)
+    return training.fit_with(monkeypatch, model, data, run_dir, {**TRAIN, **train}, callbacks, resume)
 
 
 def changed(before: dict, after: dict, prefix: str = "") -> bool:

@@ -18,6 +18,9 @@ from omnivae.train.config import TrainConfig
 from omnivae.train.module import OmniModule, all_finite
 from omnivae.train.trainer import fit, last_checkpoint
 
+from helpers import training
+from helpers.training import Crash
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TRAIN = {"max_epochs": 2, "batch_size": 16, "progress": False, "tensorboard": False, "patience": None,
@@ -42,17 +45,7 @@ def tiny(make_raw, tiny_config):
 
 
 def fit_with(monkeypatch, model, data, run_dir, callbacks=(), **train):
-    from omnivae.train import trainer as trainer_file
-
-    real = trainer_file.make_trainer
-
-    def with_callbacks(*args, **kwargs):
-        trainer = real(*args, **kwargs)
-        trainer.callbacks.extend(callbacks)
-        return trainer
-
-    monkeypatch.setattr(trainer_file, "make_trainer", with_callbacks)
-    return fit(model, data, None, TrainConfig(**{**TRAIN, **train}), run_dir)
+    return training.fit_with(monkeypatch, model, data, run_dir, {**TRAIN, **train}, callbacks)
 
 
 def csv_rows(run_dir):
@@ -109,17 +102,6 @@ def test_logged_values_hold_no_autograd_graph(tiny):
     out.terms["leaky"] = out.total  # even a term that still carries a graph is detached
     module._accumulate(out.terms, 16)
     assert all(not v.requires_grad and v.grad_fn is None for v in module._epoch_sums.values())
-
-
-class Crash(L.Callback):
-    """Raises before batch `at` of the first epoch, after the step checkpoint of batch at - 1."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.current_epoch == 0 and batch_idx == self.at:
-            raise RuntimeError("simulated crash")
 
 
 def crash_then_resume(monkeypatch, raw, tiny_config, run_dir, **train):
