@@ -102,6 +102,8 @@ class ImageModality(Modality):
         (same tensor, same in-place version counter)."""
         if x.dtype != torch.uint8:
             return x
+        if torch.compiler.is_compiling():  # inside a compiled graph the conversion fuses anyway
+            return x.float().div(255.0)
         last = self.__dict__.get("_last_features")
         if last is not None and last[0] is x and last[1] == x._version:
             return last[2]
