@@ -127,7 +127,7 @@ class LastCheckpoint(Checkpoint):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         self._saved_step = trainer.global_step
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state, for resuming (and no "not set" notice)
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         self._saved_step = trainer.global_step  # a resumed run starts from a saved state
