@@ -146,6 +146,30 @@ def check_standardized(modality: Modality, x: torch.Tensor, mean: torch.Tensor, 
             "data that covers this range")
 
 
+class StandardizedModality(Modality):
+    """Real-valued data standardised with a mean and std learned from training data (vector,
+    signal): the shared input path. Subclasses set `values_name`, their `mean`/`std` buffers,
+    `check` and, where a missing channel axis may be added, `with_channels`."""
+
+    values_name = "numeric values"
+
+    def prepare(self, raw) -> torch.Tensor:
+        """Checked like any input, and refused if absurdly far from the training data (it would overflow)."""
+        x = self._values(raw)
+        check_standardized(self, x, self.mean, self.std)
+        return x.float()
+
+    def _values(self, raw) -> torch.Tensor:
+        x = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(float_array(self, raw, self.values_name))
+        x = self.with_channels(x)
+        self.check(x)
+        return x
+
+    def with_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """Add an axis the user may leave out (a single feature or channel); default: none."""
+        return x
+
+
 def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """Linear layers of the given sizes with activations between them (none at the end)."""
     layers: list[nn.Module] = []

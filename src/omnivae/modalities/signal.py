@@ -11,8 +11,8 @@ from torch import nn
 
 from omnivae.config import PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import Modality, ModalitySpec, check_finite, check_standardized, flatten_codes, \
-    float_array, full_precision, mlp
+from omnivae.modalities.base import ModalitySpec, StandardizedModality, check_finite, flatten_codes, \
+    full_precision, mlp
 
 
 class SignalSpec(ModalitySpec):
@@ -61,8 +61,9 @@ class ConvDecoder1d(nn.Module):
         return self.deconvs(self.fc(z).view(-1, *self.flat))
 
 
-class SignalModality(Modality):
+class SignalModality(StandardizedModality):
     kind = "signal"
+    values_name = "numeric signals"
     spec_class = SignalSpec
 
     def __init__(self, name: str, spec: SignalSpec, latent_dim: int):
@@ -94,21 +95,9 @@ class SignalModality(Modality):
         std = x.std(dim=(0, 2)).unsqueeze(1) if x.shape[0] * x.shape[2] > 1 else torch.ones_like(self.std)
         self.std.copy_(torch.where(std > 1e-6, std, 1.0))  # a constant channel is only centred
 
-    def prepare(self, raw) -> torch.Tensor:
-        """Checked like any input, and refused if absurdly far from the training data (it would overflow)."""
-        x = self._values(raw)
-        check_standardized(self, x, self.mean, self.std)
-        return x.float()
-
-    def _values(self, raw) -> torch.Tensor:
-        if isinstance(raw, torch.Tensor):
-            x = raw
-        else:
-            x = torch.as_tensor(float_array(self, raw, "numeric signals"))
-        if x.dim() == 2 and self.spec.shape[0] == 1 and x.shape[1] == self.spec.shape[1]:
-            x = x.unsqueeze(1)
-        self.check(x)
-        return x
+    def with_channels(self, x: torch.Tensor) -> torch.Tensor:
+        one_channel = x.dim() == 2 and self.spec.shape[0] == 1 and x.shape[1] == self.spec.shape[1]
+        return x.unsqueeze(1) if one_channel else x
 
     def check(self, x: torch.Tensor) -> None:
         c, length = self.spec.shape

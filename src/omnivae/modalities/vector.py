@@ -9,8 +9,8 @@ from torch import nn
 
 from omnivae.config import PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import Modality, ModalitySpec, check_finite, check_standardized, flatten_codes, \
-    float_array, full_precision, mlp
+from omnivae.modalities.base import ModalitySpec, StandardizedModality, check_finite, flatten_codes, \
+    full_precision, mlp
 
 
 class VectorSpec(ModalitySpec):
@@ -22,8 +22,9 @@ class VectorSpec(ModalitySpec):
     learn_scale: bool = True
 
 
-class VectorModality(Modality):
+class VectorModality(StandardizedModality):
     kind = "vector"
+    values_name = "numeric vectors"
     spec_class = VectorSpec
 
     def __init__(self, name: str, spec: VectorSpec, latent_dim: int):
@@ -42,21 +43,8 @@ class VectorModality(Modality):
         std = x.std(0) if len(x) > 1 else torch.ones_like(x[0])
         self.std.copy_(torch.where(std > 1e-6, std, 1.0))  # a constant feature is only centred
 
-    def prepare(self, raw) -> torch.Tensor:
-        """Checked like any input, and refused if absurdly far from the training data (it would overflow)."""
-        x = self._values(raw)
-        check_standardized(self, x, self.mean, self.std)
-        return x.float()
-
-    def _values(self, raw) -> torch.Tensor:
-        if isinstance(raw, torch.Tensor):
-            x = raw
-        else:
-            x = torch.as_tensor(float_array(self, raw, "numeric vectors"))
-        if x.dim() == 1 and self.spec.dim == 1:
-            x = x.unsqueeze(1)
-        self.check(x)
-        return x
+    def with_channels(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1) if x.dim() == 1 and self.spec.dim == 1 else x
 
     def check(self, x: torch.Tensor) -> None:
         if x.dim() != 2 or x.shape[1] != self.spec.dim:
