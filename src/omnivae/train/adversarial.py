@@ -166,13 +166,6 @@ class AdversarialModule(OmniModule):
         if self.cfg.grad_clip:  # the Trainer does not clip under manual optimisation
             self.clip_gradients(optimizer, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("state_dict", {})
-        if state and not any(k.startswith("discriminator.") for k in state):
-            raise ConfigError("this checkpoint was trained without an adversarial term (adversarial_weight 0); "
-                              "resume it with the same train config, or start a new run")
-        super().on_load_checkpoint(checkpoint)
-
     def configure_optimizers(self):
         vae = super().configure_optimizers()
         fused = vae.defaults.get("fused") is True  # the same choice as for the model's parameters

@@ -189,14 +189,28 @@ class OmniModule(L.LightningModule):
                                  "epoch_sums": {k: v.detach().cpu() for k, v in self._epoch_sums.items()}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if type(self) is OmniModule and any(k.startswith("discriminator.") for k in checkpoint.get("state_dict", {})):
-            raise ConfigError("this checkpoint was trained with an adversarial term (train.adversarial_weight > 0); "
-                              "resume it with the same adversarial_weight, or start a new run without it")
+        self._check_state_names(set(checkpoint.get("state_dict", {})))
         saved = checkpoint.get("omnivae", {})
         self.skipped = int(saved.get("skipped", 0))
         self._epoch_count = int(saved.get("epoch_count", 0))
         sums = saved.get("epoch_sums", {})
         self._sums = {tuple(sums): torch.stack(list(sums.values())).to(self.device)} if sums else {}
+
+    def _check_state_names(self, saved: set[str]) -> None:
+        """A checkpoint must hold this module's weights, no more and no fewer: say what differs
+        (Lightning's own error is a bare list of keys)."""
+        own = set(self.state_dict())
+        if not saved or saved == own:
+            return
+        extra, missing = sorted(saved - own), sorted(own - saved)
+        if any(k.startswith("discriminator.") for k in extra):
+            raise ConfigError("this checkpoint was trained with an adversarial term (train.adversarial_weight > 0); "
+                              "resume it with the same adversarial_weight, or start a new run without it")
+        if any(k.startswith("discriminator.") for k in missing):
+            raise ConfigError("this checkpoint was trained without an adversarial term (adversarial_weight 0); "
+                              "resume it with the same train config, or start a new run")
+        raise ConfigError(f"this checkpoint does not fit the model: unexpected weights {extra[:5]}, "
+                          f"missing weights {missing[:5]}")
 
     def configure_optimizers(self):
         params = list(self.model.parameters())
