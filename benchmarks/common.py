@@ -214,13 +214,14 @@ class StepClock(L.Callback):
 
 
 @contextmanager
-def clock_on_trainers(clock: StepClock) -> Iterator[None]:
-    """Run the real omnivae.train.trainer.fit, with `clock` added to the Trainer it makes."""
+def clock_on_trainers(*callbacks: L.Callback) -> Iterator[None]:
+    """Run the real omnivae.train.trainer.fit, with `callbacks` (a StepClock, say) added to the
+    Trainer it makes."""
     real = trainer_module.make_trainer
 
     def with_clock(*args, **kwargs):
         trainer = real(*args, **kwargs)
-        trainer.callbacks.append(clock)
+        trainer.callbacks.extend(callbacks)
         return trainer
 
     with mock.patch.object(trainer_module, "make_trainer", with_clock):

@@ -75,21 +75,10 @@ def profile_workload(name: str, steps: int, warmup: int) -> dict:
         return {"workload": name, "skipped": f"MNIST files not found in {c.mnist_dir()}"}
     model = build_model(make_config(), raw)
     data = TensorData.from_raw(model, raw)
-    clock = c.StepClock()
     phases = PhaseClock()
-    real = c.trainer_module.make_trainer
-
-    def with_phases(*args, **kwargs):
-        trainer = real(*args, **kwargs)
-        trainer.callbacks.append(phases)
-        return trainer
-
-    c.trainer_module.make_trainer = with_phases
-    try:
+    with c.clock_on_trainers(phases):  # lightning_steps adds its own StepClock inside this
         clock = c.lightning_steps(model, data, batch, steps)
-        split = phases.phases_ms(warmup)
-    finally:
-        c.trainer_module.make_trainer = real
+    split = phases.phases_ms(warmup)
     step_ms = round(1000 * statistics.median(clock.step_times[warmup:]), 3)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         c.lightning_steps(model, data, batch, max(10, steps // 4))

@@ -29,8 +29,8 @@ class Batch:
         tensors = [*self.data.values(), *self.mask.values()]
         if all(t.device == device for t in tensors):
             return self
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Batch({k: move(v) for k, v in self.data.items()}, {k: move(m) for k, m in self.mask.items()})
+        return Batch({k: v.to(device, non_blocking=True) for k, v in self.data.items()},
+                     {k: m.to(device, non_blocking=True) for k, m in self.mask.items()})
 
     def select(self, names) -> "Batch":
         return Batch({n: self.data[n] for n in names}, {n: self.mask[n] for n in names if n in self.mask})

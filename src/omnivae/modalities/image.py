@@ -61,6 +61,11 @@ class ConvDecoder(nn.Module):
         return self.deconvs(self.fc(z).view(-1, *self.flat))
 
 
+def unit_pixels(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as new floats in [0, 1]; float images pass through."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
 class ImageModality(Modality):
     kind = "image"
     spec_class = ImageSpec
@@ -100,14 +105,12 @@ class ImageModality(Modality):
         """uint8 pixels -> floats in [0, 1]. A step asks twice for the same batch (encoder input
         and likelihood target), so the last conversion is kept while its input is unchanged
         (same tensor, same in-place version counter)."""
-        if x.dtype != torch.uint8:
-            return x
-        if torch.compiler.is_compiling():  # inside a compiled graph the conversion fuses anyway
-            return x.float().div(255.0)
+        if x.dtype != torch.uint8 or torch.compiler.is_compiling():  # compiled: the conversion fuses anyway
+            return unit_pixels(x)
         last = self.__dict__.get("_last_features")
         if last is not None and last[0] is x and last[1] == x._version:
             return last[2]
-        out = x.float().div_(255.0)
+        out = unit_pixels(x)
         if x.numel() <= 1 << 22:  # batches, not whole data sets, stay cached
             self.__dict__["_last_features"] = (x, x._version, out)  # a plain attribute, not module state
         return out
@@ -138,4 +141,4 @@ class ImageModality(Modality):
         return (mean + self.log_scale.exp() * torch.randn_like(mean)).clamp(0, 1)
 
     def to_output(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255.0) if x.dtype == torch.uint8 else x  # the caller's own copy, never the cache
+        return unit_pixels(x)  # the caller's own copy, never the cache
