@@ -4,8 +4,9 @@ training_step), forward (training_step: the objective and the cheap logging), ba
 optimiser (gradient check, clipping, Adam) and the rest of the step's bookkeeping; then the
 heaviest torch ops (torch.profiler, self CPU time). Writes results/profile-<model>.json.
 
-    python benchmarks/profile_step.py                   # seed-vae VAE, mnist-label MoPoE
+    python benchmarks/profile_step.py                   # seed-vae VAE, mnist-label MoPoE, Lightning's floor
     python benchmarks/profile_step.py --only mnist-label:mopoe
+    python benchmarks/profile_step.py --only lightning-floor   # Lightning's own cost per step
 """
 from __future__ import annotations
 
@@ -90,15 +91,42 @@ def profile_workload(name: str, steps: int, warmup: int) -> dict:
             "step_ms": step_ms, "phases_ms": split, "top_ops": top}
 
 
+def lightning_floor(steps: int, warmup: int, rounds: int = 5) -> dict:
+    """Lightning's own cost per step: a 2-parameter autoencoder on random 2-d vectors (batch 16)
+    through fit and through a plain loop, in alternating rounds; the difference is the loop."""
+    from omnivae.data.raw import RawData
+
+    raw = RawData({"x": torch.rand(20000, 2).numpy()}, {"x": "vector"})
+    model = build_model({"model": "ae", "latent_dim": 1,
+                         "modalities": {"x": {"kind": "vector", "dim": 2, "hidden": []}}}, raw)
+    data = TensorData.from_raw(model, raw)
+    rounds_ms: dict[str, list[float]] = {"lightning": [], "plain": []}
+    for _ in range(rounds):
+        rounds_ms["lightning"].append(statistics.median(c.lightning_steps(model, data, 16, steps).step_times[warmup:]))
+        rounds_ms["plain"].append(statistics.median(c.plain_steps(model, data, 16, steps)[warmup:]))
+    out = {k: round(1000 * statistics.median(v), 3) for k, v in rounds_ms.items()}
+    return {"workload": "lightning-floor", "threads": torch.get_num_threads(), "batch_size": 16, "steps": steps,
+            "rounds": rounds, "lightning_step_ms": out["lightning"], "plain_step_ms": out["plain"],
+            "loop_cost_ms": round(out["lightning"] - out["plain"], 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", action="append", choices=sorted(WORKLOADS))
+    parser.add_argument("--only", action="append", choices=sorted([*WORKLOADS, "lightning-floor"]))
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=c.RESULTS)
     args = parser.parse_args()
     c.setup(args.threads)
-    for name in args.only or list(WORKLOADS):
+    for name in args.only or [*WORKLOADS, "lightning-floor"]:
+        if name == "lightning-floor":
+            result = lightning_floor(max(args.steps, 200), warmup=50)
+            path = args.out / "profile-lightning-floor.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"lightning-floor: {result['lightning_step_ms']} ms through fit, {result['plain_step_ms']} ms in a "
+                  f"plain loop: Lightning's loop costs {result['loop_cost_ms']} ms a step\n  -> {path}")
+            continue
         result = profile_workload(name, args.steps, warmup=20)
         path = args.out / f"profile-{name.replace(':', '-')}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
