@@ -65,6 +65,119 @@ def test_captions(train):
     assert set(again.modalities) == {"image", "text"}
 
 
+@pytest.fixture(scope="module")
+def partial():
+    return mn.load_mnist(SHARED, "test", captions="partial")
+
+
+@needs_files
+def test_old_captions_unchanged_by_partial_option(train):
+    """captions=True: no property targets or class lists, every caption names the digit only."""
+    assert set(train.targets) == {"digit"} and set(train.info["classes"]) == {"digit", "label"}
+    assert train.info["named"]["digit"].all() and set(train.info["named"]) == {"digit"}
+    assert all(mn.named_mnist_attributes(c) == {"digit"} for c in train.modalities["text"][:500])
+    same = mn.load_mnist(SHARED, "train", captions="digit", limit=200)
+    assert same.modalities["text"] == train.modalities["text"][:200]
+
+
+@needs_files
+def test_partial_captions(partial):
+    captions, targets, named = partial.modalities["text"], partial.targets, partial.info["named"]
+    assert len(captions) == 10000 and partial.info["captions"] == "partial"
+    assert list(targets) == ["digit", "thickness", "slant"]  # digit first: coherence scores int parses as it
+    assert partial.info["classes"]["thickness"] == ["thin", "thick"]
+    assert partial.info["classes"]["slant"] == ["slanted left", "upright", "slanted right"]
+    assert np.bincount(targets["digit"]).tolist() == TEST_COUNTS
+    assert 0.45 < targets["thickness"].mean() < 0.55  # split at the median of each digit
+    assert all(np.bincount(targets["slant"], minlength=3) > 1000)
+    for i, c in enumerate(captions):
+        assert mn.parse_digit_caption(c) == targets["digit"][i], c
+        parsed = mn.parse_mnist_caption(c)
+        for a in ("digit", "thickness", "slant"):
+            assert parsed[a] == (int(targets[a][i]) if named[a][i] else None), (c, a)
+        assert mn.named_mnist_attributes(c) == {a for a in named if named[a][i]}, c
+    assert named["digit"].all()
+    for a in ("thickness", "slant"):
+        assert 0.3 < named[a].mean() < 0.7
+    both = named["thickness"] & named["slant"]
+    assert 0.1 < both.mean() < 0.4 and 0.1 < (~named["thickness"] & ~named["slant"]).mean() < 0.4
+    used = {t for t in sum(mn.PARTIAL_TEMPLATES.values(), ()) for c in captions[:400]
+            if any(c == t.format(d=d, t=th, s=sl) for d in mn.DIGITS for th in mn.PROPERTIES["thickness"]
+                   for sl in mn.PROPERTIES["slant"])}
+    assert used == set(sum(mn.PARTIAL_TEMPLATES.values(), ()))
+
+
+@needs_files
+def test_partial_captions_deterministic_and_limit_keeps_a_prefix(partial):
+    again = mn.load_mnist(SHARED, "test", with_label=False, captions="partial", limit=300)
+    assert again.modalities["text"] == partial.modalities["text"][:300]
+    assert all(np.array_equal(again.targets[a], partial.targets[a][:300]) for a in partial.targets)
+    assert all(np.array_equal(again.info["named"][a], partial.info["named"][a][:300]) for a in again.info["named"])
+    assert np.array_equal(again.modalities["image"], partial.modalities["image"][:300])
+    digit_only = mn.load_mnist(SHARED, "test", captions=True, limit=300)
+    assert digit_only.modalities["text"] != again.modalities["text"]
+
+
+@needs_files
+@pytest.mark.parametrize("index, caption, thickness, slant", [
+    (2, "the digit one, slanted right", None, 2),      # a long thin "/" stroke
+    (46, "a handwritten one, slanted left", None, 0),   # a backslash stroke
+    (14, "a thick one", 1, None),                        # a 3-4 pixel wide bar
+    (5, "a thin one", 0, None),                          # a 2-3 pixel wide "/" stroke
+    (3, "the digit zero in a thick stroke", 1, None),
+])
+def test_partial_handpicked(partial, index, caption, thickness, slant):
+    """Captions and targets of test examples that were looked at, checked again against
+    the pixels with simpler measures than the loader's."""
+    image = partial.modalities["image"][index, 0]
+    assert partial.modalities["text"][index] == caption
+    ink = image >= 128
+    if thickness is not None:
+        assert partial.targets["thickness"][index] == thickness
+        same = partial.targets["digit"] == partial.targets["digit"][index]
+        counts = (partial.modalities["image"][same, 0] >= 128).sum(axis=(1, 2))
+        assert (ink.sum() > np.median(counts)) == bool(thickness)
+    if slant is not None:
+        assert partial.targets["slant"][index] == slant
+        rows = np.flatnonzero(ink.any(1))
+        third = len(rows) // 3
+        top = np.nonzero(ink[rows[:third]])[1].mean()
+        bottom = np.nonzero(ink[rows[-third:]])[1].mean()
+        assert (top - bottom > 3) if slant == 2 else (bottom - top > 3)
+
+
+def test_stroke_properties_on_drawn_lines():
+    """Lines drawn with numpy: the thick ones (per digit), and the slant of each."""
+    def line(top_x, bottom_x, width):
+        image = np.zeros((28, 28), dtype=np.uint8)
+        for y in range(4, 24):
+            x = top_x + (bottom_x - top_x) * (y - 4) / 19
+            image[y, int(round(x - width / 2)): int(round(x + width / 2))] = 255
+        return image
+    images = np.stack([line(14, 14, 2), line(14, 14, 5), line(19, 9, 2), line(9, 19, 5),
+                       line(15, 13, 3), line(8, 20, 3)])
+    digits = np.array([1, 1, 7, 7, 4, 4])
+    props = mn.stroke_properties(images[:, None], digits)
+    assert props["thickness"].tolist() == [0, 1, 0, 1, 0, 1]  # 4: the longer slanted line has more ink
+    assert props["slant"].tolist() == [1, 1, 2, 0, 1, 0]
+    assert mn.stroke_properties(images, digits)["slant"].tolist() == [1, 1, 2, 0, 1, 0]  # [N,28,28] too
+
+
+def test_parse_mnist_caption():
+    assert mn.parse_mnist_caption("A THICK seven, slanted  LEFT") == {"digit": 7, "thickness": 1, "slant": 0}
+    assert mn.parse_mnist_caption("the digit 3 in a thin stroke") == {"digit": 3, "thickness": 0, "slant": None}
+    assert mn.parse_mnist_caption("an upright two") == {"digit": 2, "thickness": None, "slant": 1}
+    assert mn.parse_mnist_caption("a thin thick one, left") == {"digit": 1, "thickness": None, "slant": None}
+    assert mn.named_mnist_attributes("a handwritten nine, slanted right") == {"digit", "slant"}
+    assert mn.parse_digit_caption("the digit four in a thick stroke, upright") == 4
+
+
+@pytest.mark.parametrize("captions", ["yes", "Partial", 1, None])
+def test_bad_captions_option(tmp_path, captions):
+    with pytest.raises(InputError, match="captions must be"):
+        mn.load_mnist(tmp_path, "test", captions=captions)
+
+
 @needs_files
 def test_test_split_and_limit():
     test = mn.load_mnist(SHARED, "test")

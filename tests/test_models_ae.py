@@ -415,7 +415,7 @@ def test_multimodal_ae_fuses_present_codes_by_their_mean(make_model, batch_for):
 
 
 def test_multimodal_ae_loss_matches_formula(make_model, batch_for):
-    model = make_model("multimodal_ae", names=PAIR, unimodal_weight=0.5).eval()
+    model = make_model("multimodal_ae", names=PAIR, unimodal_weight=0.5, rescale="none").eval()  # formula: weight 1
     mask = {"label": torch.arange(16) % 2 == 0}
     batch = batch_for(model, mask=mask)
     mods, x = model.modalities, batch.data

@@ -216,10 +216,11 @@ def test_jmvae_objective_matches_formula(data):
     batch = batch_of(model, data)
     out = at_seed(model, batch, seed=4)
     mu, logvar, _ = model.encode_unimodal(batch)
-    q = model.joint_posterior(mu, logvar)
+    q = model.joint_posterior(batch)  # its own network over the raw inputs
     torch.manual_seed(4)
     z = q.mu + torch.randn(1, *q.mu.shape) * q.std
-    rec = sum(model.modalities[n].log_likelihood(z, batch.data[n])[0] for n in model.names)
+    mods = model.modalities
+    rec = sum(mods[n].spec.weight * mods[n].log_likelihood(z, batch.data[n])[0] for n in model.names)
     qn = normal(q.mu, q.logvar)
     kl = kl_divergence(qn, Normal(0.0, 1.0)).sum(-1)
     kl_uni = sum(kl_divergence(qn, normal(mu[i], logvar[i])).sum(-1) for i in range(2))
@@ -244,11 +245,11 @@ def test_jmvae_fuses_with_the_joint_encoder_or_the_given_posteriors(data):
     x = pick(data, model.names, 5)
     batch = model.as_batch(x)
     mu, logvar, _ = model.encode_unimodal(batch)
-    torch.testing.assert_close(model.encode(x), model.joint_posterior(mu, logvar).mu)
+    torch.testing.assert_close(model.encode(x), model.joint_posterior(batch).mu)
     torch.testing.assert_close(model.encode(x, given=["image"]), mu[0])  # a single posterior as it is
     mixed = model.encode(x, mask={"label": torch.tensor([True, False, True, True, True])})
     torch.testing.assert_close(mixed[1], mu[0, 1])
-    torch.testing.assert_close(mixed[0], model.joint_posterior(mu, logvar).mu[0])
+    torch.testing.assert_close(mixed[0], model.joint_posterior(batch).mu[0])
 
 
 def test_jmvae_needs_two_modalities():
@@ -262,7 +263,7 @@ def test_jmvae_needs_two_modalities():
 @pytest.mark.parametrize("alpha", [0.0, 5 / 6, 1.0])
 def test_mvtcae_objective_matches_formula(make_tensors, alpha):
     names = ("image", "label", "vector")
-    model = make("mvtcae", names=names, alpha=alpha, beta=2.0)
+    model = make("mvtcae", names=names, alpha=alpha, beta=2.0, rescale="none")  # the formula uses weight 1
     data = make_tensors(16, 1, num_classes=CLASSES)
     mask = {"image": torch.tensor([1, 1, 0, 1] * 4).bool(), "label": torch.tensor([1, 0, 1, 1] * 4).bool()}
     batch = batch_of(model, data, mask)
@@ -324,7 +325,8 @@ def test_mmvae_plus_cross_generation_varies_private_draws_with_a_fixed_shared_co
 @pytest.mark.parametrize("estimator", ["elbo", "iwae", "dreg"])
 def test_mmvae_plus_objective_matches_formula(data, estimator):
     k, beta, d = 2, 1.5, LATENT
-    model = make("mmvae_plus", private_dim=PRIVATE, private_prior_scale=2.0, k=k, beta=beta, estimator=estimator)
+    model = make("mmvae_plus", private_dim=PRIVATE, private_prior_scale=2.0, k=k, beta=beta, estimator=estimator,
+                 rescale="none")  # the formula uses weight 1
     batch = batch_of(model, data)
     out = at_seed(model, batch, seed=5)
     mu, logvar, _ = model.encode_unimodal(batch)

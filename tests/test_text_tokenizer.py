@@ -41,7 +41,8 @@ def test_special_ids_and_vocab():
 def test_unknown_words_and_typed_specials_become_unk():
     m = make()
     x = m.prepare("a purple circle <eos> <bos>")
-    assert x[0].tolist() == [m.tokenizer.token_to_id("a"), UNK, m.tokenizer.token_to_id("circle"), UNK, UNK, EOS]
+    a, circle = (m.prepare(w)[0, 0].item() for w in ("a", "circle"))
+    assert x[0].tolist() == [a, UNK, circle, UNK, UNK, EOS]
 
 
 def test_lowercase_option():
@@ -137,3 +138,50 @@ def test_tokenizer_without_our_special_tokens_is_refused(tmp_path):
     (tmp_path / "tokenizer_caption.json").write_text(foreign.to_str())
     with pytest.raises(ModelFileError, match="special tokens"):
         TextModality("caption", TextSpec(vocab_size=len(WORDS)), 4).load_extra_files(tmp_path)
+
+
+# -- decoding gives the text back as written ------------------------------------------------------------
+WRITTEN = ["a red t-shirt, size m.", "it's a dog's toy", "a big red circle"]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_word_captions_round_trip_with_their_punctuation(lowercase):
+    m = TextModality.from_data("caption", TextSpec(max_len=16, lowercase=lowercase), 4, WRITTEN + ["wow... really?!"])
+    assert m.to_output(m.prepare(WRITTEN)) == WRITTEN
+    assert m.to_output(m.prepare("wow... really?!")) == ["wow... really?!"]
+    assert m.to_output(m.prepare(" a  big\tred circle ")) == ["a big red circle"]  # white space as one space
+    if lowercase:
+        assert m.to_output(m.prepare("A Red T-Shirt, size M.")) == ["a red t-shirt, size m."]
+    else:  # "A" is an unknown word, dropped on decoding
+        assert m.to_output(m.prepare("A red t-shirt, size m.")) == ["red t-shirt, size m."]
+
+
+def test_word_captions_survive_the_tokenizer_file(tmp_path):
+    m = TextModality.from_data("caption", TextSpec(max_len=16), 4, WRITTEN)
+    (tmp_path / "tokenizer_caption.json").write_text(m.extra_files()["tokenizer_caption.json"])
+    rebuilt = TextModality("caption", m.spec, 4)
+    rebuilt.load_extra_files(tmp_path)
+    assert rebuilt.to_output(rebuilt.prepare(WRITTEN)) == WRITTEN
+
+
+def legacy_word_tokenizer(captions):
+    """A word tokenizer as saved before decoders were added: Whitespace pre-tokenizer, no decoder."""
+    from tokenizers import models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Strip(), normalizers.Lowercase()])
+    tok.train_from_iterator(captions, trainer=trainers.WordLevelTrainer(
+        vocab_size=5000, special_tokens=["<pad>", "<unk>", "<bos>", "<eos>"]))
+    return Tokenizer.from_str(tok.to_str())
+
+
+def test_old_word_tokenizer_files_load_and_decode_as_before(tmp_path):
+    old = legacy_word_tokenizer(WRITTEN)
+    spec = TextSpec(max_len=16, vocab_size=old.get_vocab_size())
+    (tmp_path / "tokenizer_caption.json").write_text(old.to_str())
+    m = TextModality("caption", spec, 4)
+    m.load_extra_files(tmp_path)
+    x = m.prepare(WRITTEN)
+    assert x[0, :10].tolist() == old.encode("a red t-shirt, size m.", add_special_tokens=False).ids + [EOS]
+    assert m.to_output(x) == ["a red t - shirt, size m.", "it ' s a dog ' s toy", "a big red circle"]

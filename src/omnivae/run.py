@@ -23,7 +23,7 @@ from omnivae.data.tensors import TensorData
 from omnivae.errors import ConfigError, ModelFileError
 from omnivae.io import load_model, recover_model_folder, save_model
 from omnivae.modalities import infer_spec
-from omnivae.models import build_model, model_config_from_dict
+from omnivae.models import MODELS, build_model, model_config_from_dict
 from omnivae.models.base import ModelConfig, MultimodalModel
 from omnivae.train.checkpoint import atomic_write_bytes, read_checkpoint
 from omnivae.train.config import TrainConfig
@@ -73,6 +73,9 @@ def resolve_model_config(model: dict[str, Any], raw: RawData) -> ModelConfig:
         kind = overrides.pop("kind", raw.kinds[name])
         classes = raw.info.get("classes", {}).get(name)
         specs[name] = infer_spec(name, kind, raw.modalities[name], raw.mask[name], overrides, classes).to_dict()
+    if "conditional_prior" not in model and len(specs) > 1 and MODELS.get(model.get("model"), None) is not None \
+            and MODELS[model["model"]].supports_conditional_prior:
+        model["conditional_prior"] = {}  # runs default to it (the quality benchmark's winner); null turns it off
     return model_config_from_dict({**model, "modalities": specs})
 
 
@@ -143,6 +146,10 @@ def train_run(config: RunConfig | dict, run_dir: str | Path, resume: bool = Fals
             from omnivae.priors import fit_prior
 
             fit_prior(model, splits.train)
+        if getattr(model, "conditional_prior", None) is not None:
+            from omnivae.priors.conditional import fit_conditional_prior
+
+            fit_conditional_prior(model, train, seed=config.train.seed)
         save_model(model, run_dir / "model")
     return RunResult(model.eval(), run_dir, splits, config)
 

@@ -9,6 +9,7 @@ import yaml
 from rich.table import Table
 
 from omnivae.cli.app import app, console, fail
+from omnivae.data.shapes import LEVELS
 from omnivae.errors import OmniVAEError
 
 
@@ -30,7 +31,7 @@ def apply_overrides(config: dict, pairs: list[str]) -> dict:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run folder to write (replaced if it exists)."),
     minutes: float = typer.Option(4.0, help="Training time budget in minutes."),
-    level: str = typer.Option("easy", help="Shapes difficulty level: easy, medium or hard."),
+    level: str = typer.Option("easy", help=f"Shapes difficulty level: {', '.join(LEVELS)}."),
     model: str = typer.Option("mopoe", help="Model family (mvae, mmvae, mopoe)."),
     n: int = typer.Option(6000, help="Number of synthetic examples."),
     seed: int = typer.Option(0, help="Random seed for data and training."),

@@ -1,4 +1,8 @@
-"""MNIST: an IDX reader, a checked and resumable download, and a loader returning RawData."""
+"""MNIST: an IDX reader, a checked and resumable download, and a loader returning RawData.
+
+Captions name the digit. The "partial" captions sometimes also name a property the image
+shows (stroke thickness, slant), computed from the pixels, and otherwise leave it open.
+"""
 from __future__ import annotations
 
 import gzip
@@ -34,6 +38,18 @@ MIRRORS = [
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CAPTION_TEMPLATES = ("a handwritten {d}", "the digit {d}", "a {d} written by hand")
+
+# Partial captions: pixel properties, their class names, and templates by what they name
+# ({t}: thickness, {s}: slant); each property is named with probability NAMED_RATE.
+PROPERTIES = {"thickness": ["thin", "thick"], "slant": ["slanted left", "upright", "slanted right"]}
+SLANT_THRESHOLD = 0.15  # |horizontal shear| (columns per row) above which a digit is slanted
+NAMED_RATE = 0.5
+PARTIAL_TEMPLATES = {
+    (): CAPTION_TEMPLATES,
+    ("thickness",): ("a {t} {d}", "the digit {d} in a {t} stroke"),
+    ("slant",): ("a handwritten {d}, {s}", "the digit {d}, {s}"),
+    ("thickness", "slant"): ("a {t} {d}, {s}", "the digit {d} in a {t} stroke, {s}"),
+}
 
 # IDX type byte -> big-endian numpy dtype.
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -139,10 +155,21 @@ def _fetch(url: str, part: Path, timeout: float, resume: bool = True) -> None:
 
 
 def load_mnist(root: str | Path | None = None, split: str = "train", with_label: bool = True,
-               captions: bool = False, limit: int | None = None, download: bool = False) -> RawData:
-    """MNIST `split` as RawData: "image" uint8 [N,1,28,28], optional "label" and "text"."""
+               captions: bool | str = False, limit: int | None = None, download: bool = False) -> RawData:
+    """MNIST `split` as RawData: "image" uint8 [N,1,28,28], optional "label" and "text".
+
+    captions=True (or "digit") names the digit; captions="partial" also names, in some
+    captions, the stroke thickness and/or the slant, and adds both to `targets` (see
+    stroke_properties).
+    """
     if split not in SPLITS:
         raise InputError(f"unknown MNIST split {split!r}; allowed: {sorted(SPLITS)}")
+    if isinstance(captions, str) and captions in ("digit", "partial"):
+        style = captions
+    elif isinstance(captions, (bool, np.bool_)):
+        style = "digit" if captions else None
+    else:
+        raise InputError(f"captions must be True, False, 'digit' or 'partial', got {captions!r}")
     if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
         raise InputError(f"limit must be a positive integer or None, got {limit!r}")
     root = Path(root) if root is not None else default_root()
@@ -160,15 +187,82 @@ def load_mnist(root: str | Path | None = None, split: str = "train", with_label:
     templates = np.random.default_rng(list(SPLITS).index(split)).integers(
         len(CAPTION_TEMPLATES), size=len(labels))
     stop = len(labels) if limit is None else min(limit, len(labels))
+    # Properties and partial captions are worked out on the whole split (medians per digit,
+    # random draws), so `limit` keeps a prefix of the same captions.
+    props = stroke_properties(images, labels) if style == "partial" else {}
+    partial = _partial_captions(labels, props, split) if props else None
     images, labels, templates = images[:stop, None], labels[:stop], templates[:stop]
     mods, kinds = {"image": images}, {"image": "image"}
+    targets = {"digit": labels.copy()}  # first: coherence maps parse_digit_caption's int to it
+    info = {"source": "mnist", "split": split, "classes": {"digit": list(DIGITS), "label": list(DIGITS)}}
     if with_label:
         mods["label"], kinds["label"] = labels, "categorical"
-    if captions:
+    if style == "digit":
         mods["text"] = [CAPTION_TEMPLATES[t].format(d=DIGITS[y]) for t, y in zip(templates, labels)]
+        info["named"] = {"digit": np.ones(stop, dtype=bool)}
+    elif style == "partial":
+        texts, named = partial
+        mods["text"] = texts[:stop]
+        info["named"] = {"digit": np.ones(stop, dtype=bool), **{a: m[:stop] for a, m in named.items()}}
+        targets.update({a: v[:stop] for a, v in props.items()})
+        info["classes"].update({a: list(names) for a, names in PROPERTIES.items()})
+    if style:
         kinds["text"] = "text"
-    info = {"source": "mnist", "split": split, "classes": {"digit": list(DIGITS), "label": list(DIGITS)}}
-    return RawData(mods, kinds, targets={"digit": labels.copy()}, info=info)
+        info["captions"] = style
+    return RawData(mods, kinds, targets=targets, info=info)
+
+
+def stroke_properties(images: np.ndarray, digits: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image, class indices of the PROPERTIES, computed from the pixels.
+
+    thickness: 1 ("thick") if the ink pixel count (pixels >= 128) is above the median of
+    the images of the same digit among `images`, else 0 ("thin").
+    slant: the horizontal shear -mu11/mu02 of the intensity-weighted second moments (how
+    many columns the ink moves right per row up); below -SLANT_THRESHOLD is 0 ("slanted
+    left"), above +SLANT_THRESHOLD is 2 ("slanted right"), else 1 ("upright").
+    images: [N,28,28] or [N,1,H,W] grey values; digits: int [N].
+    """
+    images = np.asarray(images)
+    images = images.reshape(len(images), images.shape[-2], images.shape[-1])
+    digits = np.asarray(digits)
+    if len(digits) != len(images):
+        raise InputError(f"{len(images)} images but {len(digits)} digits")
+    ink = (images >= 128).sum(axis=(1, 2))
+    thick = np.zeros(len(images), dtype=np.int64)
+    for d in np.unique(digits):
+        k = digits == d
+        thick[k] = ink[k] > np.median(ink[k])
+    rows = np.arange(images.shape[1], dtype=np.float64)
+    cols = np.arange(images.shape[2], dtype=np.float32)
+    per_row = np.empty(images.shape[:2])        # [N,H]: ink weight of each row
+    row_x = np.empty(images.shape[:2])          # [N,H]: sum over each row of weight * x
+    for start in range(0, len(images), 8192):   # chunks: a float copy of all of MNIST is 190 MB
+        w = images[start:start + 8192].astype(np.float32)
+        per_row[start:start + 8192] = w.sum(axis=2)
+        row_x[start:start + 8192] = w @ cols
+    mass = np.maximum(per_row.sum(axis=1), 1e-9)
+    y_mean = per_row @ rows / mass
+    x_mean = row_x.sum(axis=1) / mass
+    mu11 = row_x @ rows / mass - x_mean * y_mean
+    mu02 = per_row @ rows**2 / mass - y_mean**2
+    shear = -mu11 / np.maximum(mu02, 1e-9)     # y points down: top to the right is mu11 < 0
+    slant = np.where(shear < -SLANT_THRESHOLD, 0, np.where(shear > SLANT_THRESHOLD, 2, 1)).astype(np.int64)
+    return {"thickness": thick, "slant": slant}
+
+
+def _partial_captions(labels: np.ndarray, props: dict[str, np.ndarray], split: str):
+    """Captions naming the digit and, each with probability NAMED_RATE, every property."""
+    rng = np.random.default_rng([list(SPLITS).index(split), 1])
+    named = {a: rng.random(len(labels)) < NAMED_RATE for a in PROPERTIES}
+    pick = rng.integers(1 << 30, size=len(labels))
+    texts = []
+    for i, y in enumerate(labels.tolist()):
+        which = tuple(a for a in PROPERTIES if named[a][i])
+        pool = PARTIAL_TEMPLATES[which]
+        texts.append(pool[pick[i] % len(pool)].format(
+            d=DIGITS[y], t=PROPERTIES["thickness"][props["thickness"][i]],
+            s=PROPERTIES["slant"][props["slant"][i]]))
+    return texts, named
 
 
 def parse_digit_caption(text: str) -> int | None:
@@ -176,3 +270,20 @@ def parse_digit_caption(text: str) -> int | None:
     tokens = re.findall(r"[a-z]+|\d", str(text).lower())
     found = {DIGITS.index(t) if t in DIGITS else int(t) for t in tokens if t in DIGITS or t.isdigit()}
     return found.pop() if len(found) == 1 else None
+
+
+def parse_mnist_caption(text: str) -> dict[str, int | None]:
+    """Class index of the digit and of each of the PROPERTIES a caption names (None if
+    absent or contradictory), e.g. "a thick seven, slanted left" -> digit 7, thickness 1, slant 0."""
+    tokens = re.findall(r"[a-z]+", str(text).lower())
+    grams = set(tokens) | {" ".join(p) for p in zip(tokens, tokens[1:])}
+    out: dict[str, int | None] = {"digit": parse_digit_caption(text)}
+    for a, names in PROPERTIES.items():
+        found = [i for i, name in enumerate(names) if name in grams]
+        out[a] = found[0] if len(found) == 1 else None
+    return out
+
+
+def named_mnist_attributes(text: str) -> set[str]:
+    """Attributes (digit, thickness, slant) a caption names unambiguously."""
+    return {a for a, i in parse_mnist_caption(text).items() if i is not None}

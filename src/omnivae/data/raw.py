@@ -70,8 +70,11 @@ class RawData:
         """The examples at `index` (an int array or slice), as a new RawData."""
         index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
         mods = {k: _take(v, index) for k, v in self.modalities.items()}
+        info = dict(self.info)
+        if "named" in info:  # per example: which attributes each caption names
+            info["named"] = {k: np.asarray(v)[index] for k, v in info["named"].items()}
         return RawData(mods, dict(self.kinds), {k: m[index] for k, m in self.mask.items()},
-                       {k: t[index] for k, t in self.targets.items()}, dict(self.info))
+                       {k: t[index] for k, t in self.targets.items()}, info)
 
     def split(self, fractions: tuple[float, ...] = (0.9, 0.1), seed: int = 0) -> list["RawData"]:
         """Random split into parts of the given fractions (they must sum to 1)."""

@@ -1,12 +1,17 @@
 """Built-in synthetic data: coloured shapes on black, each paired with a caption.
 
-Three difficulty levels (see LEVELS and docs/data.md) vary more attributes as they go.
-Everything is drawn with numpy coordinate grids, so 10,000 images take a fraction of a second.
+Three difficulty levels (see LEVELS and docs/data.md) vary more attributes as they go; a
+fourth, "partial", draws like "hard" but its captions say less than the image (never the
+position, the size only in about half of them). Everything is drawn with numpy
+coordinate grids, so 10,000 images take a fraction of a second.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations
+from string import Formatter
 
 import numpy as np
 
@@ -28,6 +33,12 @@ CENTRES = {
 }
 
 
+@lru_cache(maxsize=None)
+def _fields(template: str) -> frozenset[str]:
+    """Attributes a caption template names: its {placeholders}."""
+    return frozenset(name for _, name, _, _ in Formatter().parse(template) if name)
+
+
 @dataclass(frozen=True)
 class Level:
     """What one difficulty level varies and how its captions read."""
@@ -40,6 +51,17 @@ class Level:
     jitter: float                   # max random shift of the centre, fraction of the image
     noise: int                      # background noise amplitude (0 = plain black)
     templates: tuple[str, ...]
+    # Attributes only some captions name: each is named with probability `optional_rate`
+    # (drawn per example), then a template naming exactly that choice is picked.
+    optional: tuple[str, ...] = ()
+    optional_rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        optional = set(self.optional)
+        for k in range(len(optional) + 1):
+            for chosen in combinations(self.optional, k):
+                if not any(_fields(t) & optional == set(chosen) for t in self.templates):
+                    raise ValueError(f"no template names exactly {set(chosen) or 'none'} of {optional}")
 
     def classes(self) -> dict[str, list[str]]:
         return {"shape": list(self.shapes), "color": list(self.colors),
@@ -76,6 +98,19 @@ LEVELS = {
                    "a {color} {shape}, {size}, in the {position}",
                    "in the {position}, one {size} {shape} in {color}"),
     ),
+    # Hard's drawing (same images and targets for the same seed), but captions that say less
+    # than the image: never the position, the size in about half of them.
+    "partial": Level(
+        shapes=("circle", "square", "triangle", "diamond"),
+        colors=("red", "green", "blue", "yellow", "magenta", "cyan"),
+        sizes=("small", "big"), radii=(0.12, 0.2),
+        positions=("top left", "top right", "bottom left", "bottom right"),
+        jitter=0.03, noise=40,
+        templates=("a {color} {shape}", "one {shape} in {color}",
+                   "a {size} {color} {shape}", "a {color} {shape}, {size}",
+                   "one {size} {shape} in {color}"),
+        optional=("size",),
+    ),
 }
 
 _CHUNK = 4096
@@ -97,8 +132,19 @@ def caption_for(attrs: dict[str, int], level: str, rng: np.random.Generator | No
         if not 0 <= i < len(names[a]):
             raise InputError(f"{a} index {i} out of range for level {level!r} (0..{len(names[a]) - 1})")
         words[a] = names[a][i]
-    t = 0 if rng is None else int(rng.integers(len(spec.templates)))
-    return spec.templates[t].format(**words)
+    return _template(spec, rng).format(**words)
+
+
+def _template(spec: Level, rng: np.random.Generator | None) -> str:
+    """The first template without `rng`; else a random one (after drawing which optional
+    attributes to name, for levels that have any)."""
+    if rng is None:
+        return spec.templates[0]
+    if not spec.optional:
+        return spec.templates[int(rng.integers(len(spec.templates)))]
+    chosen = {a for a in spec.optional if rng.random() < spec.optional_rate}
+    pool = [t for t in spec.templates if _fields(t) & set(spec.optional) == chosen]
+    return pool[int(rng.integers(len(pool)))]
 
 
 def parse_caption(text: str, level: str | None = None) -> dict[str, int | None]:
@@ -114,6 +160,11 @@ def parse_caption(text: str, level: str | None = None) -> dict[str, int | None]:
         found = [i for i, name in enumerate(names[a]) if name in grams]
         out[a] = found[0] if len(found) == 1 else None
     return out
+
+
+def named_attributes(text: str, level: str | None = None) -> set[str]:
+    """Attributes a caption names unambiguously (those parse_caption does not map to None)."""
+    return {a for a, i in parse_caption(text, level).items() if i is not None}
 
 
 def make_shapes(n: int = 10000, level: str = "easy", seed: int = 0, image_size: int = 32) -> RawData:
@@ -132,9 +183,14 @@ def make_shapes(n: int = 10000, level: str = "easy", seed: int = 0, image_size: 
         part = slice(start, min(n, start + _CHUNK))
         images[part] = _draw(spec, {a: t[part] for a, t in targets.items()}, shift[part],
                              image_size, np.random.default_rng([seed, 2, start]))
-    captions = [caption_for(dict(zip(ATTRIBUTES, row)), level, text_rng)
-                for row in zip(*(targets[a].tolist() for a in ATTRIBUTES))]
-    info = {"source": "shapes", "level": level, "classes": spec.classes(), "varied": spec.varied()}
+    names = spec.classes()
+    captions, used = [], []
+    for row in zip(*(targets[a].tolist() for a in ATTRIBUTES)):
+        template = _template(spec, text_rng)
+        captions.append(template.format(**{a: names[a][i] for a, i in zip(ATTRIBUTES, row)}))
+        used.append(_fields(template))
+    named = {a: np.array([a in u for u in used], dtype=bool) for a in ATTRIBUTES}
+    info = {"source": "shapes", "level": level, "classes": names, "varied": spec.varied(), "named": named}
     return RawData({"image": images, "text": captions}, {"image": "image", "text": "text"},
                    targets=targets, info=info)
 

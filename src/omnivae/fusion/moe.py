@@ -9,7 +9,8 @@ from omnivae.distributions import log_normal
 def sample_mixture(mu: torch.Tensor, logvar: torch.Tensor, weights: torch.Tensor,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """One reparameterised draw per example from the mixture of the K components
-    mu/logvar [K,B,D] with non-negative weights [K,B] (rows of zeros fall back to uniform)."""
+    mu/logvar [K,B,D] with non-negative weights [K,B] (rows of zeros fall back to uniform; a
+    caller that wants the prior for such rows sets their components to N(0, I), as MMVAE.draw does)."""
     w = weights.to(mu.dtype).T  # [B,K]
     w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
     pick = torch.multinomial(w, 1, generator=generator).squeeze(1)  # [B]

@@ -22,7 +22,7 @@ Scorer = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 CAPTION_PARSERS = {  # data source -> "module:function(text, **info) -> {target: int | None}"
     "shapes": "omnivae.data.shapes:parse_caption",
-    "mnist": "omnivae.data.mnist:parse_digit_caption",
+    "mnist": "omnivae.data.mnist:parse_mnist_caption",
 }
 
 
@@ -89,24 +89,61 @@ def build_scorers(model, train: RawData, epochs: int = 3, seed: int = 0, max_exa
     return scorers
 
 
-def accuracy(pred: dict[str, torch.Tensor], truth: dict[str, torch.Tensor]) -> dict[str, float]:
+def accuracy(pred: dict[str, torch.Tensor], truth: dict[str, torch.Tensor],
+             required: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """Per-attribute accuracy and "all" (every scored attribute right). `required` [N] bool per
+    attribute says where it is scored: an attribute the inputs leave open (a caption that does
+    not name the position), or that the output cannot express, counts neither way."""
     keys = [t for t in pred if t in truth]
     if not keys:
         return {}
     hits = {t: (pred[t] == truth[t]) for t in keys}
     known = {t: truth[t] >= 0 for t in keys}  # -1: true label missing, not scored
-    out = {t: float(hits[t][known[t]].float().mean()) for t in keys}
-    every = torch.stack(list(known.values())).all(0)
-    out["all"] = float(torch.stack(list(hits.values())).all(0)[every].float().mean())
+    if required is not None:
+        known = {t: known[t] & required[t] if t in required else known[t] for t in keys}
+    out = {t: float(hits[t][known[t]].float().mean()) if bool(known[t].any()) else float("nan") for t in keys}
+    ok = torch.stack([hits[t] | ~known[t] for t in keys]).all(0)
+    scored = torch.stack([known[t] for t in keys]).any(0)
+    if required is None:  # every attribute must be known for the example to count, as before
+        scored = torch.stack(list(known.values())).all(0)
+    out["all"] = float(ok[scored].float().mean()) if bool(scored.any()) else float("nan")
+    return out
+
+
+def expressed_rates(score: Scorer, x: torch.Tensor) -> dict[str, float]:
+    """How often real data of a modality shows each attribute in a readable way (1 for images
+    and labels; for captions, how often they name it)."""
+    return {t: float((v >= 0).float().mean()) for t, v in score(x).items()}
+
+
+def required_attributes(given_preds: list[dict[str, torch.Tensor]], target_pred: dict[str, torch.Tensor],
+                        rates: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Where each attribute is scored: some given modality determines it (a caption names it, an
+    image shows it), and the target expresses it (always, or this generated output names it)."""
+    out = {}
+    for t, pred in target_pred.items():
+        determined = torch.zeros_like(pred, dtype=torch.bool)
+        for g in given_preds:
+            if t in g:
+                determined |= g[t] >= 0
+        always = rates.get(t, 1.0) >= 0.99
+        out[t] = determined & (torch.ones_like(determined) if always else pred >= 0)
     return out
 
 
 def conditional_coherence(model, data: TensorData, scorers: dict[str, Scorer], max_given: int | None = None,
                           n_max: int = 1000, batch_size: int = 500, **gen_options) -> dict[str, dict[str, float]]:
     """Accuracy of every target modality generated from every subset of the others
-    (subsets up to `max_given` modalities), keyed "source+source->target"."""
+    (subsets up to `max_given` modalities), keyed "source+source->target". Only attributes the
+    given modalities determine are scored (see required_attributes). gen_options go to
+    model.generate (default: the posterior mean, mean=True)."""
+    gen_options = {"mean": True, **gen_options}
     n = min(len(data), n_max)
     truth = {t: v[:n] for t, v in data.targets.items()}
+    head = data.batch(torch.arange(n))
+    readable = {m: scorers[m](head.data[m]) for m in scorers if m in head.data}
+    rates = {m: {t: float((v[head.present(m)] >= 0).float().mean()) for t, v in p.items()}
+             for m, p in readable.items()}
     results = {}
     for target, score in scorers.items():
         others = [m for m in model.names if m != target]
@@ -115,10 +152,12 @@ def conditional_coherence(model, data: TensorData, scorers: dict[str, Scorer], m
                 preds = []
                 for i in range(0, n, batch_size):
                     batch = data.batch(torch.arange(i, min(n, i + batch_size)))
-                    gen = model.generate(batch, given=list(given), targets=[target], mean=True, raw=True, **gen_options)
+                    gen = model.generate(batch, given=list(given), targets=[target], raw=True, **gen_options)
                     preds.append(score(gen[target]))
                 pred = {t: torch.cat([p[t] for p in preds]) for t in preds[0]}
-                results[f"{'+'.join(given)}->{target}"] = accuracy(pred, truth)
+                given_preds = [readable[g] for g in given if g in readable] or [truth]
+                required = required_attributes(given_preds, pred, rates.get(target, {}))
+                results[f"{'+'.join(given)}->{target}"] = accuracy(pred, truth, required)
     return results
 
 

@@ -7,6 +7,7 @@ Shapes: `encode(x[B,...]) -> Gaussian[B,D]`; `log_likelihood(z[S,B,D], x[B,...])
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +25,9 @@ class ModalitySpec(StrictModel):
     """Options shared by every modality kind."""
 
     kind: str
-    weight: NonNegativeFloat = 1.0  # multiplies this modality's log-likelihood in every objective
+    # multiplies this modality's log-likelihood in every objective; None (the default) lets the
+    # model choose it from the data dimensions (ModelConfig.rescale) and record the number it chose
+    weight: NonNegativeFloat | None = None
 
 
 class Modality(nn.Module):
@@ -66,6 +69,11 @@ class Modality(nn.Module):
     def placeholder(self, n: int) -> torch.Tensor:
         """A batch of n dummy inputs for examples where this modality is missing."""
         raise NotImplementedError
+
+    def data_dim(self) -> int:
+        """How many values one example's log-likelihood scores (pixels x channels, token positions,
+        1 for a class label): the size that likelihood rescaling divides by."""
+        return max(1, math.prod(self.placeholder(1).shape[1:]))
 
     # -- networks ---------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Gaussian:

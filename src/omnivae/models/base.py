@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from numbers import Integral
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import SerializeAsAny, field_validator
@@ -18,6 +18,7 @@ from omnivae.errors import ConfigError, InputError
 from omnivae.fusion import product_of_experts
 from omnivae.modalities import ModalitySpec, build_modality, parse_spec, MODALITY_KINDS
 from omnivae.priors import PriorConfig, build_prior
+from omnivae.priors.conditional import ConditionalFlowPrior, ConditionalPriorConfig
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,63}")
 
@@ -29,6 +30,13 @@ class ModelConfig(StrictModel):
     beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
     prior: PriorConfig | None = None  # sampling prior fitted after training (omnivae.priors.fit_prior); None: N(0, I)
     free_bits: float = 0.0  # nats per latent dim: the objective's KL is sum_d max(free_bits, batch-mean KL_d)
+    # likelihood rescaling for modalities whose spec leaves `weight` unset: "dimension" weighs
+    # modality m by max_n dim_n / dim_m (dim: values its likelihood scores), as in MMVAE's and
+    # multivae's rescaling, so a six-token caption is not swamped by a 3x32x32 image; "none": 1
+    rescale: Literal["dimension", "none"] = "dimension"
+    # a flow p(code | given modalities) fitted after training; generate and sample draw from it
+    # (omnivae.priors.conditional; None: draws come from the posterior of the given modalities)
+    conditional_prior: ConditionalPriorConfig | None = None
 
     @field_validator("modalities", mode="before")
     @classmethod
@@ -67,6 +75,7 @@ class MultimodalModel(nn.Module):
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     supports_free_bits: ClassVar[bool] = False  # True where the objective applies config.free_bits
+    supports_conditional_prior: ClassVar[bool] = True  # False where codes are not decoded alone (conditions)
 
     def __init__(self, config: ModelConfig, modalities: dict[str, nn.Module] | None = None):
         super().__init__()
@@ -81,8 +90,34 @@ class MultimodalModel(nn.Module):
             dim = self.modality_latent_dim(config)
             modalities = {n: build_modality(n, s, dim) for n, s in config.modalities.items()}
         self.modalities = nn.ModuleDict(modalities)
+        self.config = config = self._resolve_weights(config)
         self.prior = build_prior(config.prior, config.latent_dim) if config.prior is not None else None
+        self.conditional_prior = None
+        if config.conditional_prior is not None:
+            if not self.supports_conditional_prior:
+                raise ConfigError(f"model {config.model!r} does not take a conditional_prior")
+            self.conditional_prior = ConditionalFlowPrior(self.full_code_dim(), len(self.names),
+                                                          self.modality_latent_dim(config), config.conditional_prior)
         self.check_config()
+
+    def _resolve_weights(self, config: ModelConfig) -> ModelConfig:
+        """Fill in each unset modality weight from config.rescale; the config (saved with the
+        model) then records the numbers used."""
+        unset = [n for n, s in config.modalities.items() if s.weight is None]
+        if not unset:
+            return config
+        dims = {n: self.modalities[n].data_dim() for n in self.names}
+        top = max(dims.values())
+        specs = dict(config.modalities)
+        for name in unset:
+            weight = top / dims[name] if config.rescale == "dimension" else 1.0
+            specs[name] = specs[name].model_copy(update={"weight": float(weight)})
+            self.modalities[name].spec = specs[name]
+        return config.model_copy(update={"modalities": specs})
+
+    def likelihood_weights(self) -> dict[str, float]:
+        """The weight each modality's log-likelihood carries in the objective."""
+        return {n: float(self.modalities[n].spec.weight) for n in self.names}
 
     def check_config(self) -> None:
         """Models with requirements on their modalities raise ConfigError here."""
@@ -173,15 +208,38 @@ class MultimodalModel(nn.Module):
         """n draws [n,B,D] from the joint posterior of the present modalities."""
         return self.fuse(mu, logvar, present).rsample(n)
 
-    def log_likelihoods(self, z: torch.Tensor, batch: Batch, names=None) -> dict[str, torch.Tensor]:
-        """Per-modality weighted log p(x_m | z) [S,B], zero where x_m is missing."""
+    def full_code(self, mu, logvar, present) -> torch.Tensor:
+        """The code [B,T] that holds everything the decoders need for these inputs (the joint
+        posterior mean); what a conditional prior learns to draw."""
+        return self.fuse(mu, logvar, present).mu
+
+    def full_code_dim(self) -> int:
+        return self.config.latent_dim
+
+    def decode_full_code(self, code: torch.Tensor, targets, raw: bool = False, **options):
+        """Full codes [n,B,T] (or [B,T]) -> {name: output}."""
+        return self.decode(code, targets, raw=raw, **options)
+
+    def uses_conditional_prior(self, sampler: str) -> bool:
+        """Whether generation draws from the fitted conditional prior ("auto": when there is one)."""
+        if sampler not in ("auto", "posterior", "conditional"):
+            raise InputError(f"sampler must be 'auto', 'posterior' or 'conditional', got {sampler!r}")
+        fitted = self.conditional_prior is not None and self.conditional_prior.is_fitted
+        if sampler == "conditional" and not fitted:
+            raise InputError("sampler='conditional' needs a fitted conditional prior: train with "
+                             "model.conditional_prior set, or call omnivae.priors.conditional.fit_conditional_prior")
+        return fitted and sampler != "posterior"
+
+    def log_likelihoods(self, z: torch.Tensor, batch: Batch, names=None, weighted: bool = True) -> dict[str, torch.Tensor]:
+        """Per-modality log p(x_m | z) [S,B], zero where x_m is missing; weighted by each
+        modality's likelihood weight (the objective's terms) unless weighted=False (a likelihood)."""
         out = {}
         for name in names or self.names:
             if name not in batch.data:
                 continue
             mod = self.modalities[name]
             ll = mod.log_likelihood(z, batch.data[name])
-            ll = ll * mod.spec.weight if mod.spec.weight != 1.0 else ll
+            ll = ll * mod.spec.weight if weighted and mod.spec.weight != 1.0 else ll
             out[name] = ll * batch.present(name).to(ll.dtype) if name in batch.mask else ll
         return out
 
@@ -213,14 +271,24 @@ class MultimodalModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch, given: Sequence[str] | None = None, targets: Sequence[str] | None = None,
-                 n: int = 1, mean: bool = False, mask=None, raw: bool = False, **options) -> dict[str, Any]:
+                 n: int = 1, mean: bool = False, mask=None, raw: bool = False, sampler: str = "auto",
+                 latent_temperature: float = 1.0, **options) -> dict[str, Any]:
         """Generate `targets` (default: all) from the modalities in `given` (default: all
         in the batch). Returns {name: output}; with n > 1 outputs have a leading n dim
-        (lists of n lists for text). raw=True returns model-space tensors."""
+        (lists of n lists for text). raw=True returns model-space tensors.
+
+        sampler: "auto" draws codes from the fitted conditional prior if the model has one
+        (sharp, varied samples where the given modalities leave things open), else from the
+        posterior of the given modalities ("posterior"); mean=True decodes the posterior mean.
+        latent_temperature scales the conditional prior's noise (< 1: safer, less varied)."""
         check_count(n)
         batch = self.as_batch(batch, mask)
         targets = self.names if targets is None else self.check_names(targets, "targets")
         mu, logvar, present = self.encode_unimodal(batch, self._given(batch, given))
+        if not mean and self.uses_conditional_prior(sampler):
+            context = self.conditional_prior.context(mu, present)
+            code = self.conditional_prior.sample(context, n, latent_temperature)
+            return self.decode_full_code(code[0] if n == 1 else code, targets, raw=raw, **options)
         if mean:
             z = self.fuse(mu, logvar, present).mu.expand(n, -1, -1)
         else:
@@ -255,10 +323,18 @@ class MultimodalModel(nn.Module):
         return torch.randn(n, self.config.latent_dim, device=self.device)
 
     @torch.no_grad()
-    def sample(self, n: int, targets: Sequence[str] | None = None, raw: bool = False, **options):
-        """Joint samples of all (or `targets`) modalities from the prior."""
+    def sample(self, n: int, targets: Sequence[str] | None = None, raw: bool = False, sampler: str = "auto",
+               latent_temperature: float = 1.0, **options):
+        """Joint samples of all (or `targets`) modalities from the prior: the fitted conditional
+        prior with nothing given, if there is one (sampler="auto"), else `prior_sample`."""
         check_count(n)
         targets = self.names if targets is None else self.check_names(targets, "targets")
+        if self.uses_conditional_prior(sampler):
+            cp, dev = self.conditional_prior, self.device
+            context = cp.context(torch.zeros(len(self.names), 1, cp.width, device=dev),
+                                 torch.zeros(len(self.names), 1, dtype=torch.bool, device=dev))
+            code = cp.sample(context, n, latent_temperature)[:, 0]
+            return self.decode_full_code(code, targets, raw=raw, **options)
         return self.decode(self.prior_sample(n), targets, raw=raw, **options)
 
     @torch.no_grad()

@@ -81,6 +81,7 @@ class CVAEConfig(ModelConfig):
 
 class CVAE(MultimodalModel):
     config_class = CVAEConfig
+    supports_conditional_prior = False  # its codes are decoded with the conditions' embedding
 
     def __init__(self, config, modalities=None):
         super().__init__(config, modalities)

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from omnivae.batch import Batch, LossOutput
+from omnivae.config import PositiveInt
 from omnivae.distributions import Gaussian, log_standard_normal
 from omnivae.fusion import mixture_log_prob, sample_mixture
 from omnivae.models.base import ModelConfig, MultimodalModel
@@ -22,7 +23,7 @@ from omnivae.models.base import ModelConfig, MultimodalModel
 
 class MMVAEConfig(ModelConfig):
     model: Literal["mmvae"] = "mmvae"
-    k: int = 1  # importance samples per modality
+    k: PositiveInt = 1  # importance samples per modality (>= 1)
     estimator: Literal["elbo", "iwae", "dreg"] = "elbo"
 
 
@@ -40,6 +41,11 @@ class MMVAE(MultimodalModel):
         return Gaussian(mean.masked_fill(none, 0.0), torch.log(var).masked_fill(none, 0.0))
 
     def draw(self, mu, logvar, present, n: int) -> torch.Tensor:
+        """Draws from the mixture of the present posteriors; an example with no modality
+        present draws from the prior N(0, I), as `fuse` returns it (its components are set
+        to N(0, I) there, so no placeholder encoding is ever sampled)."""
+        none = ~present.any(0).view(1, -1, 1)  # [1,B,1]
+        mu, logvar = mu.masked_fill(none, 0.0), logvar.masked_fill(none, 0.0)
         return torch.stack([sample_mixture(mu, logvar, present) for _ in range(n)])
 
     def loss(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:

@@ -88,6 +88,23 @@ class MMVAEPlus(MMVAE):
         d = self.config.latent_dim
         return super().draw(mu[..., :d], logvar[..., :d], present, n)
 
+    def full_code(self, mu, logvar, present) -> torch.Tensor:
+        """[shared joint mean, every modality's private mean] [B, latent_dim + M*private_dim]."""
+        d = self.config.latent_dim
+        return torch.cat([self.fuse(mu, logvar, present).mu, *(mu[i, :, d:] for i in range(len(self.names)))], -1)
+
+    def full_code_dim(self) -> int:
+        return self.config.latent_dim + len(self.names) * self.config.private_dim
+
+    def decode_full_code(self, code: torch.Tensor, targets, raw: bool = False, **options):
+        d, p = self.config.latent_dim, self.config.private_dim
+        out = {}
+        for name in targets or self.names:
+            i = self.names.index(name)
+            own = torch.cat([code[..., :d], code[..., d + i * p:d + (i + 1) * p]], -1)
+            out.update(self.decode(own, [name], raw=raw, **options))
+        return out
+
     @torch.no_grad()
     def generate(self, batch, given=None, targets=None, n: int = 1, mean: bool = False, mask=None,
                  raw: bool = False, **options):

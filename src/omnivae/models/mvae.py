@@ -7,6 +7,8 @@ With free_bits > 0 each subset's KL term becomes sum_d max(free_bits, batch-mean
 """
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Literal
 
 import torch
@@ -19,7 +21,7 @@ from omnivae.models.base import ModelConfig, MultimodalModel
 
 class MVAEConfig(ModelConfig):
     model: Literal["mvae"] = "mvae"
-    extra_subsets: int = 0  # random subsets of size >= 2 added to the objective each step
+    extra_subsets: int = 0  # random subsets of size >= 2 (uniform over them) added to the objective each step
     unimodal_elbos: bool = True
 
 
@@ -33,8 +35,22 @@ class MVAE(MultimodalModel):
         if self.config.unimodal_elbos and m > 1:
             rows.append(torch.eye(m, dtype=torch.bool, device=device))
         if self.config.extra_subsets and m > 2:
-            rows.append(torch.rand(self.config.extra_subsets, m, device=device) < 0.5)
+            rows.append(self.random_subsets(self.config.extra_subsets, device))
         return torch.cat(rows)
+
+    def random_subsets(self, n: int, device) -> torch.Tensor:
+        """n subsets [n,M] drawn uniformly from those with at least two modalities, on the
+        device and without a host sync: a size s in 2..M with probability C(M,s) / sum (by
+        inverse CDF against Python thresholds), then the s modalities ranked first by a random
+        permutation."""
+        m = len(self.names)
+        counts = [math.comb(m, s) for s in range(2, m + 1)]
+        u = torch.rand(n, 1, device=device) * sum(counts)
+        size = torch.full((n, 1), 2, dtype=torch.long, device=device)
+        for edge in itertools.accumulate(counts[:-1]):  # size s + 1 once u passes C(m,2) + ... + C(m,s)
+            size += (u >= edge).long()
+        rank = torch.rand(n, m, device=device).argsort(1).argsort(1)  # a random permutation's ranks
+        return rank < size
 
     def fuse(self, mu, logvar, present) -> Gaussian:
         """MVAE's posterior includes the prior expert N(0, I)."""

@@ -77,7 +77,7 @@ class AnomalyDetector:
         q = model.fuse(mu, logvar, present)
         eps = torch.randn((self.n_samples, *q.mu.shape), generator=gen).to(q.mu)
         z = q.mu + eps * q.std
-        rec = torch.stack(list(model.log_likelihoods(z, batch).values())).sum(0).mean(0)
+        rec = torch.stack(list(model.log_likelihoods(z, batch, weighted=False).values())).sum(0).mean(0)
         if callable(getattr(model, "prior_log_prob", None)):
             kl = (q.log_prob(z) - prior_log_prob(model, z)).mean(0)
         else:

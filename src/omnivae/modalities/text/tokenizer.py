@@ -2,6 +2,13 @@
 
 Ids 0..3 are always <pad>, <unk>, <bos>, <eos>; a caption's tensor row is its token ids,
 then <eos>, then <pad> up to max_len.
+
+Word-level: white space is split off, each word gets the Metaspace marker "▁" and is then
+split at every punctuation character ("a t-shirt," -> "▁a", "▁t", "-", "shirt", ","), so the
+Metaspace decoder puts a space only where a word started: captions decode as written
+("a t-shirt,"), runs of white space as one space. Tokenizer files saved before this
+(Whitespace pre-tokenizer, no decoder) still load and decode as they did: tokens joined by
+spaces, then the text modality removes the space before , . ; : ! ?
 """
 from __future__ import annotations
 
@@ -17,11 +24,17 @@ PAD, UNK, BOS, EOS = range(4)
 
 def train_tokenizer(captions: list[str], kind: Literal["word", "bpe"], max_vocab: int,
                     lowercase: bool) -> Tokenizer:
-    """Train a word-level (whitespace and punctuation split) or BPE tokenizer on captions."""
+    """Train a word-level (white space and punctuation split, see the module docstring) or BPE
+    tokenizer on captions."""
     steps = [normalizers.NFKC(), normalizers.Strip()] + ([normalizers.Lowercase()] if lowercase else [])
     if kind == "word":
         tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.WhitespaceSplit(),  # white space (any run of it) never becomes a token
+            pre_tokenizers.Metaspace(prepend_scheme="always"),  # every word starts with "▁"
+            pre_tokenizers.Punctuation(),  # "▁t-shirt," -> "▁t", "-", "shirt", ","
+        ])
+        tok.decoder = decoders.Metaspace(prepend_scheme="always")  # "▁" -> " ", the leading one dropped
         trainer = trainers.WordLevelTrainer(vocab_size=max_vocab, special_tokens=list(SPECIALS))
     else:
         tok = Tokenizer(models.BPE(unk_token="<unk>"))

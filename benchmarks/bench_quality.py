@@ -1,0 +1,227 @@
+"""Quality benchmark: what generations are worth, on data where models differ and a ceiling is
+known. Every model is trained through the library's own `train_run` with its defaults (the
+same defaults as `omnivae train --data`), at one fixed budget per workload, then scored on the
+held-out split by classifiers trained on real training images and by parsing captions.
+
+    python benchmarks/bench_quality.py [--quick] [--only shapes-partial ...] [--models mopoe ...]
+
+Workloads: shapes medium and hard (captions name every attribute), shapes partial (captions
+never name the position, the size only sometimes), MNIST with partial captions (digit always,
+stroke thickness and slant sometimes), PolyMNIST-5 (five image modalities sharing the digit).
+Figures per model: cross-modal accuracy on the attributes the inputs determine, with the
+scoring classifier's accuracy on real test images beside it (the ceiling); joint coherence of
+prior samples; Fréchet distance on the classifier's features; a sharpness ratio to real
+images; importance-weighted NLL; and, where inputs leave attributes open, how many distinct
+values 20 draws per input show. Generation uses each model's default path (`generate` with
+sampler="auto"); where the model has a conditional prior the posterior path is measured too.
+Writes benchmarks/results/quality.json (quality_quick.json with --quick), a markdown table
+and sample grids under docs/quality/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as c  # noqa: E402
+
+from omnivae.data.tensors import TensorData  # noqa: E402
+from omnivae.metrics.coherence import build_scorers, conditional_coherence, joint_coherence  # noqa: E402
+from omnivae.metrics.fid import frechet_distance  # noqa: E402
+from omnivae.metrics.likelihood import estimate_log_likelihoods  # noqa: E402
+from omnivae.metrics.samples import laplacian_sharpness, open_attribute_diversity  # noqa: E402
+from omnivae.report.figures import image_grid  # noqa: E402
+from omnivae.run import train_run  # noqa: E402
+from omnivae.tasks.evaluate import classifier_features  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURES = REPO / "docs" / "quality"
+MULTIMODAL = ["mvae", "mmvae", "mopoe", "jmvae", "mvtcae", "mmvae_plus", "multimodal_ae"]
+
+# name -> data config, models, epochs; budgets chosen so the whole benchmark fits in an hour here
+WORKLOADS = {
+    "shapes-medium": {"data": {"source": "shapes", "options": {"n": 6000, "level": "medium"}},
+                      "models": MULTIMODAL, "epochs": 10},
+    "shapes-partial": {"data": {"source": "shapes", "options": {"n": 8000, "level": "partial"}},
+                       "models": ["mopoe", "mmvae_plus", "mvae"], "epochs": 12},
+    "shapes-hard": {"data": {"source": "shapes", "options": {"n": 8000, "level": "hard"}},
+                    "models": ["mopoe"], "epochs": 12},
+    "mnist-captions": {"data": {"source": "mnist", "options": {"captions": "partial", "with_label": False,
+                                                               "limit": 20000}},
+                       "models": ["mopoe", "mvae"], "epochs": 6},
+    "polymnist-5": {"data": {"source": "polymnist", "options": {"limit": 20000}},
+                    "models": ["mopoe"], "epochs": 6},
+}
+
+
+def run_config(workload: dict, model: str, epochs: int, overrides: dict) -> dict:
+    data = json.loads(json.dumps(workload["data"]))
+    if data["source"] in ("mnist", "polymnist"):
+        data["options"]["root"] = str(c.mnist_dir())
+    return {"data": {**data, "test_fraction": 0.1},
+            "model": {"model": model, **overrides.get("model", {})},
+            "train": {"max_epochs": epochs, "patience": None, "progress": False, "tensorboard": False,
+                      **overrides.get("train", {})}}
+
+
+def image_names(model) -> list[str]:
+    return [n for n in model.names if model.modalities[n].kind == "image"]
+
+
+def ceiling(scorers, test: TensorData, model) -> dict:
+    """The scoring classifiers' accuracy on real test images: no generation can score higher."""
+    out = {}
+    for name in image_names(model):
+        if name in scorers:
+            pred = scorers[name](test.data[name])
+            out[name] = {t: float((pred[t] == test.targets[t]).float().mean()) for t in pred}
+            out[name]["all"] = float(torch.stack([pred[t] == test.targets[t] for t in pred]).all(0).float().mean())
+    return out
+
+
+def pairwise(coherence: dict) -> dict:
+    """One-to-one directions only ("a->b"), their mean, and the mean over every direction."""
+    single = {k: v["all"] for k, v in coherence.items() if "+" not in k.split("->")[0]}
+    every = [v["all"] for v in coherence.values() if not math.isnan(v["all"])]
+    return {"pairs": single, "mean_pairs": float(np.nanmean(list(single.values()))),
+            "mean_all_subsets": float(np.mean(every))}
+
+
+def sample_quality(model, test: TensorData, scorers, name: str, n: int, sampler: str) -> dict:
+    """Fréchet distance (classifier features) and sharpness of cross-generated and prior images."""
+    feats = classifier_features(scorers.get(name))
+    real = test.data[name][:n]
+    real_f = model.modalities[name].features(real)
+    out = {"sharpness_real": laplacian_sharpness(real_f)}
+    batch = test.batch(torch.arange(min(n, len(test))))
+    generated = {"prior": model.sample(len(real), targets=[name], raw=True, sampler=sampler)[name]}
+    for other in model.names:
+        if other != name:
+            generated[f"{other}->{name}"] = model.generate(batch, given=[other], targets=[name], raw=True,
+                                                           sampler=sampler)[name]
+    for key, x in generated.items():
+        entry = {"sharpness_ratio": laplacian_sharpness(x) / max(out["sharpness_real"], 1e-12)}
+        if feats is not None:
+            entry["frechet"] = frechet_distance(feats(x), feats(real_f))
+        out[key] = entry
+    return out
+
+
+def evaluate(model, splits, workload: str, label: str, n_eval: int, quick: bool) -> dict:
+    scorers = build_scorers(model, splits.train, epochs=2 if quick else 4, seed=0)
+    test = TensorData.from_raw(model, splits.test.subset(np.arange(min(len(splits.test), n_eval))))
+    samplers = ["auto"] + (["posterior"] if getattr(model, "conditional_prior", None) is not None else [])
+    result = {"ceiling": ceiling(scorers, test, model), "by_sampler": {}}
+    many = len(model.names) > 2
+    for sampler in samplers:
+        options = {"mean": False, "sampler": sampler} if sampler != "posterior" else {"mean": False,
+                                                                                          "sampler": "posterior"}
+        entry = {}
+        coh = conditional_coherence(model, test, scorers, n_max=n_eval, max_given=None if not many else 4,
+                                    **options)
+        entry["coherence"] = pairwise(coh) if many else {k: v for k, v in coh.items()}
+        if not many:
+            mean_coh = conditional_coherence(model, test, scorers, n_max=n_eval)  # decoding the posterior mean
+            entry["coherence_posterior_mean"] = {k: v.get("all") for k, v in mean_coh.items()}
+        entry["joint"] = joint_coherence(model, scorers, n=n_eval, sampler=sampler).get("all")
+        for name in image_names(model)[:1]:
+            entry["samples"] = sample_quality(model, test, scorers, name, n_eval, sampler)
+            for given in [[g] for g in model.names if g != name and model.modalities[g].kind == "text"]:
+                entry[f"open_{given[0]}->{name}"] = open_attribute_diversity(
+                    model, test, scorers, given, name, n_samples=20, n_inputs=20 if quick else 60, sampler=sampler)
+        result["by_sampler"][sampler] = entry
+    nll = estimate_log_likelihoods(model, test, k=4 if quick else 16, n_max=100 if quick else 300)
+    result["nll"] = {k: (-v if isinstance(v, float) else v) for k, v in nll.items() if k not in ("k", "n")}
+    grid(model, test, workload, label)
+    return result
+
+
+def grid(model, test: TensorData, workload: str, label: str) -> None:
+    """8 inputs x 8 draws of the first image modality from the first other modality (a caption)."""
+    imgs = image_names(model)
+    others = [n for n in model.names if n not in imgs[:1]]
+    if not imgs or not others:
+        return
+    batch = test.batch(torch.arange(min(8, len(test))))
+    draws = model.generate(batch, given=[others[0]], targets=[imgs[0]], n=8, raw=True)[imgs[0]]  # [8,B,...]
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    image_grid(draws.transpose(0, 1).reshape(-1, *draws.shape[2:]), FIGURES / f"{workload}-{label}.png", nrow=8)
+
+
+def run(workload: str, model_name: str, args) -> dict:
+    spec = WORKLOADS[workload]
+    epochs = 1 if args.quick else spec["epochs"]
+    config = run_config(spec, model_name, epochs, args.overrides)
+    if args.quick:
+        config["data"]["options"] = {**config["data"]["options"],
+                                     **({"n": 600} if "n" in config["data"]["options"] else {"limit": 1000})}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = train_run(config, Path(tmp) / "run")
+        seconds = time.perf_counter() - start
+    model = result.model
+    row = {"workload": workload, "model": model_name, "epochs": epochs, "train_seconds": round(seconds, 1),
+           "train_examples": len(result.splits.train), "config": model.config.to_dict()}
+    start = time.perf_counter()
+    row.update(evaluate(model, result.splits, workload, model_name, args.n_eval, args.quick))
+    row["eval_seconds"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(summary(row)), flush=True)
+    return row
+
+
+def summary(row: dict) -> dict:
+    """The headline figures of one row (also the README table's source)."""
+    auto = row["by_sampler"]["auto"]
+    coh = auto["coherence"]
+    out = {"workload": row["workload"], "model": row["model"], "train_s": row["train_seconds"]}
+    if "mean_pairs" in coh:
+        out["mean_cross_coherence"] = round(coh["mean_pairs"], 3)
+    else:
+        out.update({k: round(v["all"], 3) for k, v in coh.items()})
+    out["ceiling"] = {k: round(v["all"], 3) for k, v in row["ceiling"].items()}
+    out["joint"] = None if auto["joint"] is None else round(auto["joint"], 3)
+    for key, value in auto.items():
+        if key.startswith("open_"):
+            out[key] = {t: round(v["distinct_mean"], 2) for t, v in value["open"].items()}
+    return out
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budget: checks the script runs")
+    parser.add_argument("--only", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--models", nargs="*", default=None, help="override each workload's model list")
+    parser.add_argument("--n-eval", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=c.RESULTS)
+    parser.add_argument("--overrides", type=json.loads, default={},
+                        help='JSON merged into every run config, e.g. \'{"model": {"latent_dim": 32}}\'')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n_eval = 60
+    c.setup(args.threads)
+    rows, t0 = [], time.perf_counter()
+    for workload in args.only:
+        if WORKLOADS[workload]["data"]["source"] in ("mnist", "polymnist") and c.load_mnist_or_none("test", 10) is None:
+            print(f"skipping {workload}: no MNIST files in {c.mnist_dir()}")
+            continue
+        for model_name in args.models or WORKLOADS[workload]["models"]:
+            rows.append(run(workload, model_name, args))
+    out = args.out / ("quality_quick.json" if args.quick else "quality.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "quality", "quick": args.quick, "seconds": round(time.perf_counter() - t0),
+                               "machine": c.machine_info(float("nan")), "rows": rows}, indent=2, default=float))
+    print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The conditional flow prior p(code | given modalities): learns a conditional law with
+several modes, becomes generate's default path once fitted, saves and reloads with the model,
+and refuses what it cannot do."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import omnivae
+from omnivae import ConfigError, InputError, build_model
+from omnivae.priors.conditional import ConditionalFlowPrior, ConditionalPriorConfig, fit_conditional_prior
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_flow_learns_a_two_mode_conditional_law():
+    """Context bit 1 -> code near +2 or -2 (the caption leaves the sign open); bit 0 -> near 0.
+    Draws must fall in both modes, not in the middle where their average lies."""
+    gen = torch.Generator().manual_seed(0)
+    n = 2000
+    present = torch.ones(1, n, dtype=torch.bool)
+    bit = (torch.rand(n, generator=gen) < 0.5).float()
+    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    code = (bit * sign * 2.0).unsqueeze(1) + 0.1 * torch.randn(n, 1, generator=gen)
+    mu = bit.view(1, n, 1)  # one "modality" whose mean is the bit
+    prior = ConditionalFlowPrior(1, 1, 1, ConditionalPriorConfig(steps=600, hidden=[32, 32], transforms=2,
+                                                                 keep_probability=1.0))
+    prior.fit(code, mu, present, seed=0)
+    torch.manual_seed(1)
+    one = prior.sample(prior.context(torch.ones(1, 1, 1), torch.ones(1, 1, dtype=torch.bool)), 400)[:, 0, 0]
+    zero = prior.sample(prior.context(torch.zeros(1, 1, 1), torch.ones(1, 1, dtype=torch.bool)), 400)[:, 0, 0]
+    assert (one > 1.0).float().mean() > 0.3 and (one < -1.0).float().mean() > 0.3
+    assert (one.abs() < 0.8).float().mean() < 0.15  # hardly any at the average of the two modes
+    assert zero.abs().median() < 0.5
+
+
+@pytest.fixture
+def fitted(tiny_config, make_raw):
+    torch.manual_seed(0)
+    raw = make_raw(64, names=("image", "label"))
+    cfg = tiny_config("mopoe", ("image", "label"), latent_dim=4,
+                      conditional_prior={"steps": 40, "hidden": [16], "transforms": 2})
+    model = build_model(cfg, raw).eval()
+    fit_conditional_prior(model, raw, seed=0)
+    return model, raw
+
+
+def test_generate_draws_from_the_fitted_prior_by_default(fitted):
+    model, raw = fitted
+    batch = {"label": raw.modalities["label"][:5]}
+    torch.manual_seed(3)
+    default = model.generate(batch, given=["label"], targets=["image"], n=2, raw=True)["image"]
+    torch.manual_seed(3)
+    flow = model.generate(batch, given=["label"], targets=["image"], n=2, raw=True, sampler="conditional")["image"]
+    torch.manual_seed(3)
+    post = model.generate(batch, given=["label"], targets=["image"], n=2, raw=True, sampler="posterior")["image"]
+    torch.testing.assert_close(default, flow)
+    assert not torch.allclose(default, post)
+    assert default.shape == (2, 5, 1, 8, 8)
+    joint = model.sample(6, raw=True)
+    assert joint["image"].shape == (6, 1, 8, 8) and joint["label"].shape == (6,)
+
+
+def test_prior_weights_round_trip_through_a_saved_model(fitted, tmp_path):
+    model, raw = fitted
+    model.save(tmp_path / "m")
+    again = omnivae.load(tmp_path / "m")
+    assert again.conditional_prior.is_fitted
+    batch = {"label": raw.modalities["label"][:4]}
+    outs = []
+    for m in (model, again):
+        torch.manual_seed(7)
+        outs.append(m.generate(batch, given=["label"], targets=["image"], raw=True)["image"])
+    torch.testing.assert_close(outs[0], outs[1])
+
+
+def test_the_prior_is_not_trained_by_the_model_objective(tiny_config, make_raw):
+    raw = make_raw(32)
+    model = build_model(tiny_config("mopoe", ("image", "label"), conditional_prior={}), raw)
+    assert not any(p.requires_grad for p in model.conditional_prior.parameters())
+    assert not model.conditional_prior.is_fitted
+
+
+def test_unfitted_or_unknown_samplers_are_refused(tiny_config, make_raw):
+    raw = make_raw(32)
+    model = build_model(tiny_config("mopoe", ("image", "label"), conditional_prior={}), raw)
+    batch = {"label": raw.modalities["label"][:2]}
+    with pytest.raises(InputError, match="fitted conditional prior"):
+        model.generate(batch, given=["label"], sampler="conditional")
+    with pytest.raises(InputError, match="sampler"):
+        model.generate(batch, given=["label"], sampler="flow")
+    plain = model.generate(batch, given=["label"], targets=["image"], raw=True)  # auto: posterior until fitted
+    assert plain["image"].shape == (2, 1, 8, 8)
+
+
+def test_models_that_cannot_take_it_say_so(tiny_config, make_raw):
+    raw = make_raw(32)
+    cfg = tiny_config("cvae", ("image", "label"), target="image", conditions=["label"], conditional_prior={})
+    with pytest.raises(ConfigError, match="conditional_prior"):
+        build_model(cfg, raw)
+    with pytest.raises(ConfigError, match="steps"):
+        build_model(tiny_config("mopoe", ("image", "label"), conditional_prior={"steps": 0}), raw)
+
+
+def test_mmvae_plus_prior_carries_the_private_codes(tiny_config, make_raw):
+    torch.manual_seed(0)
+    raw = make_raw(48)
+    model = build_model(tiny_config("mmvae_plus", ("image", "label"), private_dim=2,
+                                    conditional_prior={"steps": 20, "hidden": [16], "transforms": 1}), raw).eval()
+    assert model.conditional_prior.code_dim == 4 + 2 * 2
+    fit_conditional_prior(model, raw)
+    out = model.generate({"label": raw.modalities["label"][:3]}, given=["label"], targets=["image"], raw=True)
+    assert out["image"].shape == (3, 1, 8, 8)
