@@ -289,7 +289,7 @@ def test_parse_spec_errors_and_infer_spec():
     with pytest.raises(ConfigError, match="kind"):
         parse_spec("x", {"shape": [1, 2, 2]})
     with pytest.raises(ConfigError, match="arch"):
-        parse_spec("x", {"kind": "image", "shape": [1, 8, 8], "arch": "resnet"})
+        parse_spec("x", {"kind": "image", "shape": [1, 8, 8], "arch": "transformer"})
     spec = infer_spec("img", "image", np.zeros((4, 8, 6), np.uint8), np.ones(4, bool), {"arch": "mlp"})
     assert tuple(spec.shape) == (1, 8, 6) and spec.arch == "mlp"
     spec = infer_spec("lab", "categorical", np.array([0, 4, 9]), np.array([True, True, False]))

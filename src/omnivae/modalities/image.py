@@ -1,11 +1,27 @@
-"""Images [B,C,H,W]: convolutional (or MLP) encoder and decoder built from the shape."""
+"""Images [B,C,H,W]: convolutional, residual or MLP encoder and decoder built from the shape.
+
+Architectures (`arch`):
+- "conv": one stride-2 4x4 conv per entry of `channels`, a Linear head; the decoder mirrors it
+  with transposed convs. Cheap; good enough for small images (28x28, 32x32).
+- "resnet": a stem conv, then per stage a stride-2 conv and `blocks` residual blocks
+  (conv3x3-GroupNorm-SiLU-conv3x3-GroupNorm + skip), down to about 4x4 (at most len(channels)
+  stages), a Linear head. The decoder mirrors it with nearest-neighbour upsampling to the
+  encoder's recorded sizes + conv3x3 (no transposed convs, so no checkerboard), ending in a
+  conv3x3 to the image channels (logits). Any H, W (odd or not a power of two) works.
+- "mlp": Linear layers of widths `hidden` on the flattened pixels.
+- "auto" (the default): "resnet" when the smaller side is >= RESNET_MIN_SIDE pixels, else "conv";
+  resolved when the spec is built, so a saved config records the network actually used.
+No BatchNorm anywhere: batches mix examples whose modality is missing (placeholders), and eval
+outputs must not depend on the batch.
+"""
 from __future__ import annotations
 
 import math
 from typing import Annotated, Literal
 
 import torch
-from pydantic import Field
+import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
 from omnivae.config import PositiveFloat, PositiveInt
@@ -14,15 +30,45 @@ from omnivae.modalities.base import Modality, ModalitySpec, check_finite, flatte
     numeric_array
 
 
+RESNET_MIN_SIDE = 48  # arch "auto": images whose smaller side is at least this get the resnet
+# channels when unset. The resnet's are narrower: its 3x3 convs and residual blocks at every stage
+# cost about 4x the conv net's FLOPs at equal widths; at these a 64x64 step at batch 64 takes about
+# twice the conv net's (benchmarks/bench_image_nets.py).
+DEFAULT_CHANNELS = {"conv": (32, 64, 128), "mlp": (32, 64, 128), "resnet": (16, 32, 64)}
+
+
+def resolve_arch(arch: str, shape) -> str:
+    """"auto" -> "resnet" for images whose smaller side is >= RESNET_MIN_SIDE, else "conv"."""
+    if arch != "auto":
+        return arch
+    return "resnet" if min(shape[1:]) >= RESNET_MIN_SIDE else "conv"
+
+
 class ImageSpec(ModalitySpec):
     kind: Literal["image"] = "image"
     shape: tuple[PositiveInt, PositiveInt, PositiveInt]  # channels, height, width
-    arch: Literal["conv", "mlp"] = "conv"
-    channels: Annotated[list[PositiveInt], Field(min_length=1)] = [32, 64, 128]  # conv: one stride-2 layer each
+    arch: Literal["auto", "conv", "resnet", "mlp"] = "auto"  # "auto" is resolved (see resolve_arch) on build
+    # conv: one stride-2 layer each. resnet: stage k has width channels[k-1] (the stem channels[0]); as
+    # many stages as the size allows (down to about 4x4). Unset: DEFAULT_CHANNELS[arch], stored resolved
+    channels: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    blocks: PositiveInt = 1  # resnet: residual blocks per stage (encoder and decoder)
     hidden: list[PositiveInt] = [512]  # mlp: hidden widths (conv: width of the dense layer, if any)
     likelihood: Literal["bernoulli", "gaussian", "laplace"] = "bernoulli"
     scale: PositiveFloat = 0.1  # gaussian/laplace pixel scale
     learn_scale: bool = False
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> "ImageSpec":
+        """Store the network actually built, never "auto" or unset widths: a saved config names it."""
+        resolved = {}
+        if self.arch == "auto":
+            resolved["arch"] = resolve_arch("auto", self.shape)
+        if self.channels is None:
+            resolved["channels"] = list(DEFAULT_CHANNELS.get(resolved.get("arch", self.arch), DEFAULT_CHANNELS["conv"]))
+        for key, value in resolved.items():  # through __dict__: an assignment would validate again
+            self.__dict__[key] = value
+            self.__pydantic_fields_set__.add(key)
+        return self
 
 
 class ConvEncoder(nn.Module):
@@ -61,6 +107,100 @@ class ConvDecoder(nn.Module):
         return self.deconvs(self.fc(z).view(-1, *self.flat))
 
 
+def group_norm(c: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups (the largest count <= 8 that divides c): per example, so
+    placeholders of missing examples never leak into others and eval equals train."""
+    return nn.GroupNorm(next(g for g in range(min(8, c), 0, -1) if c % g == 0), c)
+
+
+class ResBlock(nn.Module):
+    """x + GN(conv3x3(SiLU(GN(conv3x3(x))))), then SiLU. The last norm starts at zero, so each
+    block starts as the identity (a deep stack trains like a shallow one at first)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1), group_norm(c), nn.SiLU(),
+                                  nn.Conv2d(c, c, 3, 1, 1), group_norm(c))
+        nn.init.zeros_(self.body[-1].weight)
+        self.act = nn.SiLU()
+
+    def forward(self, x):
+        return self.act(x + self.body(x))
+
+
+def conv_norm_act(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), group_norm(c_out), nn.SiLU())
+
+
+def resnet_stages(shape, channels) -> list[tuple[int, int]]:
+    """Feature-map sizes [(H, W) of the input, then after each stage]: stride-2 stages (3x3,
+    padding 1: ceil halving) until the smaller side is <= 4, at least one and at most
+    len(channels) stages."""
+    h, w = shape[1:]
+    sizes = [(h, w)]
+    while len(sizes) <= len(channels) and (len(sizes) == 1 or min(h, w) > 4):
+        h, w = (h + 1) // 2, (w + 1) // 2
+        sizes.append((h, w))
+    return sizes
+
+
+class ResNetEncoder(nn.Module):
+    """Stem conv3x3 (width channels[0]) at full size; stage k: stride-2 conv3x3 to width
+    channels[k-1], `blocks` residual blocks; flatten + Linear to out_dim."""
+
+    def __init__(self, shape, channels, blocks, out_dim):
+        super().__init__()
+        self.sizes = resnet_stages(shape, channels)
+        widths = [channels[0], *channels[:len(self.sizes) - 1]]  # stem, then one per stage
+        self.widths = widths
+        layers: list[nn.Module] = [conv_norm_act(shape[0], widths[0])]
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [conv_norm_act(c_in, c_out, stride=2), *(ResBlock(c_out) for _ in range(blocks))]
+        self.convs = nn.Sequential(*layers)
+        self.flat = (widths[-1], *self.sizes[-1])
+        self.head = nn.Linear(math.prod(self.flat), out_dim)
+
+    def forward(self, x):
+        # channels_last: oneDNN's convolutions run about twice as fast on CPU in that layout
+        x = self.convs(x.contiguous(memory_format=torch.channels_last))
+        return self.head(x.flatten(1))  # flatten is in logical (C, H, W) order whatever the layout
+
+
+class UpStage(nn.Module):
+    """Residual blocks at this stage's size, then nearest upsampling to exactly `size` + conv3x3."""
+
+    def __init__(self, c_in: int, c_out: int, blocks: int, size: tuple[int, int], last: bool):
+        super().__init__()
+        self.blocks = nn.Sequential(*(ResBlock(c_in) for _ in range(blocks)))
+        self.size = tuple(size)
+        self.conv = nn.Conv2d(c_in, c_out, 3, 1, 1) if last else conv_norm_act(c_in, c_out)
+
+    def forward(self, x):
+        x = F.interpolate(self.blocks(x), size=self.size, mode="nearest")
+        return self.conv(x)
+
+
+class ResNetDecoder(nn.Module):
+    """Mirror of ResNetEncoder: Linear to the encoder's last feature map; per stage (deepest
+    first) residual blocks, upsampling to the encoder's recorded size and a conv3x3 to the
+    previous stage's width; the last stage's conv outputs the image channels (logits), so
+    the output is exactly [C, H, W] whatever H and W."""
+
+    def __init__(self, shape, widths, sizes, blocks, latent_dim):
+        super().__init__()
+        self.flat = (widths[-1], *sizes[-1])
+        self.fc = nn.Sequential(nn.Linear(latent_dim, math.prod(self.flat)), nn.SiLU())
+        stages, n = [], len(sizes) - 1
+        for k in range(n, 0, -1):  # stage k: widths[k] at sizes[k] -> widths[k-1] (image channels last) at sizes[k-1]
+            last = k == 1
+            stages.append(UpStage(widths[k], shape[0] if last else widths[k - 1], blocks, sizes[k - 1], last))
+        self.stages = nn.Sequential(*stages)
+
+    def forward(self, z):
+        x = self.fc(z).view(-1, *self.flat).contiguous(memory_format=torch.channels_last)
+        return self.stages(x).contiguous()  # NCHW: callers view it as [N, C, H, W] or flatten it
+
+
 def unit_pixels(x: torch.Tensor) -> torch.Tensor:
     """uint8 pixels as new floats in [0, 1]; float images pass through."""
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x
@@ -73,12 +213,19 @@ class ImageModality(Modality):
     def __init__(self, name: str, spec: ImageSpec, latent_dim: int):
         super().__init__(name, spec, latent_dim)
         shape, n_pix = tuple(spec.shape), math.prod(spec.shape)
-        if spec.arch == "conv":
-            if min(shape[1:]) < 2 ** len(spec.channels):
-                raise self._error(f"image {shape} is too small for {len(spec.channels)} stride-2 layers")
-            self.encoder = ConvEncoder(shape, spec.channels, 2 * latent_dim)
+        # specs resolve "auto" and unset channels themselves; a model_copy(update=...) may not
+        arch = resolve_arch(spec.arch, shape)
+        channels = list(spec.channels or DEFAULT_CHANNELS.get(arch, DEFAULT_CHANNELS["conv"]))
+        if arch == "resnet":
+            self.encoder = ResNetEncoder(shape, channels, spec.blocks, 2 * latent_dim)
             e = self.encoder
-            self.decoder = ConvDecoder(shape, spec.channels, e.sizes, e.flat, latent_dim)
+            self.decoder = ResNetDecoder(shape, e.widths, e.sizes, spec.blocks, latent_dim)
+        elif arch == "conv":
+            if min(shape[1:]) < 2 ** len(channels):
+                raise self._error(f"image {shape} is too small for {len(channels)} stride-2 layers")
+            self.encoder = ConvEncoder(shape, channels, 2 * latent_dim)
+            e = self.encoder
+            self.decoder = ConvDecoder(shape, channels, e.sizes, e.flat, latent_dim)
         else:
             self.encoder = nn.Sequential(nn.Flatten(), mlp([n_pix, *spec.hidden, 2 * latent_dim]))
             self.decoder = mlp([latent_dim, *reversed(spec.hidden), n_pix])
