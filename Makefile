@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench bench-quality clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# generation quality of every multimodal model at one budget (about 40 minutes here)
+bench-quality: setup
+	$(PY) benchmarks/bench_quality.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

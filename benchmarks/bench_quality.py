@@ -51,7 +51,7 @@ WORKLOADS = {
     "shapes-medium": {"data": {"source": "shapes", "options": {"n": 6000, "level": "medium"}},
                       "models": MULTIMODAL, "epochs": 10},
     "shapes-partial": {"data": {"source": "shapes", "options": {"n": 8000, "level": "partial"}},
-                       "models": ["mopoe", "mmvae_plus", "mvae"], "epochs": 12},
+                       "models": ["mopoe", "mmvae_plus", "mvae", "mopoe+gmm", "mopoe+adversarial"], "epochs": 12},
     "shapes-hard": {"data": {"source": "shapes", "options": {"n": 8000, "level": "hard"}},
                     "models": ["mopoe"], "epochs": 12},
     "mnist-captions": {"data": {"source": "mnist", "options": {"captions": "partial", "with_label": False,
@@ -62,14 +62,22 @@ WORKLOADS = {
 }
 
 
-def run_config(workload: dict, model: str, epochs: int, overrides: dict) -> dict:
+# "model+variant": the sharpening options measured against the plain model (their prior samples
+# and cross-generations get the same Fréchet distance and sharpness figures)
+VARIANTS = {"gmm": {"model": {"prior": {"kind": "gmm", "components": 10}}},
+            "adversarial": {"train": {"adversarial_weight": 50.0}}}
+
+
+def run_config(workload: dict, label: str, epochs: int, overrides: dict) -> dict:
+    model, _, variant = label.partition("+")
+    extra = VARIANTS[variant] if variant else {}
     data = json.loads(json.dumps(workload["data"]))
     if data["source"] in ("mnist", "polymnist"):
         data["options"]["root"] = str(c.mnist_dir())
     return {"data": {**data, "test_fraction": 0.1},
-            "model": {"model": model, **overrides.get("model", {})},
+            "model": {"model": model, **extra.get("model", {}), **overrides.get("model", {})},
             "train": {"max_epochs": epochs, "patience": None, "progress": False, "tensorboard": False,
-                      **overrides.get("train", {})}}
+                      **extra.get("train", {}), **overrides.get("train", {})}}
 
 
 def image_names(model) -> list[str]:
@@ -171,7 +179,7 @@ def run(workload: str, model_name: str, args) -> dict:
     row = {"workload": workload, "model": model_name, "epochs": epochs, "train_seconds": round(seconds, 1),
            "train_examples": len(result.splits.train), "config": model.config.to_dict()}
     start = time.perf_counter()
-    row.update(evaluate(model, result.splits, workload, model_name, args.n_eval, args.quick))
+    row.update(evaluate(model, result.splits, workload, model_name.replace("+", "-"), args.n_eval, args.quick))
     row["eval_seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(summary(row)), flush=True)
     return row
@@ -194,6 +202,33 @@ def summary(row: dict) -> dict:
     return out
 
 
+def fmt(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table of the headline figures, each beside its ceiling."""
+    lines = ["| workload | model | caption/source -> image | image -> caption/target | mean cross (PolyMNIST) "
+             "| ceiling | joint | open attribute: distinct values in 20 draws | FD prior (post. / flow) | sharpness prior (flow) | NLL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        auto, post = r["by_sampler"]["auto"], r["by_sampler"].get("posterior", {})
+        coh = auto["coherence"]
+        to_img = next((v["all"] for k, v in coh.items() if isinstance(v, dict) and k.endswith("->image")), None)
+        from_img = next((v["all"] for k, v in coh.items() if isinstance(v, dict) and k.startswith("image->")), None)
+        cross = coh.get("mean_pairs")
+        ceil = "/".join(fmt(v["all"]) for v in r["ceiling"].values())
+        opened = next((v["open"] for k, v in auto.items() if k.startswith("open_")), {})
+        open_txt = ", ".join(f"{t} {v['distinct_mean']:.1f}/{v['classes']}" for t, v in opened.items()) or "-"
+        fd_flow = auto.get("samples", {}).get("prior", {}).get("frechet")
+        fd_post = post.get("samples", {}).get("prior", {}).get("frechet")
+        sharp = auto.get("samples", {}).get("prior", {}).get("sharpness_ratio")
+        lines.append(f"| {r['workload']} | {r['model']} | {fmt(to_img)} | {fmt(from_img)} | {fmt(cross)} | {ceil} "
+                     f"| {fmt(auto['joint'])} | {open_txt} | {fmt(fd_post)} / {fmt(fd_flow)} | {fmt(sharp)} "
+                     f"| {fmt(r['nll'].get('joint'))} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny budget: checks the script runs")
@@ -204,7 +239,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=c.RESULTS)
     parser.add_argument("--overrides", type=json.loads, default={},
                         help='JSON merged into every run config, e.g. \'{"model": {"latent_dim": 32}}\'')
+    parser.add_argument("--table", action="store_true", help="print the table of the last results and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        rows = json.loads((args.out / ("quality_quick.json" if args.quick else "quality.json")).read_text())["rows"]
+        print(table(rows))
+        return rows
     if args.quick:
         args.n_eval = 60
     c.setup(args.threads)
@@ -219,6 +259,7 @@ def main(argv=None) -> list[dict]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "quality", "quick": args.quick, "seconds": round(time.perf_counter() - t0),
                                "machine": c.machine_info(float("nan")), "rows": rows}, indent=2, default=float))
+    print(table(rows))
     print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
     return rows
 

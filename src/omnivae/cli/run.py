@@ -31,7 +31,7 @@ def apply_overrides(config: dict, pairs: list[str]) -> dict:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run folder to write (replaced if it exists)."),
     minutes: float = typer.Option(4.0, help="Training time budget in minutes."),
-    level: str = typer.Option("easy", help=f"Shapes difficulty level: {', '.join(LEVELS)}."),
+    level: str = typer.Option("partial", help=f"Shapes difficulty level: {', '.join(LEVELS)}."),
     model: str = typer.Option("mopoe", help="Model family (mvae, mmvae, mopoe)."),
     n: int = typer.Option(6000, help="Number of synthetic examples."),
     seed: int = typer.Option(0, help="Random seed for data and training."),

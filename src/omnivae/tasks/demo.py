@@ -20,7 +20,7 @@ def demo_config(minutes: float | None, level: str, model: str, n: int, seed: int
     }
 
 
-def run_demo(out: Path, minutes: float | None = 4.0, level: str = "easy", model: str = "mopoe", n: int = 6000,
+def run_demo(out: Path, minutes: float | None = 4.0, level: str = "partial", model: str = "mopoe", n: int = 6000,
              seed: int = 0, progress: bool = True, max_epochs: int = 200) -> dict:
     """Train for `minutes` of wall-clock time (or `max_epochs`, whichever comes first)."""
     config = demo_config(minutes, level, model, n, seed, progress, max_epochs)

@@ -71,9 +71,13 @@ def _evaluate(model, train, test, out_dir, run_dir, n_eval, scorer_epochs, seed,
     metrics = {
         "model": model.config.model,
         "n_test": len(test),
-        "coherence": conditional_coherence(model, test_data, scorers, n_max=n_eval),
+        # the default generation path: draws from the conditional prior where the model has one
+        "coherence": conditional_coherence(model, test_data, scorers, n_max=n_eval,
+                                           mean=not model.uses_conditional_prior("auto")),
         "joint_coherence": joint_coherence(model, scorers, n=n_eval),
     }
+    if model.uses_conditional_prior("auto"):
+        metrics["coherence_posterior_mean"] = conditional_coherence(model, test_data, scorers, n_max=n_eval)
     sections = [Section("Metrics", "Cross-modal accuracy: a generated modality is scored by a classifier "
                         "(images) or a caption parser (text) and compared with the true attributes.",
                         table=dict(metrics))]
