@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c  # noqa: E402
 
 from omnivae.data.tensors import TensorData  # noqa: E402
-from omnivae.metrics.coherence import build_scorers, conditional_coherence, joint_coherence  # noqa: E402
+from omnivae.errors import InputError  # noqa: E402
+from omnivae.metrics.coherence import build_scorers, caption_scorer, conditional_coherence, joint_coherence  # noqa: E402,E501
 from omnivae.metrics.fid import frechet_distance  # noqa: E402
 from omnivae.metrics.likelihood import estimate_log_likelihoods  # noqa: E402
 from omnivae.metrics.samples import laplacian_sharpness, open_attribute_diversity  # noqa: E402
@@ -123,8 +124,23 @@ def sample_quality(model, test: TensorData, scorers, name: str, n: int, sampler:
     return out
 
 
+SCORERS: dict[str, dict] = {}  # workload -> scorers of its first model; the image classifiers do not depend on it
+
+
+def scorers_for(model, splits, workload: str, quick: bool) -> dict:
+    """Classifiers are trained once per workload (same data for every model); caption parsers
+    are rebuilt for each model (they decode with its tokenizer)."""
+    if workload not in SCORERS:
+        SCORERS[workload] = build_scorers(model, splits.train, epochs=2 if quick else 4, seed=0)
+    cached = dict(SCORERS[workload])
+    for name in model.names:
+        if model.modalities[name].kind == "text":
+            cached[name] = caption_scorer(model, name, splits.train)
+    return cached
+
+
 def evaluate(model, splits, workload: str, label: str, n_eval: int, quick: bool) -> dict:
-    scorers = build_scorers(model, splits.train, epochs=2 if quick else 4, seed=0)
+    scorers = scorers_for(model, splits, workload, quick)
     test = TensorData.from_raw(model, splits.test.subset(np.arange(min(len(splits.test), n_eval))))
     samplers = ["auto"] + (["posterior"] if getattr(model, "conditional_prior", None) is not None else [])
     result = {"ceiling": ceiling(scorers, test, model), "by_sampler": {}}
@@ -146,8 +162,11 @@ def evaluate(model, splits, workload: str, label: str, n_eval: int, quick: bool)
                 entry[f"open_{given[0]}->{name}"] = open_attribute_diversity(
                     model, test, scorers, given, name, n_samples=20, n_inputs=20 if quick else 60, sampler=sampler)
         result["by_sampler"][sampler] = entry
-    nll = estimate_log_likelihoods(model, test, k=4 if quick else 16, n_max=100 if quick else 300)
-    result["nll"] = {k: (-v if isinstance(v, float) else v) for k, v in nll.items() if k not in ("k", "n")}
+    try:
+        nll = estimate_log_likelihoods(model, test, k=4 if quick else 16, n_max=100 if quick else 300)
+        result["nll"] = {k: (-v if isinstance(v, float) else v) for k, v in nll.items() if k not in ("k", "n")}
+    except InputError as exc:  # e.g. private latents: no IW estimate
+        result["nll"] = {"error": str(exc)}
     grid(model, test, workload, label)
     return result
 
@@ -202,6 +221,14 @@ def summary(row: dict) -> dict:
     return out
 
 
+def write(args, rows: list[dict], t0: float) -> Path:
+    out = args.out / ("quality_quick.json" if args.quick else "quality.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "quality", "quick": args.quick, "seconds": round(time.perf_counter() - t0),
+                               "machine": c.machine_info(float("nan")), "rows": rows}, indent=2, default=float))
+    return out
+
+
 def fmt(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
@@ -225,7 +252,7 @@ def table(rows: list[dict]) -> str:
         sharp = auto.get("samples", {}).get("prior", {}).get("sharpness_ratio")
         lines.append(f"| {r['workload']} | {r['model']} | {fmt(to_img)} | {fmt(from_img)} | {fmt(cross)} | {ceil} "
                      f"| {fmt(auto['joint'])} | {open_txt} | {fmt(fd_post)} / {fmt(fd_flow)} | {fmt(sharp)} "
-                     f"| {fmt(r['nll'].get('joint'))} |")
+                     f"| {fmt(r['nll'].get('joint'))} |")  # noqa: E501
     return "\n".join(lines)
 
 
@@ -255,10 +282,8 @@ def main(argv=None) -> list[dict]:
             continue
         for model_name in args.models or WORKLOADS[workload]["models"]:
             rows.append(run(workload, model_name, args))
-    out = args.out / ("quality_quick.json" if args.quick else "quality.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "quality", "quick": args.quick, "seconds": round(time.perf_counter() - t0),
-                               "machine": c.machine_info(float("nan")), "rows": rows}, indent=2, default=float))
+            write(args, rows, t0)  # after every row: a crash or a kill keeps what was measured
+    out = write(args, rows, t0)
     print(table(rows))
     print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
     return rows

@@ -125,3 +125,15 @@ def test_bad_arguments_raise():
     with pytest.raises(InputError, match="no"):
         iw_log_likelihood(model, Batch({"x1": x["x1"]}), ["x2"])
     assert np.isfinite(float(iw_log_likelihood(model, Batch(x), "x1", k=2).sum()))
+
+
+def test_models_with_private_latents_get_a_clear_error(tiny_config, make_raw):
+    """MMVAE+'s decoders read private codes that the shared posterior does not give."""
+    from omnivae import InputError, build_model
+    from omnivae.data.tensors import TensorData
+    from omnivae.metrics.likelihood import estimate_log_likelihoods
+
+    raw = make_raw(16)
+    model = build_model(tiny_config("mmvae_plus", ("image", "label"), private_dim=2), raw)
+    with pytest.raises(InputError, match="private latents"):
+        estimate_log_likelihoods(model, TensorData.from_raw(model, raw), k=2)

@@ -45,6 +45,9 @@ def iw_log_likelihood(model, batch: Batch, names: Sequence[str], k: int = 10, k_
     names = _names(model, names, "names")
     if not names:
         raise InputError("names: expected at least one modality to score, received none")
+    if type(model).modality_latent_dim(model.config) != model.config.latent_dim:
+        raise InputError(f"importance-weighted likelihoods are not implemented for {model.config.model!r}: its "
+                         "decoders read codes beyond the shared latent (private latents or conditions)")
     if not isinstance(k, int) or k < 1 or not isinstance(k_chunk, int) or k_chunk < 1:
         raise InputError(f"k and k_chunk must be positive ints, received {k!r}, {k_chunk!r}")
     missing = [n for n in names if n not in batch.data]

@@ -351,6 +351,8 @@ class Extra:
 
         if getattr(self.model.config, "model", "") in ("ae", "dae", "sparse_ae", "stacked_ae"):
             raise Skip("deterministic autoencoders have no likelihood")
+        if type(self.model).modality_latent_dim(self.model.config) != self.model.config.latent_dim:
+            raise Skip("no importance-weighted likelihood for models whose decoders read private latents or conditions")
         return estimate_log_likelihoods(self.model, self.data, k=self.LIKELIHOOD_K,
                                         n_max=min(self.n, self.LIKELIHOOD_N), seed=self.seed,
                                         conditionals=len(self.names) > 1)
