@@ -75,3 +75,28 @@ def test_diversity_counts_distinct_values_of_the_open_attribute(tiny_config, mak
     assert "label" not in out["open"]  # the given label determines it
     with pytest.raises(InputError, match="n_samples"):
         open_attribute_diversity(model, data, scorers, ["label"], "image", n_samples=1)
+
+
+def test_classifier_scorer_reads_uint8_pixels_like_unit_floats(make_raw):
+    from omnivae.metrics.coherence import classifier_scorer
+
+    raw = make_raw(48, names=("image", "label"), image_shape=(1, 16, 16))
+    raw.targets["label"] = raw.modalities["label"].copy()
+    pixels = torch.as_tensor(raw.modalities["image"])
+    score = classifier_scorer(pixels.float() / 255, raw, "image", epochs=1, seed=0)
+    assert torch.equal(score(pixels)["label"], score(pixels.float() / 255)["label"])
+
+
+def test_joint_coherence_ignores_what_a_caption_leaves_unsaid(tiny_config, make_raw):
+    from omnivae import build_model
+    from omnivae.metrics.coherence import joint_coherence
+
+    raw = make_raw(12, names=("image", "label"))
+    model = build_model(tiny_config("mopoe", ("image", "label")), raw).eval()
+    image = lambda x: {"shape": torch.zeros(len(x), dtype=torch.long), "position": torch.arange(len(x)) % 4}
+    caption = lambda x: {"shape": torch.zeros(len(x), dtype=torch.long), "position": torch.full((len(x),), -1)}
+    assert joint_coherence(model, {"image": image, "label": caption}, n=8)["all"] == 1.0
+    wrong = lambda x: {"shape": torch.ones(len(x), dtype=torch.long), "position": torch.full((len(x),), -1)}
+    assert joint_coherence(model, {"image": image, "label": wrong}, n=8)["all"] == 0.0
+    silent = lambda x: {"shape": torch.full((len(x),), -1), "position": torch.full((len(x),), -1)}
+    assert joint_coherence(model, {"image": image, "label": silent}, n=8)["all"] == 0.0

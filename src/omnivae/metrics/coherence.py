@@ -58,7 +58,10 @@ def classifier_scorer(x: torch.Tensor, raw: RawData, kind: str, epochs: int, see
         clfs[t] = train_classifier(x[known], y[known], kind=kind, num_classes=int(y.max()) + 1,
                                    epochs=epochs, seed=seed)
     def score(gen: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {t: predict(c, gen.float()) for t, c in clfs.items()}
+        # real images arrive as uint8 pixels, generated ones as floats in [0, 1]: the classifiers
+        # were trained on the latter (the modality's features)
+        x = gen.float().div(255.0) if gen.dtype == torch.uint8 else gen.float()
+        return {t: predict(c, x) for t, c in clfs.items()}
 
     score.classifiers = clfs  # evaluation's Frechet distance reuses their features
     return score
@@ -174,7 +177,12 @@ def joint_coherence(model, scorers: dict[str, Scorer], n: int = 1000, **gen_opti
         shared = [t for t in preds[a] if t in preds[b]]
         if not shared:
             continue
-        agree = torch.stack([(preds[a][t] == preds[b][t]) & (preds[a][t] >= 0) for t in shared]).all(0)
+        # an attribute counts where both samples show it readably (a caption that leaves the
+        # position unsaid neither agrees nor disagrees with the image's position); a pair with
+        # no readable attribute in common does not agree
+        readable = torch.stack([(preds[a][t] >= 0) & (preds[b][t] >= 0) for t in shared])
+        equal = torch.stack([preds[a][t] == preds[b][t] for t in shared])
+        agree = (equal | ~readable).all(0) & readable.any(0)
         out[f"{a}~{b}"] = float(agree.float().mean())
         agree_all &= agree
     out["all"] = float(agree_all.float().mean())
