@@ -95,3 +95,23 @@ def test_bench_verb_is_registered_and_finds_the_suite():
 def test_run_all_rejects_unknown_workload():
     with pytest.raises(SystemExit):
         RUN_ALL["parse_args"](["--only", "no-such-workload"])
+
+
+@pytest.mark.slow
+def test_quality_benchmark_quick_run_scores_open_attributes(tmp_path):
+    """bench_quality.py --quick on the partial level: a row per model with its ceiling, both
+    generation paths, the open attributes' diversity and a table; the docs' grids stay untouched."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_quality.py"), "--quick", "--threads", "1",
+                           "--only", "shapes-partial", "--models", "mopoe", "--out", str(tmp_path)],
+                          check=False, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = json.loads((tmp_path / "quality_quick.json").read_text())["rows"]
+    assert [(r["workload"], r["model"]) for r in rows] == [("shapes-partial", "mopoe")]
+    row = rows[0]
+    assert set(row["by_sampler"]) == {"auto", "posterior"}  # runs fit the conditional prior by default
+    assert 0.0 <= row["ceiling"]["image"]["all"] <= 1.0
+    opened = row["by_sampler"]["auto"]["open_text->image"]["open"]
+    assert "position" in opened and 1 <= opened["position"]["distinct_mean"] <= 4
+    assert "| shapes-partial | mopoe |" in proc.stdout
+    assert (tmp_path / "quality-grids" / "shapes-partial-mopoe.png").stat().st_size > 1000
