@@ -146,8 +146,7 @@ def evaluate(model, splits, workload: str, label: str, n_eval: int, quick: bool,
     result = {"ceiling": ceiling(scorers, test, model), "by_sampler": {}}
     many = len(model.names) > 2
     for sampler in samplers:
-        options = {"mean": False, "sampler": sampler} if sampler != "posterior" else {"mean": False,
-                                                                                          "sampler": "posterior"}
+        options = {"mean": False, "sampler": sampler}
         entry = {}
         coh = conditional_coherence(model, test, scorers, n_max=n_eval, max_given=None if not many else 4,
                                     **options)

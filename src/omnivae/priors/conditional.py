@@ -113,20 +113,19 @@ class ConditionalFlowPrior(nn.Module):
                 torch.nn.utils.clip_grad_norm_(self.flow.parameters(), 5.0)
                 opt.step()
                 sched.step()
-                losses.append(float(loss.detach()) if log_every and step % log_every == 0 else math.nan)
+                if log_every and step % log_every == 0:  # a host sync only on logging steps
+                    losses.append(float(loss.detach()))
         finally:
             self.requires_grad_(False)
             self.eval()
         self.fitted.fill_(True)
-        return [v for v in losses if not math.isnan(v)]
+        return losses
 
 
 @torch.no_grad()
 def encode_for_prior(model, data, batch_size: int = 512):
     """Full codes [N,T] of the examples with every modality present, their unimodal means [M,N,W]
     and presence [M,N] (all True), from TensorData."""
-    from omnivae.batch import Batch
-
     complete = torch.stack([data.mask[n] for n in model.names]).all(0).nonzero().squeeze(1)
     if len(complete) < 2:
         raise InputError(f"the conditional prior is fitted on examples with every modality present; "
@@ -136,8 +135,7 @@ def encode_for_prior(model, data, batch_size: int = 512):
     codes, mus, presents = [], [], []
     try:
         for idx in complete.split(batch_size):
-            b = data.batch(idx)
-            b = Batch({k: v.to(dev) for k, v in b.data.items()}, {k: m.to(dev) for k, m in b.mask.items()})
+            b = data.batch(idx).to(dev)
             mu, logvar, present = model.encode_unimodal(b)
             codes.append(model.full_code(mu, logvar, present).cpu())
             mus.append(mu.cpu()), presents.append(present.cpu())
