@@ -8,8 +8,10 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
+# test extras plus the optional parts the suite exercises (serving, tracking, Hub, docs)
+EXTRAS ?= test,text-metrics,tables,serve,browser-test,tracking,hub,docs
 
-.PHONY: setup demo test test-fast bench bench-quality clean
+.PHONY: setup browser demo test test-fast bench bench-quality clean
 
 setup: $(STAMP)
 
@@ -19,13 +21,21 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[test,text-metrics,tables]"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/omnivae demo --out $(DEMO_OUT)
 
-test: setup
+# Debian's chromium for the browser test (Playwright drives it; its own download does not work
+# here). Installed with apt-get when running as root; otherwise that one test says why it skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; } || \
+	  echo "chromium could not be installed: the browser test will be skipped"
+
+test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: setup
