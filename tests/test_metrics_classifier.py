@@ -114,3 +114,35 @@ def test_bad_arguments_raise_input_error(call, word):
 def test_predict_checks_input_shape(image_clf):
     with pytest.raises(InputError, match="dim 1"):
         predict(image_clf, torch.rand(2, 3, 32, 32))
+
+
+def test_degrade_blurs_half_and_keeps_the_rest():
+    from omnivae.metrics.classifier import degrade
+
+    x = torch.zeros(64, 3, 16, 16)
+    x[:, :, 6:10, 6:10] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    same = degrade(x, gen, p=0.0)
+    assert torch.equal(same, x)
+    out = degrade(x, torch.Generator().manual_seed(0), p=1.0)
+    assert out.shape == x.shape
+    edges = lambda t: (t[..., 1:, :] - t[..., :-1, :]).pow(2).sum((1, 2, 3))  # noqa: E731
+    assert float(edges(out).mean()) < 0.8 * float(edges(x).mean())  # blurred: weaker edges
+    assert abs(float(out.mean() - x.mean())) < 0.01  # brightness kept
+
+
+def test_augment_trains_on_degraded_copies(image_data):
+    """augment=True changes what the classifier sees (same seed, other weights), and the image
+    scorers of coherence use it: the benchmark records their accuracy on blurred real images."""
+    (x, y), _ = image_data
+    plain = train_classifier(x, y, "image", int(y.max()) + 1, epochs=1, seed=0)
+    again = train_classifier(x, y, "image", int(y.max()) + 1, epochs=1, seed=0)
+    augmented = train_classifier(x, y, "image", int(y.max()) + 1, epochs=1, seed=0, augment=True)
+    w = lambda c: torch.cat([p.flatten() for p in c.parameters()])  # noqa: E731
+    assert torch.equal(w(plain), w(again))
+    assert not torch.allclose(w(plain), w(augmented))
+
+
+def test_augment_is_for_images_only():
+    with pytest.raises(InputError, match="augment"):
+        train_classifier(torch.randn(8, 4), torch.tensor([0, 1] * 4), "vector", 2, epochs=1, augment=True)

@@ -6,6 +6,7 @@ import csv
 import math
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,10 +44,11 @@ def tiny_source(monkeypatch, make_raw):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, make_raw):
-    """One epoch of training into a folder that held an old file (overwrite=True)."""
+    """One epoch of training into an earlier run folder that held an old file (overwrite=True)."""
     raw = make_raw(48)
     run_dir = tmp_path_factory.mktemp("runs") / "run"
     run_dir.mkdir()
+    (run_dir / "omnivae-run.json").write_text("{}")  # an omnivae run folder: the only kind replaced
     (run_dir / "old-result.txt").write_text("stale")
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
@@ -352,8 +354,12 @@ def test_resume_after_a_crash_inside_the_model_swap(fresh_run):
 
 
 def test_run_yaml_is_written_atomically_after_the_model(tmp_path, tiny_source, monkeypatch):
-    def killed(path, payload):
-        raise Stop
+    real = omnivae.run.atomic_write_bytes
+
+    def killed(path, payload):  # the process dies as it writes run.yaml (the run marker is written before)
+        if Path(path).name == "run.yaml":
+            raise Stop
+        real(path, payload)
     monkeypatch.setattr(omnivae.run, "atomic_write_bytes", killed)
     with pytest.raises(Stop):
         train_run(run_config(), tmp_path / "run")

@@ -19,3 +19,13 @@ class ModelFileError(OmniVAEError, OSError):
 
 class TrainingError(OmniVAEError, RuntimeError):
     """Training cannot go on (for example a non-finite loss); the last good checkpoint is kept."""
+
+
+def did_you_mean(word: object, choices) -> str:
+    """' (did you mean 'mopoe'?)' for a near miss among `choices`, else ''."""
+    import difflib
+
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -5,10 +5,12 @@ holding files of any other type (a pickle, a .pt) is refused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,6 +22,19 @@ from omnivae.version import __version__
 
 CONFIG_FILE, WEIGHTS_FILE, FORMAT = "config.json", "model.safetensors", "omnivae-model"
 ALLOWED_SUFFIXES = {".json", ".safetensors", ".md", ".txt", ".png", ".html", ".yaml", ".csv"}
+CHECKSUM_KEY = "weights_sha256"  # config.json: SHA-256 of model.safetensors, checked on load (absent in old folders)
+
+
+class UntrainedModelWarning(UserWarning):
+    """The folder holds the initial weights of a run whose training has not finished."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_model(model, folder: str | Path, extra: dict | None = None) -> Path:
@@ -30,15 +45,16 @@ def save_model(model, folder: str | Path, extra: dict | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     old = None
     try:
-        header = {"format": FORMAT, "omnivae_version": __version__, "config": model.config.to_dict()}
-        if extra:
-            header["extra"] = extra
-        (tmp / CONFIG_FILE).write_text(json.dumps(header, indent=2), encoding="utf-8")
         for mod in model.modalities.values():
             for name, text in mod.extra_files().items():
                 (tmp / name).write_text(text, encoding="utf-8")
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"omnivae_version": __version__})
+        header = {"format": FORMAT, "omnivae_version": __version__, "config": model.config.to_dict(),
+                  CHECKSUM_KEY: file_sha256(tmp / WEIGHTS_FILE)}  # weights first: the header vouches for them
+        if extra:
+            header["extra"] = extra
+        (tmp / CONFIG_FILE).write_text(json.dumps(header, indent=2), encoding="utf-8")
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             os.replace(folder, old)
@@ -124,6 +140,39 @@ def check_shapes(model, shapes: dict[str, list[int]], weights: Path) -> None:
                              f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
 
 
+def check_checksum(header: dict, weights: Path) -> None:
+    """The weights file must be the one the header was written with (folders saved before
+    checksums have no CHECKSUM_KEY and are not checked)."""
+    expected = header.get(CHECKSUM_KEY)
+    if expected is None:
+        return
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise ModelFileError(f"{weights.parent / CONFIG_FILE}: {CHECKSUM_KEY} must be a SHA-256 hex digest, "
+                             f"got {expected!r}")
+    if file_sha256(weights) != expected.lower():
+        raise ModelFileError(f"{weights} does not match the SHA-256 recorded in {CONFIG_FILE}: the weights file "
+                             "was changed or truncated after it was saved (restore the folder from a copy, or "
+                             "save the model again)")
+
+
+def check_finite(state: dict[str, torch.Tensor], weights: Path) -> None:
+    """Refuse weights holding NaN or inf, naming the first such tensor."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise ModelFileError(f"{weights}: tensor {name!r} holds {bad} of {tensor.numel()} values that are "
+                                     "not finite (NaN or inf): the model cannot give meaningful outputs (its "
+                                     "training diverged, or the file was damaged)")
+
+
+def warn_if_untrained(header: dict, folder: Path) -> None:
+    if isinstance(header.get("extra"), dict) and header["extra"].get("trained") is False:
+        warnings.warn(f"{folder} holds the initial, untrained weights of a run that has not finished training "
+                      "(it was interrupted or is still running): resume it with `omnivae train --resume RUN_DIR` "
+                      "before using it", UntrainedModelWarning, stacklevel=3)
+
+
 def build_from_header(header: dict, folder: Path):
     """The model a header describes; a config that cannot be built is the folder's fault."""
     from omnivae.models import build_model
@@ -135,7 +184,12 @@ def build_from_header(header: dict, folder: Path):
 
 
 def load_model(folder: str | Path, map_location: str | torch.device = "cpu"):
-    """Rebuild a model from its folder: JSON config, JSON tokenizers, safetensors weights."""
+    """Rebuild a model from its folder: JSON config, JSON tokenizers, safetensors weights.
+    "hf://user/repo[@revision]" downloads the folder from the Hugging Face Hub first (omnivae.hub)."""
+    if isinstance(folder, str) and folder.startswith("hf://"):
+        from omnivae.hub import pull_uri
+
+        folder = pull_uri(folder)  # JSON, safetensors and the like only; checked again below
     folder = Path(folder)
     recover_model_folder(folder)
     if not folder.is_dir():
@@ -157,9 +211,12 @@ def load_model(folder: str | Path, map_location: str | torch.device = "cpu"):
     for mod in model.modalities.values():
         mod.load_extra_files(folder)
     check_shapes(model, shapes, weights)
+    check_checksum(header, weights)
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{weights} cannot be read (truncated or damaged?): {exc}") from None
+    check_finite(state, weights)
     model.load_state_dict(state)
+    warn_if_untrained(header, folder)
     return model.eval()

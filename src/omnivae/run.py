@@ -1,13 +1,17 @@
 """A training run: data + model + training options -> a run folder.
 
-run_dir/run.yaml (the resolved config), model/ (the saved model), checkpoints/,
-logs/ (CSV and TensorBoard), and whatever evaluation writes (metrics.json, figures/).
+run_dir/omnivae-run.json (marks the folder as a run: only such folders are ever replaced),
+run.yaml (the resolved config), model/ (the saved model), checkpoints/, logs/ (CSV and
+TensorBoard), and whatever evaluation writes (metrics.json, figures/).
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +25,25 @@ from omnivae.data.raw import RawData
 from omnivae.data.sources import DataConfig, load_source
 from omnivae.data.tensors import TensorData
 from omnivae.errors import ConfigError, ModelFileError
-from omnivae.io import load_model, recover_model_folder, save_model
+from omnivae.io import CONFIG_FILE, FORMAT, UntrainedModelWarning, load_model, recover_model_folder, save_model
 from omnivae.modalities import infer_spec
 from omnivae.models import MODELS, build_model, model_config_from_dict
 from omnivae.models.base import ModelConfig, MultimodalModel
+from omnivae.train.adversarial import select_module
+from omnivae.train.callbacks import LastCheckpoint
 from omnivae.train.checkpoint import atomic_write_bytes, read_checkpoint
 from omnivae.train.config import TrainConfig
 from omnivae.train.trainer import fit, launched_as_worker
+from omnivae.version import __version__
+
+RUN_MARKER = "omnivae-run.json"
+# what `--resume` may change (train_run(config, run_dir, resume=True)): how long training goes on
+# and how it is run and logged; anything else (model, data, optimiser, seed) would silently not
+# apply to the restored state, or make the checkpoint mean something else, so it is refused
+RESUMABLE_KEYS = ("train.max_epochs", "train.max_steps", "train.max_minutes", "train.patience",
+                  "train.on_nonfinite", "train.checkpoint_every_n_steps", "train.log_every_n_steps",
+                  "train.progress", "train.tensorboard", "train.loggers", "train.num_threads", "train.num_workers",
+                  "train.devices", "train.num_nodes", "train.strategy")
 
 
 class RunConfig(StrictModel):
@@ -49,6 +65,7 @@ class RunResult:
     run_dir: Path
     splits: Splits
     config: RunConfig
+    steps_trained: int | None = None  # optimiser steps this call ran (0: a resumed run that had finished)
 
 
 def split_data(raw: RawData, config: RunConfig) -> Splits:
@@ -79,18 +96,102 @@ def resolve_model_config(model: dict[str, Any], raw: RawData) -> ModelConfig:
     return model_config_from_dict({**model, "modalities": specs})
 
 
+def is_run_folder(path: Path) -> bool:
+    """True for a folder an omnivae run wrote: it holds omnivae-run.json (written first by every
+    run since the marker exists) or, for older runs, an omnivae model folder model/config.json
+    (written before anything else but the marker; also as .model.old-* after a killed save)."""
+    path = Path(path)
+    if (path / RUN_MARKER).is_file():
+        return True
+    for header in [path / "model" / CONFIG_FILE, *path.glob(f".model.old-*/{CONFIG_FILE}")]:
+        try:
+            if header.is_file() and json.loads(header.read_text(encoding="utf-8")).get("format") == FORMAT:
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
+def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse, before anything is touched, a --out that is a file, a non-empty folder without
+    --overwrite, or (with --overwrite) a non-empty folder that is not an omnivae run folder."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} exists and is a file, not a folder; choose another --out")
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if not is_run_folder(run_dir):
+        raise ConfigError(f"folder {run_dir} already exists and is not an omnivae run folder (it has no "
+                          f"{RUN_MARKER} and no model/ written by omnivae), so it is left as it is, even with "
+                          "--overwrite: choose another --out, or empty the folder yourself")
+    if not overwrite:
+        raise ConfigError(f"run folder {run_dir} already exists and is not empty; pass --resume to "
+                          "continue it, --overwrite to replace it, or choose another --out")
+
+
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (run_dir / "run.yaml").is_file():
             raise ConfigError(f"cannot resume: {run_dir} holds no run.yaml (not a run folder, or its run was "
                               "killed while starting: train it again with --overwrite)")
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"run folder {run_dir} already exists and is not empty; pass --resume to "
-                              "continue it, --overwrite to replace it, or choose another --out")
-        shutil.rmtree(run_dir)
+    check_run_dir(run_dir, overwrite)
+    for leftover in run_dir.parent.glob(f".{run_dir.name}.replaced-*"):  # a replace killed while deleting
+        shutil.rmtree(leftover, ignore_errors=True)
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        # one rename takes the old run away whole (a kill cannot leave half a run that is no
+        # longer recognisable as one), then it is deleted
+        trash = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}-{time.time_ns()}")
+        os.replace(run_dir, trash)
+        shutil.rmtree(trash, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    marker = {"format": "omnivae-run", "omnivae_version": __version__,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_bytes(run_dir / RUN_MARKER, (json.dumps(marker, indent=2) + "\n").encode())
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train.max_epochs": 3, ...}: the leaves of nested dicts (lists and scalars are leaves)."""
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree} if prefix else {}
+
+
+_UNSET = object()  # a key run.yaml does not have
+
+
+def resume_config(saved: dict[str, Any], changes: dict[str, Any] | RunConfig, where: str) -> dict[str, Any]:
+    """run.yaml's config with `changes` (a partial or whole run config) applied, if every key
+    they change is in RESUMABLE_KEYS; otherwise a ConfigError naming each refused key."""
+    if isinstance(changes, RunConfig):
+        changes = changes.to_dict()
+    if not isinstance(changes, dict):
+        raise ConfigError(f"{where} must be a mapping of config sections, got {type(changes).__name__}")
+    old = _leaves(saved)
+    changed = {}
+    for key, value in _leaves(changes).items():
+        before = old.get(key, _UNSET)
+        if before is _UNSET or before != value:
+            if before is _UNSET and any(k.startswith(key + ".") for k in old) and value in ({}, None):
+                continue  # an empty section or modality entry changes nothing
+            changed[key] = (before, value)
+    refused = [k for k in changed if k not in RESUMABLE_KEYS]
+    if refused:
+        shown = "; ".join(f"{k}: {'(not set)' if changed[k][0] is _UNSET else repr(changed[k][0])} -> "
+                          f"{changed[k][1]!r}" for k in refused)
+        raise ConfigError(f"cannot change {', '.join(refused)} when resuming ({shown}): the checkpoint was "
+                          "trained with the values in run.yaml. On resume only these may change: "
+                          + ", ".join(RESUMABLE_KEYS) + ". Start a new run (another --out) for anything else.")
+    merged = json.loads(json.dumps(saved))
+    for key, (_, value) in changed.items():
+        node = merged
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return merged
 
 
 def seed_everything(seed: int) -> None:
@@ -110,34 +211,51 @@ def tidy_run_dir(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def train_run(config: RunConfig | dict, run_dir: str | Path, resume: bool = False,
+def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool = False,
               overwrite: bool = False) -> RunResult:
-    """Load data, build (or restore) the model, train it, save the best weights to run_dir/model."""
+    """Load data, build (or restore) the model, train it, save the best weights to run_dir/model.
+
+    A new run checks everything it can (config, data, model) before it touches run_dir, and
+    only replaces (overwrite=True) a folder that is an omnivae run folder. With resume=True,
+    `config` (optional, partial) may change the keys in RESUMABLE_KEYS, e.g.
+    {"train": {"max_epochs": 30}} to train a finished run further; run.yaml is updated.
+    SIGTERM / SIGINT stop training with last.ckpt written and raise TrainingInterrupted;
+    model/ then keeps the initial weights, marked untrained (loading them warns)."""
     run_dir = Path(run_dir)
     writer = not launched_as_worker()  # rank zero prepared the folder before the other ranks started
     if resume:
         prepare_run_dir(run_dir, resume, overwrite)
+        saved = read_config_file(run_dir / "run.yaml")
+        merged = saved if config is None else resume_config(saved, config, "the resume changes")
+        config = RunConfig.from_dict(merged, "run.yaml" if merged is saved else "run.yaml with the resume changes")
         if writer:
             tidy_run_dir(run_dir)
-        config = RunConfig.from_dict(read_config_file(run_dir / "run.yaml"), "run.yaml")
+            if merged != saved:  # later resumes go on with the changed values
+                atomic_write_bytes(run_dir / "run.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
     else:
-        if isinstance(config, dict):
-            config = RunConfig.from_dict(config, "run config")
+        if isinstance(config, dict) or config is None:
+            config = RunConfig.from_dict(config or {}, "run config")
         if writer:
-            prepare_run_dir(run_dir, resume, overwrite)
+            check_run_dir(run_dir, overwrite)  # refuse early; nothing is touched until the model is built
     seed_everything(config.train.seed)
     splits = split_data(load_source(config.data), config)
     if resume:
-        model = load_model(run_dir / "model")
+        with warnings.catch_warnings():  # the initial weights of an unfinished run are what resuming expects
+            warnings.simplefilter("ignore", UntrainedModelWarning)
+            model = load_model(run_dir / "model")
     else:
         model = build_model(resolve_model_config(config.model, splits.train), splits.train)
         config = config.model_copy(update={"model": model.config.to_dict()})
+        select_module(model, config.train)  # train options that do not fit the model fail here too
         if writer:  # run.yaml last: a folder with run.yaml always has its model folder
-            save_model(model, run_dir / "model")
+            prepare_run_dir(run_dir, resume, overwrite)
+            save_model(model, run_dir / "model", extra={"trained": False})
             atomic_write_bytes(run_dir / "run.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
     train = TensorData.from_raw(model, splits.train)
     val = TensorData.from_raw(model, splits.val) if len(splits.val) else None
     result = fit(model, train, val, config.train, run_dir, resume=resume)
+    start = next((c.start_step for c in result.trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    steps_trained = 0 if start is None else result.trainer.global_step - start
     if writer and result.trainer.global_rank == 0:
         best = result.best_checkpoint or (str(result.last_checkpoint) if result.last_checkpoint.is_file() else None)
         if best:
@@ -151,7 +269,7 @@ def train_run(config: RunConfig | dict, run_dir: str | Path, resume: bool = Fals
 
             fit_conditional_prior(model, train, seed=config.train.seed)
         save_model(model, run_dir / "model")
-    return RunResult(model.eval(), run_dir, splits, config)
+    return RunResult(model.eval(), run_dir, splits, config, steps_trained=steps_trained)
 
 
 def load_weights_from_checkpoint(model: MultimodalModel, path: str | Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="omnivae: multimodal autoencoders and VAEs. Train on paired images, text, "
@@ -12,5 +13,5 @@ console = Console()
 
 def fail(exc: Exception) -> None:
     """Print the library's error message (no traceback) and exit with status 2."""
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}")  # "[hub]" in a hint is text, not markup
     raise typer.Exit(code=2)

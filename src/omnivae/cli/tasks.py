@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -102,6 +103,16 @@ def _parts(splits) -> dict:
 
 def _concat(values: list):
     return np.concatenate(values) if isinstance(values[0], np.ndarray) else [v for part in values for v in part]
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (after resolving links; hard links count too)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
 
 
 def _check_split(split: str) -> None:
@@ -297,8 +308,10 @@ def impute(
     out: Path = typer.Option(..., "--out", help="Completed .npz: missing entries generated, masks all True, "
                                                 "imputed__<name> arrays mark what was filled."),
     sample: bool = typer.Option(False, help="Draw from the posterior instead of decoding its mean."),
+    force: bool = typer.Option(False, "--force", help="Allow --out to be the --data file itself (it is replaced)."),
 ):
     """Fill in missing modalities from the present ones; present entries are kept as they are.
+    The output is written atomically; it may only replace the input file with --force.
 
     Example: omnivae impute --model runs/demo/model --data partial.npz --out completed.npz"""
     from omnivae.io import load_model
@@ -310,11 +323,16 @@ def impute(
             raise InputError(f"--data must be a .npz file, got {data}")
         if out.suffix.lower() != ".npz":
             raise InputError(f"--out must end in .npz, got {out}")
+        if not force and same_file(out, data):
+            raise InputError(f"--out {out} is the --data file itself: imputing would replace your input. "
+                             "Choose another --out, or pass --force to replace it")
         m = load_model(model)
         raw = load_npz(data)
         completed = impute_data(m, raw, mean=not sample)
         save(completed, out)
     except OmniVAEError as exc:
         fail(exc)
+    except OSError as exc:  # the write failed: the old file (if any) is untouched
+        fail(OmniVAEError(f"cannot write {out}: {exc} (nothing was changed there)"))
     counts = {n: int(f.sum()) for n, f in completed.info["imputed"].items()}
     console.print(f"imputed {counts}; [green]wrote[/] {out}")

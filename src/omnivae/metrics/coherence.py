@@ -56,7 +56,8 @@ def classifier_scorer(x: torch.Tensor, raw: RawData, kind: str, epochs: int, see
         y = torch.as_tensor(raw.targets[t])
         known = y >= 0  # -1: label missing for that example
         clfs[t] = train_classifier(x[known], y[known], kind=kind, num_classes=int(y.max()) + 1,
-                                   epochs=epochs, seed=seed)
+                                   epochs=epochs, seed=seed, augment=kind == "image")
+
     def score(gen: torch.Tensor) -> dict[str, torch.Tensor]:
         # real images arrive as uint8 pixels, generated ones as floats in [0, 1]: the classifiers
         # were trained on the latter (the modality's features)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omnivae.errors import ConfigError
+from omnivae.errors import ConfigError, did_you_mean
 from omnivae.models.base import ModelConfig, MultimodalModel
 from omnivae.models.mmvae import MMVAE, MMVAEConfig
 from omnivae.models.mopoe import MoPoE, MoPoEConfig
@@ -31,7 +31,7 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
         raise ConfigError(f"model config needs a 'model' key naming one of {sorted(MODELS)}")
     name = data["model"]
     if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}{did_you_mean(name, MODELS)}; known models: {sorted(MODELS)}")
     return MODELS[name].config_class.from_dict(data, where=f"{name} model config")
 
 

@@ -110,6 +110,8 @@ def corrupt(x: torch.Tensor, kind: str, level: float) -> torch.Tensor:
 
 
 class AE(SingleModalityModel):
+    about = "plain autoencoder"
+    paper = "Hinton & Salakhutdinov 2006, Reducing the dimensionality of data with neural networks"
     config_class = AEConfig
 
     def check_config(self) -> None:
@@ -158,10 +160,14 @@ class AE(SingleModalityModel):
 
 
 class DAE(AE):
+    about = "denoising autoencoder"
+    paper = "Vincent et al. 2008, Extracting and composing robust features with denoising autoencoders"
     config_class = DAEConfig
 
 
 class SparseAE(AE):
+    about = "sparse autoencoder (L1 on the code)"
+    paper = "Ng 2011, Sparse autoencoder (CS294A lecture notes)"
     config_class = SparseAEConfig
 
 

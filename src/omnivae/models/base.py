@@ -74,6 +74,8 @@ class MultimodalModel(nn.Module):
     """Shared parts of every model; see the module docstring."""
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    about: ClassVar[str] = ""  # what the model is, in a few words (`omnivae models`, model cards)
+    paper: ClassVar[str] = ""  # its reference
     supports_free_bits: ClassVar[bool] = False  # True where the objective applies config.free_bits
     supports_conditional_prior: ClassVar[bool] = True  # False where codes are not decoded alone (conditions)
 

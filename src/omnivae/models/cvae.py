@@ -80,6 +80,8 @@ class CVAEConfig(ModelConfig):
 
 
 class CVAE(MultimodalModel):
+    about = "conditional VAE (one modality generated given the others)"
+    paper = "Sohn et al. 2015, Learning structured output representation using deep conditional generative models"
     config_class = CVAEConfig
     supports_conditional_prior = False  # its codes are decoded with the conditions' embedding
 

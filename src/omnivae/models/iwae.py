@@ -38,6 +38,8 @@ class IWAEConfig(ModelConfig):
 
 
 class IWAE(MultimodalModel):
+    about = "importance-weighted autoencoder"
+    paper = "Burda et al. 2016, Importance weighted autoencoders; Tucker et al. 2019 (DReG)"
     config_class = IWAEConfig
 
     def check_config(self) -> None:

@@ -107,6 +107,8 @@ class JointEncoder(nn.Module):
 
 
 class JMVAE(MultimodalModel):
+    about = "joint multimodal VAE (joint encoder + unimodal encoders)"
+    paper = "Suzuki et al. 2016, Joint multimodal learning with deep generative models"
     config_class = JMVAEConfig
 
     def __init__(self, config, modalities=None):

@@ -28,6 +28,8 @@ class MMVAEConfig(ModelConfig):
 
 
 class MMVAE(MultimodalModel):
+    about = "multimodal VAE, mixture of experts"
+    paper = "Shi et al. 2019, Variational mixture-of-experts autoencoders for multi-modal deep generative models"
     config_class = MMVAEConfig
 
     def fuse(self, mu, logvar, present) -> Gaussian:

@@ -63,6 +63,8 @@ class MMVAEPlusConfig(ModelConfig):
 
 
 class MMVAEPlus(MMVAE):
+    about = "MMVAE+ with modality-private latents"
+    paper = "Palumbo et al. 2023, MMVAE+: enhancing the generative quality of multimodal VAEs without compromises"
     config_class = MMVAEPlusConfig
 
     def __init__(self, config, modalities=None):

@@ -24,6 +24,8 @@ class MoPoEConfig(ModelConfig):
 
 
 class MoPoE(MultimodalModel):
+    about = "multimodal VAE, mixture of products of experts"
+    paper = "Sutter et al. 2021, Generalized multimodal ELBO"
     config_class = MoPoEConfig
     supports_free_bits = True
 

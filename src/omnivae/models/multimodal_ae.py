@@ -43,6 +43,8 @@ def mean_code(mu: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
 
 
 class MultimodalAE(MultimodalModel):
+    about = "deterministic multimodal autoencoder"
+    paper = "Ngiam et al. 2011, Multimodal deep learning"
     config_class = MultimodalAEConfig
 
     def fuse(self, mu, logvar, present) -> Gaussian:

@@ -26,6 +26,8 @@ class MVAEConfig(ModelConfig):
 
 
 class MVAE(MultimodalModel):
+    about = "multimodal VAE, product of experts"
+    paper = "Wu & Goodman 2018, Multimodal generative models for scalable weakly-supervised learning"
     config_class = MVAEConfig
     supports_free_bits = True
 

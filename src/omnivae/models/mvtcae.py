@@ -44,6 +44,8 @@ class MVTCAEConfig(ModelConfig):
 
 
 class MVTCAE(MultimodalModel):
+    about = "multi-view total-correlation autoencoder"
+    paper = "Hwang et al. 2021, Multi-view representation learning via total correlation objective"
     config_class = MVTCAEConfig
 
     def fuse(self, mu, logvar, present) -> Gaussian:

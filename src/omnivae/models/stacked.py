@@ -124,6 +124,8 @@ class StackDecoder(nn.Module):
 
 
 class StackedAE(SingleModalityModel):
+    about = "stacked autoencoder (greedy layer-wise pre-training)"
+    paper = "Bengio et al. 2007, Greedy layer-wise training of deep networks"
     config_class = StackedAEConfig
 
     def __init__(self, config, modalities=None):

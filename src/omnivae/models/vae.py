@@ -19,6 +19,8 @@ class VAEConfig(ModelConfig):
 
 
 class VAE(MultimodalModel):
+    about = "variational autoencoder (beta-VAE with beta)"
+    paper = "Kingma & Welling 2014, Auto-encoding variational Bayes; Higgins et al. 2017 (beta-VAE)"
     config_class = VAEConfig
     supports_free_bits = True
 

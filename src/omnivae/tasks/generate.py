@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,50 @@ from PIL import Image, UnidentifiedImageError
 
 from omnivae.errors import InputError
 from omnivae.io import load_model
+
+MAX_SAMPLES = 10_000  # samples per input and call: more is almost surely a typo (1e9 images would need ~64 GB)
+
+
+class UnknownWordsWarning(UserWarning):
+    """A caption holds words the model's tokenizer never saw in training (they become <unk>,
+    and the generation ignores them)."""
+
+
+def check_sample_count(n, name: str = "n") -> None:
+    if isinstance(n, bool) or not isinstance(n, Integral) or not 1 <= n <= MAX_SAMPLES:
+        raise InputError(f"{name} must be a whole number from 1 to {MAX_SAMPLES:,} samples per input, got {n!r} "
+                         "(call again for more)")
+
+
+def unknown_words(modality, captions) -> list[str]:
+    """The words of `captions` that the text modality's tokenizer maps to <unk>, in order, once each."""
+    from omnivae.modalities.text.tokenizer import SPECIALS, UNK
+
+    tok = getattr(modality, "tokenizer", None)
+    if tok is None:
+        return []
+    found: list[str] = []
+    for caption in captions:
+        if not isinstance(caption, str) or not caption.strip():
+            continue
+        enc = tok.encode(caption, add_special_tokens=False)
+        for i, (start, end) in zip(enc.ids, enc.offsets):
+            word = caption[start:end].strip(" \u2581")
+            if i == UNK and word and word not in SPECIALS and word not in found:
+                found.append(word)
+    return found
+
+
+def warn_unknown_words(model, source: str, values) -> list[str]:
+    """Warn (UnknownWordsWarning) when text inputs hold words the model never saw."""
+    mod = model.modalities[source]
+    if mod.kind != "text":
+        return []
+    words = unknown_words(mod, values)
+    if words:
+        warnings.warn(f"unknown words in the {source!r} input, ignored by the model (not in its training "
+                      f"vocabulary): {', '.join(repr(w) for w in words)}", UnknownWordsWarning, stacklevel=3)
+    return words
 
 
 def read_image(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
@@ -56,13 +102,17 @@ def parse_inputs(model, source: str, values: list[str]):
 
 def generate_from_inputs(model_dir, source: str, values: list[str], targets, n: int, out: Path,
                          **options) -> dict[str, list[str]]:
-    """Generate; images are written as PNG files under `out`, everything is listed in outputs.json."""
+    """Generate; images are written as PNG files under `out`, everything is listed in outputs.json.
+    n (samples per input) is 1 to MAX_SAMPLES; caption words the model never saw raise an
+    UnknownWordsWarning."""
     from omnivae.report.figures import image_grid
 
+    check_sample_count(n)
     model = load_model(model_dir)
     model.check_names([source], "--from")
     targets = [t for t in model.names if t != source] if not targets else model.check_names(targets, "--to")
     inputs = parse_inputs(model, source, values)
+    warn_unknown_words(model, source, inputs)
     result = model.generate({source: inputs}, given=[source], targets=targets, n=n, **options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

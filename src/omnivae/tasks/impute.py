@@ -8,6 +8,8 @@ unicode array, "" where missing), `mask__<name>` (bool), `target__<name>` (int64
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +104,18 @@ def save(raw: RawData, path: str | Path) -> Path:
         arrays[f"imputed__{name}"] = np.asarray(flags, dtype=bool)
     arrays["__kinds__"] = np.array(json.dumps(raw.kinds))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
+    # atomic: a temporary file beside the target, flushed, then renamed over it (a failed or
+    # killed write leaves the old file as it was, which matters most when it is the input)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -8,6 +8,9 @@ from pydantic import Field, field_validator
 from omnivae.config import NonNegativeFloat, PositiveFloat, PositiveInt, StrictModel
 
 
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # train.loggers names (train/loggers.py)
+
+
 class TrainConfig(StrictModel):
     max_epochs: int = 20
     max_steps: int = -1  # -1: no step limit
@@ -32,7 +35,11 @@ class TrainConfig(StrictModel):
     progress: bool = True  # rich progress bar
     log_every_n_steps: int = 50
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient stops the run, or skips the update
-    tensorboard: bool = True
+    tensorboard: bool = True  # false drops "tensorboard" from the loggers, default or listed
+    # experiment tracking (docs/tracking.md): Lightning loggers by name, from LOGGERS; null: csv + tensorboard
+    loggers: list[str] | None = None
+    mlflow_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else a file: store in RUN/mlruns
+    experiment: str = Field(default="omnivae", min_length=1)  # MLflow experiment / W&B project
     checkpoint_every_n_steps: int | None = None  # also write last.ckpt every n steps; None: at epoch ends only
     # adversarial sharpening of one image modality (docs/priors.md); 0 turns it off
     adversarial_weight: NonNegativeFloat = 0.0  # weight of the generator hinge term in the objective
@@ -47,6 +54,16 @@ class TrainConfig(StrictModel):
         if v is not None and v < 1:
             raise ValueError(f"must be >= 1 (or null for epoch ends only), got {v}")
         return v
+
+    @field_validator("loggers")
+    @classmethod
+    def _known_loggers(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        unknown = [name for name in v if name not in LOGGERS]
+        if unknown:
+            raise ValueError(f"unknown logger {unknown[0]!r}; allowed: {', '.join(LOGGERS)}")
+        return list(dict.fromkeys(v))  # each once, in the given order
 
     @field_validator("adversarial_modality")
     @classmethod

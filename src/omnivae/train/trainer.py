@@ -1,22 +1,26 @@
 """Build a Lightning Trainer for a run folder and fit a model."""
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, Timer
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from omnivae.data.tensors import TensorData, batch_loader
 from omnivae.models.base import MultimodalModel
 from omnivae.train.adversarial import select_module
-from omnivae.train.callbacks import LastCheckpoint, RandomState
+from omnivae.train.callbacks import LastCheckpoint, RandomState, TrainingInterrupted
 from omnivae.train.checkpoint import AtomicCheckpointIO, CheckpointWarning, resume_checkpoint
 from omnivae.train.config import TrainConfig
+from omnivae.train.loggers import LogRunConfig, build_loggers
 from omnivae.train.module import OmniModule
 from omnivae.train.sampler import ResumableLoader
 
@@ -30,6 +34,21 @@ class BestCheckpoint(ModelCheckpoint):
         if "_state_key" not in self.__dict__:
             self.__dict__["_state_key"] = super().state_key
         return self.__dict__["_state_key"]
+
+
+class ConfiguredEarlyStopping(EarlyStopping):
+    """EarlyStopping whose patience is the configured one, also after a resume (Lightning's own
+    restores the patience saved in the checkpoint, so `--set train.patience=...` on resume
+    would be ignored). Same state_key as EarlyStopping: older checkpoints still restore it."""
+
+    @property
+    def state_key(self) -> str:
+        return "EarlyStopping" + repr({"monitor": self.monitor, "mode": self.mode})
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = patience
 
 
 class OmniDataModule(L.LightningDataModule):
@@ -86,14 +105,13 @@ def make_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer
                  LastCheckpoint(last_checkpoint(run_dir), config.checkpoint_every_n_steps),
                  RandomState(config.seed)]
     if config.patience is not None and has_val:
-        callbacks.append(EarlyStopping(monitor=monitor, patience=config.patience, mode="min"))
+        callbacks.append(ConfiguredEarlyStopping(monitor=monitor, patience=config.patience, mode="min"))
     if config.max_minutes is not None:
         callbacks.append(Timer(duration={"minutes": config.max_minutes}, interval="step"))
     if config.progress:
         callbacks.append(RichProgressBar(leave=True))
-    loggers = [CSVLogger(run_dir, name="logs", version="")]
-    if config.tensorboard:
-        loggers.append(TensorBoardLogger(run_dir, name="logs", version="", default_hp_metric=False))
+    loggers = build_loggers(config, run_dir)  # train.loggers: csv, tensorboard, mlflow, wandb
+    callbacks.append(LogRunConfig(config, run_dir))
     return L.Trainer(
         default_root_dir=run_dir, max_epochs=config.max_epochs, max_steps=config.max_steps,
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
@@ -128,6 +146,26 @@ def remove_stale_temp_files(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# Lightning's start-up chatter that says nothing about this run (hardware lines, a product tip)
+# and warnings about choices made on purpose here; real warnings still show
+LIGHTNING_NOISE = (r".*isinstance\(treespec, LeafSpec\).*", r".*overridden `transfer_batch_to_device`.*",
+                   r".*does not have many workers.*", r".*smaller than the logging interval.*")
+
+
+@contextmanager
+def quiet_lightning():
+    info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = info.level
+    info.setLevel(logging.WARNING)  # "GPU available: False ...", "Tip: ... litlogger"
+    try:
+        with warnings.catch_warnings():
+            for message in LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        info.setLevel(level)
+
+
 def fit(model: MultimodalModel, train: TensorData, val: TensorData | None, config: TrainConfig,
         run_dir: str | Path, resume: bool = False) -> FitResult:
     """Train `model` in place; with resume, continue from the newest intact checkpoint in
@@ -150,11 +188,16 @@ def fit(model: MultimodalModel, train: TensorData, val: TensorData | None, confi
     set_threads(config)
     model.train()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    trainer = make_trainer(trainer_config, run_dir, has_val=val is not None and len(val) > 0)
+    with quiet_lightning():
+        trainer = make_trainer(trainer_config, run_dir, has_val=val is not None and len(val) > 0)
     steps = max(1, -(-len(train) // (config.batch_size * trainer.world_size)))  # per process
     module = module_class(model, config, steps_per_epoch=steps)
-    trainer.fit(module, datamodule=OmniDataModule(train, val, config),
-                ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
+    try:
+        with quiet_lightning():
+            trainer.fit(module, datamodule=OmniDataModule(train, val, config),
+                        ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
+    except SIGTERMException:  # Lightning's own SIGTERM stop (LastCheckpoint handles it first on one process)
+        raise TrainingInterrupted(signal.SIGTERM, trainer.global_step, None) from None
     ckpt = last_checkpoint(run_dir)
     best = next((c.best_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     return FitResult(module, trainer, best or None, ckpt)

@@ -1,0 +1,382 @@
+"""`create_app(model_dir, index=None)`: a FastAPI app with a JSON API and one web page over
+a saved model. Every model call runs on a single worker thread (torch modules here keep
+per-call caches and are not safe to run concurrently), with a per-request timeout and a
+bound on the requests waiting for it."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from omnivae.errors import ConfigError, InputError
+from omnivae.serve.limits import BodyLimit, Limits
+from omnivae.serve.schemas import (
+    AnomalyRequest,
+    CaptionRequest,
+    EmbedRequest,
+    GenerateRequest,
+    InterpolateRequest,
+    RetrieveRequest,
+    TraverseRequest,
+    batch_inputs,
+    json_value,
+    model_values,
+)
+from omnivae.version import __version__
+
+PAGE = Path(__file__).with_name("page.html")
+
+
+@contextmanager
+def seeded(seed: int):
+    """Torch's CPU generator seeded inside the block, restored after it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def load(model_dir, index, sets, split):
+    """The model, and the index data (None without --index) read as the other verbs read data:
+    a run folder (its test split), a built-in source name, a .npz file or a data folder."""
+    from omnivae.cli.tasks import _check_split, load_model_and_data
+    from omnivae.data.raw import RawData
+    from omnivae.io import load_model
+
+    if index is None or isinstance(index, RawData):
+        return load_model(model_dir), index
+    _check_split(split)
+    path = Path(str(index))
+    run_dir = path if (path / "run.yaml").is_file() else None
+    loaded = load_model_and_data(Path(model_dir), run_dir, None if run_dir else str(index), list(sets))
+    return loaded.model, loaded.get(split)
+
+
+class Service:
+    """The model, the optional index data and what is computed over it once (retrieval
+    embeddings per modality, anomaly scores); each method is one request's model work."""
+
+    def __init__(self, model, raw, limits: Limits, source: str | None):
+        from omnivae.tasks.detect import AnomalyDetector
+        from omnivae.tasks.embed import as_tensor_data
+        from omnivae.tasks.retrieve import RetrievalIndex
+
+        self.model, self.raw, self.limits, self.source = model.eval(), raw, limits, source
+        self.kinds = {n: model.modalities[n].kind for n in model.names}
+        self.galleries, self.scores = {}, {}
+        # what the page shows of index rows, encoded once (PNG thumbnails cost more than a search)
+        self.row = functools.lru_cache(maxsize=4096)(self._row)
+        self.indexed = functools.lru_cache(maxsize=4096)(self._indexed)
+        if raw is not None:
+            data = as_tensor_data(model, raw)
+            self.galleries = {n: RetrievalIndex(model, data, n) for n in model.names
+                              if n in data.data and bool(data.mask[n].any())}
+            with seeded(0):
+                self.scores = AnomalyDetector(model).score(data)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def first(self, kind: str, name: str | None, what: str) -> str:
+        if name is not None:
+            self.model.check_names([name], what)
+            if self.kinds[name] != kind:
+                raise InputError(f"{what} {name!r} is a {self.kinds[name]} modality, not {kind}")
+            return name
+        for n, k in self.kinds.items():
+            if k == kind:
+                return n
+        raise InputError(f"this model has no {kind} modality (it has {self.kinds})")
+
+    def target(self, name: str | None) -> str:
+        if name is not None:
+            return self.model.check_names([name], "target")[0]
+        images = [n for n, k in self.kinds.items() if k == "image"]
+        return (images or self.model.names)[0]
+
+    def at_most(self, value: int, limit: int, what: str) -> int:
+        if value > limit:
+            raise InputError(f"{what} is {value}; this server allows at most {limit}")
+        return value
+
+    def need_index(self, feature: str) -> None:
+        if self.raw is None:
+            raise HTTPException(409, f"{feature} needs indexed data: start the server with --index DATA")
+
+    def item(self, name: str, value) -> object:
+        return json_value(self.kinds[name], value)
+
+    def _indexed(self, name: str, i: int):
+        """Index row i of modality `name` (which the model may not have) as a JSON value."""
+        return json_value(self.raw.kinds[name], self.raw.modalities[name][i])
+
+    def _row(self, i: int) -> dict:
+        """What the page shows of index row i: a thumbnail, a caption and a description."""
+        from omnivae.cli.tasks import describe
+
+        raw, out = self.raw, {"index": int(i), "thumbnail": None, "caption": None}
+        for name, kind in raw.kinds.items():
+            if not raw.mask[name][i]:
+                continue
+            if kind == "image" and out["thumbnail"] is None:
+                out["thumbnail"] = self.indexed(name, i)
+            if kind == "text" and out["caption"] is None:
+                out["caption"] = str(raw.modalities[name][i])
+        out["description"] = describe(raw, int(i), skip="")
+        return out
+
+    def codes(self, values: dict) -> torch.Tensor:
+        """Full codes [B, T] (what the decoders need: the joint posterior mean) of user inputs."""
+        batch = self.model.as_batch(values)
+        mu, logvar, present = self.model.encode_unimodal(batch, list(values))
+        return self.model.full_code(mu, logvar, present)
+
+    # -- endpoints ------------------------------------------------------------------------------
+    def info(self) -> dict:
+        m = self.model
+        mods = []
+        for n in m.names:
+            spec, entry = m.modalities[n].spec, {"name": n, "kind": self.kinds[n]}
+            for key in ("shape", "max_len", "num_classes", "classes", "dim"):
+                if getattr(spec, key, None) is not None:
+                    entry[key] = list(spec.shape) if key == "shape" else getattr(spec, key)
+            mods.append(entry)
+        index = {"loaded": self.raw is not None, "size": len(self.raw) if self.raw is not None else 0,
+                 "source": self.source, "galleries": list(self.galleries), "scores": sorted(self.scores)}
+        return {"model": m.config.model, "omnivae_version": __version__, "latent_dim": m.config.latent_dim,
+                "code_dim": m.full_code_dim(), "conditional_prior": m.uses_conditional_prior("auto"),
+                "modalities": mods, "index": index, "limits": self.limits.to_dict()}
+
+    @torch.no_grad()
+    def generate(self, req: GenerateRequest) -> dict:
+        m, t = self.model, req.temperature
+        n = self.at_most(req.n, self.limits.max_n, "n")
+        seed = req.seed if req.seed is not None else secrets.randbits(31)
+        conditional = m.uses_conditional_prior(req.sampler)
+        if t not in (0.0, 1.0) and not conditional:
+            raise InputError("temperature other than 0 or 1 needs a model with a fitted conditional prior "
+                             "(sampler 'auto' or 'conditional')")
+        given = list(req.inputs)
+        values = batch_inputs(m, req.inputs, self.limits) if given else {}
+        targets = m.check_names(req.targets, "targets") if req.targets else \
+            ([x for x in m.names if x not in given] or list(m.names))
+        options = {"latent_temperature": t} if conditional and t != 1.0 else {}
+        with seeded(seed):
+            if not given:
+                if t == 0.0 and not conditional:
+                    raise InputError("temperature 0 needs inputs (or a model with a conditional prior)")
+                out = m.sample(n, targets=targets, sampler=req.sampler, **options)
+                draws = {k: [[v[j] for j in range(n)]] for k, v in out.items()}
+            else:
+                out = m.generate(values, given=given, targets=targets, n=n, mean=t == 0.0,
+                                 sampler=req.sampler, **options)
+                b = len(next(iter(values.values())))
+                draws = {k: [[(v if n > 1 else [v])[j][i] for j in range(n)] for i in range(b)]
+                         for k, v in out.items()}
+        outputs = {k: [[self.item(k, x) for x in row] for row in rows] for k, rows in draws.items()}
+        return {"seed": seed, "n": n, "kinds": {k: self.kinds[k] for k in outputs}, "outputs": outputs}
+
+    @torch.no_grad()
+    def caption(self, req: CaptionRequest) -> dict:
+        image = self.first("image", req.modality, "modality")
+        text = self.first("text", req.target, "target")
+        values = {image: model_values(self.model, image, [req.image], self.limits)}
+        seed = req.seed if req.seed is not None else secrets.randbits(31)
+        with seeded(seed):
+            out = self.model.generate(values, given=[image], targets=[text], mean=req.mean)
+        return {"caption": out[text][0], "modality": image, "target": text, "seed": seed}
+
+    @torch.no_grad()
+    def embed(self, req: EmbedRequest) -> dict:
+        values = batch_inputs(self.model, req.inputs, self.limits)
+        given = self.model.check_names(req.given, "given") if req.given else None
+        z = self.model.encode(values, given=given)
+        return {"latent_dim": int(z.shape[1]), "embeddings": [json_value("vector", row) for row in z]}
+
+    @torch.no_grad()
+    def retrieve(self, req: RetrieveRequest) -> dict:
+        self.need_index("retrieval")
+        self.model.check_names([req.gallery], "gallery")
+        if req.gallery not in self.galleries:
+            raise InputError(f"the index has no {req.gallery!r} items; it can search {list(self.galleries)}")
+        k = self.at_most(req.k, self.limits.max_k, "k")
+        values = batch_inputs(self.model, req.query, self.limits)
+        found = self.galleries[req.gallery].query(values, given=list(values), k=k, score=req.score)
+        results = []
+        for idx, scores in zip(found.indices, found.scores):
+            results.append([{**self.row(int(i)), "score": json_value("vector", s),
+                             "item": self.indexed(req.gallery, int(i))}
+                            for i, s in zip(idx, scores)])
+        return {"gallery": req.gallery, "score": req.score, "results": results}
+
+    @torch.no_grad()
+    def anomalies(self, req: AnomalyRequest) -> dict:
+        from omnivae.data.tensors import TensorData
+        from omnivae.tasks.detect import AnomalyDetector
+
+        batch = self.model.as_batch(batch_inputs(self.model, req.inputs, self.limits))
+        scores = AnomalyDetector(self.model, seed=req.seed).score(TensorData(batch.data, {}))
+        return {"scores": {k: [json_value("vector", x) for x in v] for k, v in scores.items()}}
+
+    def top_anomalies(self, k: int, score: str) -> dict:
+        self.need_index("the anomaly ranking")
+        k = self.at_most(k, self.limits.max_k, "k")
+        if score not in self.scores:
+            raise InputError(f"unknown score {score!r}; the index has {sorted(self.scores)}")
+        s = self.scores[score]
+        order = np.argsort(-np.where(np.isfinite(s), s, -np.inf), kind="stable")[:k]
+        rows = [{**self.row(int(i)), "rank": r + 1, "score": json_value("vector", s[i]),
+                 "scores": {name: json_value("vector", v[i]) for name, v in self.scores.items()}}
+                for r, i in enumerate(order)]
+        return {"score": score, "size": len(s), "rows": rows}
+
+    @torch.no_grad()
+    def interpolate(self, req: InterpolateRequest) -> dict:
+        steps = self.at_most(req.steps, self.limits.max_steps, "steps")
+        target = self.target(req.target)
+        code = self.codes({req.modality: model_values(self.model, req.modality, [req.a, req.b], self.limits)})
+        ts = torch.linspace(0.0, 1.0, steps)
+        path = (1 - ts)[:, None] * code[0] + ts[:, None] * code[1]
+        out = self.model.decode_full_code(path, [target])[target]
+        return {"target": target, "kind": self.kinds[target], "t": ts.tolist(),
+                "outputs": [self.item(target, out[i]) for i in range(steps)]}
+
+    @torch.no_grad()
+    def traverse(self, req: TraverseRequest) -> dict:
+        steps = self.at_most(req.steps, self.limits.max_steps, "steps")
+        target, width = self.target(req.target), self.model.full_code_dim()
+        if req.dim >= width:
+            raise InputError(f"dim is {req.dim}; the code has {width} dimensions (0..{width - 1})")
+        if req.inputs:
+            values = batch_inputs(self.model, req.inputs, self.limits)
+            if len(next(iter(values.values()))) != 1:
+                raise InputError("traverse starts from one input: give one value per modality")
+            base = self.codes(values)[0]
+        else:
+            base = torch.zeros(width, device=self.model.device)
+        grid = torch.linspace(req.low, req.high, steps)
+        codes = base.repeat(steps, 1)
+        codes[:, req.dim] = grid.to(codes)
+        out = self.model.decode_full_code(codes, [target])[target]
+        return {"target": target, "kind": self.kinds[target], "dim": req.dim, "values": grid.tolist(),
+                "outputs": [self.item(target, out[i]) for i in range(steps)]}
+
+
+def validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "the request body is not valid JSON"
+    parts = []
+    for e in errors[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+    return 422, "; ".join(parts) or "invalid request"
+
+
+def create_app(model_dir, index=None, limits: Limits | None = None, sets=(), split: str = "auto",
+               threads: int | None = None) -> FastAPI:
+    """The app over the model saved in `model_dir`. `index`: data to search and rank (a run
+    folder, a source name, a .npz file, a data folder or a RawData); `sets`: data option
+    overrides ("data.options.n=500"); `split`: which part of it (see `omnivae retrieve`);
+    `threads`: torch threads for the model (process-wide; None: leave them as set)."""
+    limits = limits or Limits()
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+    if threads:
+        torch.set_num_threads(threads)
+    model, raw = load(model_dir, index, sets, split)
+    source = None if index is None else (str(index) if not hasattr(index, "modalities") else "in-memory data")
+    service = Service(model, raw, limits, source)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnivae-model",
+                                  initializer=torch.set_num_threads if threads else None,
+                                  initargs=(threads,) if threads else ())
+    waiting = [0]
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="omnivae", version=__version__, lifespan=lifespan,
+                  description="Generate, caption, embed, retrieve, score and explore with a saved omnivae model.")
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    async def run(fn, *args):
+        if waiting[0] >= limits.max_queue:
+            raise HTTPException(503, f"the server is busy ({waiting[0]} requests in progress); try again shortly")
+        waiting[0] += 1
+        try:
+            job = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+            return await asyncio.wait_for(job, limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"the model did not answer within {limits.timeout_s:g} s") from None
+        finally:
+            waiting[0] -= 1
+
+    @app.exception_handler(InputError)
+    async def _input_error(_request, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(ConfigError)
+    async def _config_error(_request, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request, exc):
+        status, message = validation_message(exc)
+        return JSONResponse({"detail": message}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, exc):  # the traceback goes to the server log, never to the client
+        return JSONResponse({"detail": f"internal server error ({type(exc).__name__})"}, status_code=500)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        if not PAGE.is_file():  # an installation built without the package data
+            raise HTTPException(404, "page.html is not part of this installation; the API works (/docs)")
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/api/info", summary="Model and index information")
+    async def info():
+        return service.info()
+
+    @app.post("/api/generate", summary="Generate any modalities from any others (or joint samples)")
+    async def generate(req: GenerateRequest):
+        return await run(service.generate, req)
+
+    @app.post("/api/caption", summary="Caption an image")
+    async def caption(req: CaptionRequest):
+        return await run(service.caption, req)
+
+    @app.post("/api/embed", summary="Latent means of the given inputs")
+    async def embed(req: EmbedRequest):
+        return await run(service.embed, req)
+
+    @app.post("/api/retrieve", summary="Top-k items of one modality of the index for a query")
+    async def retrieve(req: RetrieveRequest):
+        return await run(service.retrieve, req)
+
+    @app.post("/api/anomalies", summary="Anomaly scores of the given inputs")
+    async def anomalies(req: AnomalyRequest):
+        return await run(service.anomalies, req)
+
+    @app.get("/api/anomalies/top", summary="The most anomalous examples of the index")
+    async def top_anomalies(k: int = Query(10, ge=1), score: str = Query("neg_elbo")):
+        return await run(service.top_anomalies, k, score)
+
+    @app.post("/api/interpolate", summary="Decode the path between the codes of two inputs")
+    async def interpolate(req: InterpolateRequest):
+        return await run(service.interpolate, req)
+
+    @app.post("/api/traverse", summary="Vary one latent dimension from an input or the prior mean")
+    async def traverse(req: TraverseRequest):
+        return await run(service.traverse, req)
+
+    return app
