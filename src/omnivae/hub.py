@@ -149,7 +149,7 @@ def model_card(model_dir: Path, repo_id: str, figures: list[str]) -> str:
     modalities = config.get("modalities") or {}
     from omnivae.models import MODELS
 
-    cls = MODELS.get(name) if name in MODELS else None
+    cls = MODELS.get(name)
     what, paper = (cls.about, cls.paper) if cls is not None else ("omnivae model", "")
     kinds = sorted({str(spec.get("kind")) for spec in modalities.values() if isinstance(spec, dict)})
     tags = ["omnivae", name] + (["multimodal"] if len(modalities) > 1 else []) + kinds
