@@ -142,7 +142,7 @@ def main() -> Path:
     n_shapes = len(raw.info["classes"]["shape"])
 
     tc = time.perf_counter()
-    clf = train_classifier(classifier_input(real_train), shape_train, "image", n_shapes, epochs=clf_epochs, seed=0)
+    clf = train_classifier(classifier_input(real_train), shape_train, "conv", n_shapes, epochs=clf_epochs, seed=0)
     ceiling = round(float((predict(clf, classifier_input(real_test)) == shape_test).float().mean()), 4)
     result["classifier"] = {"real_test_shape_accuracy": ceiling, "chance": round(1 / n_shapes, 4),
                             "seconds": round(time.perf_counter() - tc, 1)}

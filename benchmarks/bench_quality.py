@@ -138,7 +138,7 @@ def scorers_for(model, splits, workload: str, quick: bool) -> dict:
     cached = dict(SCORERS[workload])
     for name in model.names:
         if model.modalities[name].kind == "text":
-            cached[name] = caption_scorer(model, name, splits.train)
+            cached[name] = caption_scorer(model.modalities[name], splits.train)
     return cached
 
 

@@ -197,7 +197,7 @@ def main(minutes: float = 3.0, quick: bool = False, out: Path = RESULTS, n: int 
             model = run.model.eval()
             if scorers is None:  # the image classifiers depend on the data only: train them once
                 scorers = build_scorers(model, run.splits.train, epochs=1 if quick else 3, seed=seed)
-            scorers = {**scorers, "text": caption_scorer(model, "text", run.splits.train)}
+            scorers = {**scorers, "text": caption_scorer(model.modalities["text"], run.splits.train)}
             metrics = evaluate(model, run.splits.train, run.splits.test, scorers)
             epochs, steps = _progress(Path(tmp) / variant)
             result["runs"].append({"model": variant, "config": config, "train_minutes": trained / 60,

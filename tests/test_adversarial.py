@@ -109,3 +109,25 @@ def test_cvae_fakes_are_its_target_only(tiny_config, make_tensors):
     mu, logvar, present = model.encode_unimodal(Batch({"image": data["image"], "label": data["label"]}, {}))
     with pytest.raises(InputError, match="only generates its target 'label'"):
         adversarial_codes(model, mu, logvar, present, "image")
+
+
+def test_fakes_come_from_what_the_model_declares(tiny_config, make_tensors):
+    """adversarial_codes asks the model (adversarial_problem, decoder_codes); it never checks
+    the model's class, so any model, including a new one, states its own needs."""
+    from omnivae import Batch
+    from omnivae.adversarial import adversarial_codes
+
+    model = build_model(tiny_config("mvae", ("image", "label")))
+    data = make_tensors(4)
+    mu, logvar, present = model.encode_unimodal(Batch({"image": data["image"], "label": data["label"]}, {}))
+    calls = []
+
+    def decoder_codes(name, z, mu, logvar, present, from_prior=False):
+        calls.append((name, from_prior))
+        return torch.cat([z, torch.full((len(z), 1), 7.0)], -1)
+    model.decoder_codes = decoder_codes
+    codes = adversarial_codes(model, mu, logvar, present, "image")
+    assert calls == [("image", False), ("image", True)] and codes.shape == (8, 5) and (codes[:, -1] == 7).all()
+    model.adversarial_problem = lambda name: "this model keeps its images as they are"
+    with pytest.raises(InputError, match="keeps its images as they are"):
+        adversarial_codes(model, mu, logvar, present, "image")

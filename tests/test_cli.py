@@ -43,7 +43,7 @@ def test_train_then_generate_then_resume(tmp_path):
     assert result.exit_code == 0, result.output
     outputs = json.loads((gen_dir / "outputs.json").read_text())
     assert len(outputs["outputs"]["image"]) == 2
-    assert all((gen_dir / p.split("/")[-1]).is_file() for p in outputs["outputs"]["image"])
+    assert all((gen_dir / f).is_file() for entry in outputs["outputs"]["image"] for f in entry["files"])
 
     result = runner.invoke(app, ["generate", "--model", str(out / "model"), "--from", "text", "a red circle",
                                  "--to", "text", "--out", str(gen_dir)])

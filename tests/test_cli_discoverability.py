@@ -59,3 +59,46 @@ def test_training_output_has_no_lightning_chatter(tmp_path, capfd):
     assert "trained mopoe" in said
     for noise in ("GPU available", "TPU available", "Tip:", "LeafSpec", "transfer_batch_to_device"):
         assert noise not in said, noise
+
+
+def said(result) -> str:
+    return " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"train": {"max_epoch": 3}}, "train.max_epoch: unknown key (did you mean 'max_epochs'?)"),
+    ({"trian": {}}, "trian: unknown key (did you mean 'train'?)"),
+    ({"data": {"sorce": "shapes"}}, "data.sorce: unknown key (did you mean 'source'?)"),
+])
+def test_unknown_config_keys_suggest_the_near_miss(config, expected):
+    from omnivae.run import RunConfig
+
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict(config)
+    assert expected in str(err.value)
+
+
+def test_unknown_kinds_and_sources_suggest_the_near_miss():
+    from omnivae.data.sources import DataConfig, load_source
+    from omnivae.modalities import parse_spec
+
+    with pytest.raises(ConfigError, match="did you mean 'image'"):
+        parse_spec("x", {"kind": "imag"})
+    with pytest.raises(ConfigError, match="did you mean 'shapes'"):
+        load_source(DataConfig(source="shape"))
+
+
+def test_set_has_one_meaning_on_every_verb(tmp_path):
+    # a dotted run-config key everywhere: data inspect takes data.options.n like train does
+    result = runner.invoke(app, ["data", "inspect", "--source", "shapes", "--set", "data.options.n=12"])
+    assert result.exit_code == 0 and "12 examples" in result.output
+    result = runner.invoke(app, ["data", "inspect", "--source", "shapes", "--set", "n=12"])
+    assert result.exit_code == 2 and "data.options.n=12" in said(result)
+    result = runner.invoke(app, ["train", "--data", "shapes", "--out", str(tmp_path / "r"),
+                                 "--set", "trian.max_epochs=1"])
+    assert result.exit_code == 2 and "did you mean 'train'" in said(result)
+    assert not (tmp_path / "r").exists()
+    result = runner.invoke(app, ["train", "--data", "shapes", "--out", str(tmp_path / "r"),
+                                 "--set", "train.max_epoch=1"])
+    assert result.exit_code == 2 and "did you mean 'max_epochs'" in said(result)
+    assert not (tmp_path / "r").exists()

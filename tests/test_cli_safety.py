@@ -24,6 +24,7 @@ import yaml
 from typer.testing import CliRunner
 
 import omnivae
+import omnivae.run
 from omnivae.cli import app
 from omnivae.errors import ModelFileError
 from omnivae.io import CONFIG_FILE, WEIGHTS_FILE
@@ -444,3 +445,43 @@ def test_generate_sample_count_is_bounded(trained_run, tmp_path, n):  # trying t
     assert result.exit_code == 2, result.output
     assert "10,000" in text(result) and "--n" in text(result)
     assert not (tmp_path / "g").exists()
+
+
+# -- limits that were accepted and then ran (or crashed) -------------------------------------------
+@pytest.mark.parametrize("args, expected", [
+    (["demo", "--minutes", "-1"], "--minutes"),
+    (["demo", "--seed", str(2**64)], "--seed"),
+    (["train", "--data", "shapes", "--set", "train.max_epochs=-1"], "max_epochs"),
+    (["train", "--data", "shapes", "--set", "train.seed=-1"], "seed"),
+    (["train", "--data", "shapes", "--set", "train.max_steps=0"], "max_steps"),
+])
+def test_limits_are_refused_before_anything_runs(tmp_path, monkeypatch, args, expected):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(omnivae.run, "load_source", lambda config: pytest.fail("data were loaded"))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_unknown_model_is_refused_before_the_data_are_made(tmp_path, monkeypatch):
+    monkeypatch.setattr(omnivae.run, "load_source", lambda config: pytest.fail("data were made first"))
+    result = runner.invoke(app, ["demo", "--model", "mopo", "--out", str(tmp_path / "d"), "--n", "1000000"])
+    assert result.exit_code == 2 and "did you mean 'mopoe'" in " ".join(result.output.split())
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("verb, own", [("generate", "outputs.json"), ("evaluate", "metrics.json")])
+def test_outputs_never_mix_with_unrelated_files(tmp_path, verb, own):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "report.html").write_text("my own report")
+    args = {"generate": ["generate", "--model", str(tmp_path / "missing-model"), "--out", str(folder)],
+            "evaluate": ["evaluate", "--model", str(tmp_path / "missing-model"), "--data", "shapes",
+                         "--out", str(folder)]}[verb]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "already holds other files" in " ".join(result.output.split())
+    assert sorted(p.name for p in folder.iterdir()) == ["report.html"]
+    assert (folder / "report.html").read_text() == "my own report"
+    (folder / own).write_text("{}")  # a folder this verb wrote before may be written again
+    result = runner.invoke(app, args)
+    assert "already holds other files" not in result.output

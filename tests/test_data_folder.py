@@ -253,6 +253,8 @@ def test_lazy_folder_matches_in_memory(tmp_path):
     sample = data.to_raw([0, 2])
     assert np.array_equal(sample.modalities["image"], raw.modalities["image"][[0, 2]])
     assert sample.targets["label"].tolist() == raw.targets["label"][[0, 2]].tolist()
+    assert sample.ids["file_name"].tolist() == raw.ids["file_name"][[0, 2]].tolist()
+    assert sample.ids["index"].tolist() == np.asarray(raw.ids.get("index", np.arange(len(raw))))[[0, 2]].tolist()
 
 
 # -- end to end ------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -86,39 +85,11 @@ def test_inspect_command_picks_the_source(tmp_path):
 
 
 def test_typer_wiring(tmp_path):
-    """The `data inspect` sub-command as it is meant to be wired into the CLI."""
-    import typer
-    import yaml
+    """The `data inspect` sub-command of the omnivae CLI."""
     from typer.testing import CliRunner
 
-    data_app = typer.Typer(help="Look at data before training on it.", no_args_is_help=True)
+    from omnivae.cli import app
 
-    @data_app.command("inspect")
-    def inspect_data(
-        path: Optional[Path] = typer.Argument(None, help="Folder (images + metadata.jsonl/csv), .npz, "
-                                                         ".parquet or folder of .npy files."),
-        source: Optional[str] = typer.Option(None, help="A named source instead: shapes, mnist, polymnist, "
-                                                        "folder, arrays."),
-        set_: list[str] = typer.Option([], "--set", help="A source option: --set n=500 --set image_size=32"),
-    ):
-        """Show each modality's kind, shape or vocabulary, and how many examples miss it."""
-        from omnivae.data.inspect import inspect_command
-        from omnivae.errors import OmniVAEError
-
-        try:
-            options = {}
-            for pair in set_:
-                if "=" not in pair:
-                    raise OmniVAEError(f"--set expects key=value, got {pair!r}")
-                key, value = pair.split("=", 1)
-                options[key] = yaml.safe_load(value)
-            inspect_command(path, source, options)
-        except OmniVAEError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2)
-
-    app = typer.Typer()
-    app.add_typer(data_app, name="data")
     runner = CliRunner()
     folder = make_folder(tmp_path / "f")
     with warnings.catch_warnings():
@@ -126,7 +97,7 @@ def test_typer_wiring(tmp_path):
         result = runner.invoke(app, ["data", "inspect", str(folder)], terminal_width=160)
         assert result.exit_code == 0, result.output
         assert "6 examples" in result.output and "caption" in result.output
-        result = runner.invoke(app, ["data", "inspect", "--source", "shapes", "--set", "n=12"])
+        result = runner.invoke(app, ["data", "inspect", "--source", "shapes", "--set", "data.options.n=12"])
         assert result.exit_code == 0 and "12 examples" in result.output
         result = runner.invoke(app, ["data", "inspect", str(tmp_path / "missing")])
         assert result.exit_code == 2 and "does not exist" in result.output

@@ -37,6 +37,7 @@ EXPECTED = {
     "your_own_data.py": "npz kinds: {'image': 'image', 'caption': 'text', 'shape': 'categorical', 'colour_rgb': 'vector'}",
     "embed_and_retrieve.py": "linear probe (shape from image embedding):",
     "detect_anomalies.py": "AUROC cross_nll_text:",
+    "custom_kind_and_model.py": "on kinds {'wind': 'angle', 'quadrant': 'categorical', 'vane': 'vector'}",
 }
 SLOW_EXAMPLES: set[str] = set()  # marked slow (still run by `make test`) if quick mode gets too slow
 

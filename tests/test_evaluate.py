@@ -38,9 +38,12 @@ def check_report(path, titles):
 
 @pytest.mark.slow
 def test_evaluate_model_reports_every_metric_and_section(trained, tmp_path):
-    out = tmp_path / "eval"
+    from omnivae.tasks.evaluate import EVALUATION_STEPS
+
+    out, steps = tmp_path / "eval", []
     metrics = evaluate_model(trained.model, trained.splits.train, trained.splits.test, out,
-                             run_dir=trained.run_dir, n_eval=300)
+                             run_dir=trained.run_dir, n_eval=300, progress=lambda s, total: steps.append((s, total)))
+    assert steps == [(s, len(EVALUATION_STEPS)) for s in EVALUATION_STEPS]  # a progress bar can follow it
     assert json.loads((out / "metrics.json").read_text()) == metrics
     for key in NEW_KEYS:
         assert key in metrics, key

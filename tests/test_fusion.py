@@ -1,5 +1,6 @@
-"""Fusion rules (PoE, MoE, MoPoE) and the Gaussian helpers they rest on, checked
-against closed forms, scipy and explicit per-subset loops."""
+"""Fusion rules (PoE, MoE with its moment-matched Gaussian, MoPoE) and the Gaussian helpers
+they rest on (KLs, masked means), checked against closed forms, torch, scipy and explicit
+per-subset loops."""
 from __future__ import annotations
 
 import itertools
@@ -11,9 +12,10 @@ import torch
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-from omnivae.distributions import LOGVAR_MAX, LOGVAR_MIN, Gaussian, clamp_logvar, log_standard_normal
-from omnivae.fusion import (all_subsets, mixture_log_prob, mixture_of_products, product_of_experts,
-                            sample_mixture)
+from omnivae.distributions import (LOGVAR_MAX, LOGVAR_MIN, Gaussian, clamp_logvar, kl_normal, log_standard_normal,
+                                  masked_mean)
+from omnivae.fusion import (all_subsets, mixture_log_prob, mixture_of_products, moment_matched_mixture,
+                            product_of_experts, sample_mixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,6 +68,25 @@ def test_gaussian_rsample_shape_moments_and_gradient():
     z.sum().backward()
     torch.testing.assert_close(mu.grad, torch.full((1, 2), 20000.0))
     assert Gaussian(mu, logvar).rsample().shape == (1, 2)
+
+
+def test_kl_normal_matches_torch_with_broadcast():
+    from torch.distributions import Normal, kl_divergence
+
+    mu_q, logvar_q = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    mu_p, logvar_p = torch.randn(2, 1, 5, 3, dtype=torch.float64), torch.randn(2, 1, 5, 3, dtype=torch.float64)
+    want = kl_divergence(Normal(mu_q, torch.exp(0.5 * logvar_q)), Normal(mu_p, torch.exp(0.5 * logvar_p))).sum(-1)
+    torch.testing.assert_close(kl_normal(mu_q, logvar_q, mu_p, logvar_p), want)
+    assert kl_normal(mu_q, logvar_q, mu_q, logvar_q).abs().max() < 1e-12  # KL(q || q) = 0
+    standard = kl_normal(mu_q, logvar_q, torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(standard, Gaussian(mu_q, logvar_q).kl_standard())
+
+
+def test_masked_mean_averages_present_examples_only():
+    values = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    assert masked_mean(values, None).item() == pytest.approx(4.0)
+    assert masked_mean(values, torch.tensor([True, True, True, False])).item() == pytest.approx(2.0)
+    assert masked_mean(values, torch.zeros(4, dtype=torch.bool)).item() == 0.0  # none present: 0, not NaN
 
 
 def test_clamp_logvar_range():
@@ -273,3 +294,24 @@ def test_sample_mixture_generator_makes_draws_reproducible():
         torch.manual_seed(global_seed)
         draws.append(sample_mixture(mu, logvar, torch.ones(3, 8), generator=torch.Generator().manual_seed(5)))
     torch.testing.assert_close(draws[0], draws[1])
+
+
+def test_moment_matched_mixture_has_the_mixture_mean_and_variance():
+    """Against draws from the uniform mixture of the present components (torch.distributions)."""
+    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+    mu, logvar = experts(3, 4, 2, seed=5)
+    present = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 0]], dtype=torch.bool)
+    q = moment_matched_mixture(mu, logvar, present)
+    assert q.mu.shape == q.logvar.shape == (4, 2)
+    for b in range(3):
+        on = present[:, b]
+        mix = MixtureSameFamily(Categorical(torch.ones(int(on.sum()), dtype=torch.float64)),
+                                Independent(Normal(mu[on, b], torch.exp(0.5 * logvar[on, b])), 1))
+        torch.testing.assert_close(q.mu[b], mix.mean)
+        torch.testing.assert_close(q.logvar[b].exp(), mix.variance)
+    torch.testing.assert_close(q.mu[3], torch.zeros(2, dtype=torch.float64))  # nothing present: N(0, I)
+    torch.testing.assert_close(q.logvar[3], torch.zeros(2, dtype=torch.float64))
+    one = moment_matched_mixture(mu, logvar, torch.tensor([[True] * 4, [False] * 4, [False] * 4]))
+    torch.testing.assert_close(one.mu, mu[0])  # one component: itself
+    torch.testing.assert_close(one.logvar, logvar[0])

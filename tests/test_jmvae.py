@@ -1,14 +1,19 @@
-"""JMVAE-kl's joint encoder is a network of its own over the raw inputs: the joint ELBO
-never reaches the unimodal encoders (they learn only from alpha * KL(q(z|X) || q_m)), the
-feature networks follow each modality's encoder architecture (text: the fitted vocabulary,
-also after loading), and a short training on shapes gives usable cross-modal generation."""
+"""JMVAE-kl: the objective against its formula on complete examples only; the joint encoder
+is a network of its own over the raw inputs: the joint ELBO never reaches the unimodal
+encoders (they learn only from alpha * KL(q(z|X) || q_m)), the feature networks follow each
+modality's encoder architecture (text: the fitted vocabulary, also after loading); inference
+uses the joint encoder for complete rows; a short training on shapes gives usable cross-modal
+generation. The shared contract is in test_model_suite.py."""
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.distributions import Normal, kl_divergence
 
 from omnivae import Batch, ConfigError, build_model
 from omnivae.io import load_model, save_model
+
+from helpers.models import at_seed, batch_of, normal, pick
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,11 +56,62 @@ def test_unimodal_encoders_learn_only_from_the_kl_term(tiny_config, make_tensors
     model.zero_grad()
     q = model.joint_posterior(batch)  # the KL term alone gives the unimodal encoders the same gradient
     mu, logvar, _ = model.encode_unimodal(batch)
-    from omnivae.models.jmvae import kl_normal
+    from omnivae.distributions import kl_normal
     (0.5 * kl_normal(q.mu, q.logvar, mu, logvar).sum(0).mean()).backward()
     for name, mod in model.modalities.items():
         for a, b in zip(with_kl[name], grads_of(mod.encoder)):
             torch.testing.assert_close(a, b)
+
+
+def test_jmvae_objective_matches_formula(tiny_config, make_tensors):
+    model = tiny(tiny_config, alpha=0.5, beta=1.5)
+    batch = tiny_batch(model, make_tensors)
+    out = at_seed(model, batch, seed=4)
+    mu, logvar, _ = model.encode_unimodal(batch)
+    q = model.joint_posterior(batch)  # its own network over the raw inputs
+    torch.manual_seed(4)
+    z = q.mu + torch.randn(1, *q.mu.shape) * q.std
+    mods = model.modalities
+    rec = sum(mods[n].spec.weight * mods[n].log_likelihood(z, batch.data[n])[0] for n in model.names)
+    qn = normal(q.mu, q.logvar)
+    kl = kl_divergence(qn, Normal(0.0, 1.0)).sum(-1)
+    kl_uni = sum(kl_divergence(qn, normal(mu[i], logvar[i])).sum(-1) for i in range(2))
+    want = -(rec - 1.5 * kl).mean() + 0.5 * kl_uni.mean()
+    assert out.total.item() == pytest.approx(want.item(), rel=1e-5)
+    assert out.terms["kl_unimodal"].item() == pytest.approx(kl_uni.mean().item(), rel=1e-5)
+
+
+PARTIAL = {"image": torch.tensor([True, False, True, True] * 4), "label": torch.tensor([True, True, False, True] * 4)}
+
+
+def test_jmvae_uses_only_complete_examples(tiny_config, make_tensors):
+    model = tiny(tiny_config)
+    batch = batch_of(model, make_tensors(16), PARTIAL)
+    out = at_seed(model, batch)
+    complete = PARTIAL["image"] & PARTIAL["label"]
+    assert out.terms["complete"].item() == pytest.approx(complete.float().mean().item())
+    changed = {k: v.clone() for k, v in batch.data.items()}
+    changed["image"][~complete] = 255 - changed["image"][~complete]  # present in some incomplete rows
+    assert at_seed(model, Batch(changed, PARTIAL)).total.item() == pytest.approx(out.total.item(), rel=1e-6)
+
+
+def test_jmvae_fuses_with_the_joint_encoder_or_the_given_posteriors(tiny_config, make_tensors):
+    model = tiny(tiny_config).eval()
+    x = pick(make_tensors(16), model.names, 5)
+    batch = model.as_batch(x)
+    mu, logvar, _ = model.encode_unimodal(batch)
+    torch.testing.assert_close(model.encode(x), model.joint_posterior(batch).mu)
+    torch.testing.assert_close(model.encode(x, given=["image"]), mu[0])  # a single posterior as it is
+    mixed = model.encode(x, mask={"label": torch.tensor([True, False, True, True, True])})
+    torch.testing.assert_close(mixed[1], mu[0, 1])
+    torch.testing.assert_close(mixed[0], model.joint_posterior(batch).mu[0])
+
+
+def test_jmvae_needs_two_modalities(tiny_config):
+    with pytest.raises(ConfigError, match="at least two"):
+        build_model(tiny_config("jmvae", ("image",)))
+    with pytest.raises(ConfigError, match="alpha"):
+        tiny(tiny_config, alpha=-1.0)
 
 
 def test_joint_encoder_has_parameters_of_its_own(tiny_config, make_tensors):

@@ -27,7 +27,7 @@ def image_data():
 @pytest.fixture(scope="module")
 def image_clf(image_data):
     (x, y), _ = image_data
-    return train_classifier(x, y, "image", num_classes=4, epochs=4, batch_size=64)
+    return train_classifier(x, y, "conv", num_classes=4, epochs=4, batch_size=64)
 
 
 def test_image_classifier_learns_square_position(image_clf, image_data):
@@ -39,7 +39,7 @@ def test_image_classifier_learns_square_position(image_clf, image_data):
 
 def test_image_classifier_accepts_other_sizes():
     x, y = square_images(64, 2, size=20)
-    clf = train_classifier(x, y, "image", num_classes=4, epochs=1)
+    clf = train_classifier(x, y, "conv", num_classes=4, epochs=1)
     assert predict(clf, x).shape == (64,)
 
 
@@ -47,7 +47,7 @@ def test_vector_and_token_classifiers():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(400, 5, generator=gen)
     y = (x[:, 0] > 0).long()
-    clf = train_classifier(x, y, "vector", num_classes=2, epochs=20)
+    clf = train_classifier(x, y, "mlp", num_classes=2, epochs=20)
     assert (predict(clf, x) == y).float().mean() > 0.95
     tokens = torch.randint(3, 20, (400, 6), generator=gen)
     tokens[:, 4:] = 0  # padding
@@ -59,8 +59,8 @@ def test_vector_and_token_classifiers():
 
 def test_training_is_seeded():
     x, y = square_images(64, 3)
-    a = train_classifier(x, y, "image", num_classes=4, epochs=1, seed=5)
-    b = train_classifier(x, y, "image", num_classes=4, epochs=1, seed=5)
+    a = train_classifier(x, y, "conv", num_classes=4, epochs=1, seed=5)
+    b = train_classifier(x, y, "conv", num_classes=4, epochs=1, seed=5)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
@@ -76,7 +76,7 @@ def test_cache_round_trip_and_corruption(tmp_path, image_clf, image_data):
     again = cached_classifier(tmp_path, "shapes-image", builder)
     assert len(built) == 1 and again is not image_clf
     assert torch.equal(predict(again, xt), predict(first, xt))
-    assert json.loads((tmp_path / "shapes-image.json").read_text())["spec"]["kind"] == "image"
+    assert json.loads((tmp_path / "shapes-image.json").read_text())["spec"]["kind"] == "conv"
     assert not list(tmp_path.glob("*.tmp"))
 
     weights = tmp_path / "shapes-image.safetensors"
@@ -96,12 +96,12 @@ def test_cache_round_trip_and_corruption(tmp_path, image_clf, image_data):
 
 
 @pytest.mark.parametrize("call, word", [
-    (lambda: train_classifier(torch.rand(4, 1, 8, 8), torch.zeros(4).long(), "image", 2), "H, W >= 16"),
-    (lambda: train_classifier(torch.rand(4, 1, 16, 16).double().long(), torch.zeros(4).long(), "image", 2),
+    (lambda: train_classifier(torch.rand(4, 1, 8, 8), torch.zeros(4).long(), "conv", 2), "H, W >= 16"),
+    (lambda: train_classifier(torch.rand(4, 1, 16, 16).double().long(), torch.zeros(4).long(), "conv", 2),
      "float"),
-    (lambda: train_classifier(torch.rand(4, 3), torch.zeros(5).long(), "vector", 2), "y"),
-    (lambda: train_classifier(torch.rand(4, 3), torch.full((4,), 3), "vector", 2), "labels in"),
-    (lambda: train_classifier(torch.full((4, 3), float("nan")), torch.zeros(4).long(), "vector", 2), "finite"),
+    (lambda: train_classifier(torch.rand(4, 3), torch.zeros(5).long(), "mlp", 2), "y"),
+    (lambda: train_classifier(torch.rand(4, 3), torch.full((4,), 3), "mlp", 2), "labels in"),
+    (lambda: train_classifier(torch.full((4, 3), float("nan")), torch.zeros(4).long(), "mlp", 2), "finite"),
     (lambda: train_classifier(torch.ones(4, 3).long(), torch.zeros(4).long(), "tokens", 2), "vocab_size"),
     (lambda: train_classifier(torch.rand(4, 3), torch.zeros(4).long(), "audio", 2), "kind"),
     (lambda: cached_classifier("/tmp", "../escape", lambda: None), "key"),
@@ -135,9 +135,9 @@ def test_augment_trains_on_degraded_copies(image_data):
     """augment=True changes what the classifier sees (same seed, other weights), and the image
     scorers of coherence use it: the benchmark records their accuracy on blurred real images."""
     (x, y), _ = image_data
-    plain = train_classifier(x, y, "image", int(y.max()) + 1, epochs=1, seed=0)
-    again = train_classifier(x, y, "image", int(y.max()) + 1, epochs=1, seed=0)
-    augmented = train_classifier(x, y, "image", int(y.max()) + 1, epochs=1, seed=0, augment=True)
+    plain = train_classifier(x, y, "conv", int(y.max()) + 1, epochs=1, seed=0)
+    again = train_classifier(x, y, "conv", int(y.max()) + 1, epochs=1, seed=0)
+    augmented = train_classifier(x, y, "conv", int(y.max()) + 1, epochs=1, seed=0, augment=True)
     w = lambda c: torch.cat([p.flatten() for p in c.parameters()])  # noqa: E731
     assert torch.equal(w(plain), w(again))
     assert not torch.allclose(w(plain), w(augmented))
@@ -145,4 +145,4 @@ def test_augment_trains_on_degraded_copies(image_data):
 
 def test_augment_is_for_images_only():
     with pytest.raises(InputError, match="augment"):
-        train_classifier(torch.randn(8, 4), torch.tensor([0, 1] * 4), "vector", 2, epochs=1, augment=True)
+        train_classifier(torch.randn(8, 4), torch.tensor([0, 1] * 4), "mlp", 2, epochs=1, augment=True)

@@ -83,7 +83,7 @@ def test_classifier_scorer_reads_uint8_pixels_like_unit_floats(make_raw):
     raw = make_raw(48, names=("image", "label"), image_shape=(1, 16, 16))
     raw.targets["label"] = raw.modalities["label"].copy()
     pixels = torch.as_tensor(raw.modalities["image"])
-    score = classifier_scorer(pixels.float() / 255, raw, "image", epochs=1, seed=0)
+    score = classifier_scorer(pixels.float() / 255, raw, "conv", epochs=1, seed=0)
     assert torch.equal(score(pixels)["label"], score(pixels.float() / 255)["label"])
 
 

@@ -314,3 +314,38 @@ def test_image_features_are_converted_once_per_batch_and_never_stale():
     out = mod.to_output(x)
     out.fill_(7.0)  # a caller editing what it got back does not reach the cache
     assert torch.equal(mod.features(x), x.float() / 255)
+
+
+def test_each_kind_reads_its_own_training_data():
+    """The data-side class methods (no model needed) that data sources dispatch to."""
+    from omnivae.modalities import MODALITY_KINDS as K
+
+    assert K["vector"].infer_spec(np.zeros((3, 7)), np.ones(3, bool)) == {"dim": 7}
+    assert K["text"].infer_spec(["a", "b"], np.ones(2, bool)) == {}
+    assert K["image"].claims_array(np.zeros((2, 8, 8), np.uint8))
+    assert not K["image"].claims_array(np.zeros((2, 8, 8), np.float32))
+    assert K["signal"].claims_array(np.zeros((2, 8, 8), np.float32))
+    assert K["categorical"].claims_array(np.arange(3)) and K["vector"].claims_array(np.arange(3))
+    values, mask, names = K["image"].read_array("im", np.zeros((2, 8, 6, 3), np.uint8))
+    assert values.shape == (2, 3, 8, 6) and mask.all() and names is None
+    values, mask, names = K["categorical"].read_array("c", np.array(["b", "", "a"]))
+    assert values.tolist() == [1, -1, 0] and mask.tolist() == [True, False, True] and names == ["a", "b"]
+    values, mask, _ = K["signal"].read_array("s", np.array([[1.0, 2.0], [np.nan, 0.0]]))
+    assert values.shape == (2, 1, 2) and values.dtype == np.float32 and mask.tolist() == [True, False]
+    with pytest.raises(InputError, match="vector array 'v' has shape"):
+        K["vector"].read_array("v", np.zeros((2, 2, 2)))
+    assert K["text"].raw_array(["a", None]).tolist() == ["a", ""]
+    assert K["text"].stack_values(("a", None)) == ["a", None]
+    assert K["categorical"].stack_values([1, 2]).dtype == np.int64
+    assert K["categorical"].summarize(np.array([0, 1, 1, -1]), np.array([1, 1, 1, 0], bool), ["x", "y"]) == \
+        {"num_classes": 2, "counts": {"x": 1, "y": 2}}
+
+
+def test_generated_values_go_back_to_the_data_representation():
+    img = image((1, 4, 4), arch="mlp")
+    back = img.to_raw(torch.full((2, 1, 4, 4), 0.5), np.zeros((5, 1, 4, 4), np.uint8))
+    assert back.dtype == np.uint8 and (back == 128).all()
+    assert img.to_raw(torch.full((2, 1, 4, 4), 0.5), np.zeros((5, 1, 4, 4), np.float32)).dtype == np.float32
+    lab = labels(3, ["a", "b", "c"])
+    assert lab.to_raw(torch.tensor([2, 0]), np.zeros(4, np.int64)).tolist() == [2, 0]
+    assert lab.to_raw(torch.tensor([2, 0]), ["a"]) == ["c", "a"]

@@ -1,6 +1,7 @@
 """Deterministic autoencoders (ae, dae, sparse_ae), the stacked AE with layer-wise
-pre-training, the IWAE objective and the multimodal AE: objectives against their
-formulas, training, the user API, save/load and configuration errors."""
+pre-training, the IWAE objective and the multimodal AE: objectives against their formulas,
+noise and sparsity, stages, and option errors. The shared contract (training, the user API,
+save/load, missing modalities) is in test_model_suite.py."""
 from __future__ import annotations
 
 import csv
@@ -10,31 +11,14 @@ import pytest
 import torch
 
 import omnivae.models.ae as ae_module
-import omnivae.models.iwae  # noqa: F401  (registers iwae)
-import omnivae.models.multimodal_ae  # noqa: F401  (registers multimodal_ae)
-import omnivae.models.stacked  # noqa: F401  (registers stacked_ae)
 from omnivae import Batch, ConfigError
 from omnivae.distributions import log_normal, log_standard_normal
-from omnivae.io import load_model, save_model
-from omnivae.models import MODELS, build_model
+from omnivae.io import load_model
+from omnivae.models import build_model
+from test_model_suite import batch_for  # noqa: F401 (the contract suite's batch fixture)
 
 SINGLE = ("image",)
 PAIR = ("image", "label")
-
-CASES = [
-    pytest.param("ae", {}, SINGLE, id="ae"),
-    pytest.param("ae", {"sparsity": "kl", "sparsity_weight": 1.0}, SINGLE, id="ae-kl-sparse"),
-    pytest.param("dae", {}, SINGLE, id="dae-masking"),
-    pytest.param("dae", {"noise": "gaussian", "noise_level": 0.2}, SINGLE, id="dae-gaussian"),
-    pytest.param("dae", {"noise": "salt_pepper", "noise_level": 0.2}, SINGLE, id="dae-salt-pepper"),
-    pytest.param("dae", {"noise": "gaussian", "noise_level": 0.3}, ("vector",), id="dae-vector"),
-    pytest.param("sparse_ae", {}, SINGLE, id="sparse-ae-l1"),
-    pytest.param("stacked_ae", {"layers": [16, 8, 4], "pretrain_epochs": 1}, SINGLE, id="stacked-ae"),
-    pytest.param("stacked_ae", {"layers": [8, 2], "pretrain_epochs": 1}, ("vector",), id="stacked-ae-vector"),
-    pytest.param("iwae", {"k": 4}, SINGLE, id="iwae-k4"),
-    pytest.param("iwae", {"k": 4, "estimator": "dreg"}, SINGLE, id="iwae-dreg-k4"),
-    pytest.param("multimodal_ae", {}, PAIR, id="multimodal-ae"),
-]
 
 
 @pytest.fixture(autouse=True)
@@ -57,14 +41,6 @@ def make_model(tiny_config):
     return build
 
 
-@pytest.fixture
-def batch_for(make_tensors):
-    def build(model, n=16, seed=0, mask=None):
-        data = make_tensors(n, seed)
-        return Batch({k: data[k] for k in model.names}, dict(mask or {}))
-    return build
-
-
 def loss_at_seed(model, batch, seed=0, beta_scale=1.0):
     torch.manual_seed(seed)
     return model.loss(batch, beta_scale)
@@ -80,63 +56,7 @@ def train_steps(model, batch, steps=150, lr=1e-2):
     return model.eval()
 
 
-# -- shared behaviour ---------------------------------------------------------------------------
-def test_every_model_is_registered():
-    assert {"ae", "dae", "sparse_ae", "stacked_ae", "iwae", "multimodal_ae"} <= set(MODELS)
-
-
-@pytest.mark.parametrize("name, options, names", CASES)
-def test_loss_is_finite_with_detached_terms(make_model, batch_for, name, options, names):
-    model = make_model(name, options, names)
-    out = loss_at_seed(model, batch_for(model))
-    assert out.total.dim() == 0 and torch.isfinite(out.total) and out.total.requires_grad
-    assert {"loss", "rec"} <= set(out.terms)
-    assert all(torch.isfinite(v) and not v.requires_grad for v in out.terms.values())
-    assert out.terms["loss"].item() == pytest.approx(out.total.item(), rel=1e-6)
-
-
-@pytest.mark.parametrize("name, options, names", CASES)
-def test_loss_falls_on_a_fixed_batch(make_model, batch_for, name, options, names):
-    model = make_model(name, options, names)
-    batch = batch_for(model)
-    before = loss_at_seed(model.eval(), batch).total.item()
-    train_steps(model, batch)
-    after = loss_at_seed(model, batch).total.item()
-    assert after < before - 0.1 * abs(before), (before, after)
-
-
-@pytest.mark.parametrize("name, options, names", CASES)
-def test_encode_generate_sample_shapes(make_model, make_tensors, name, options, names):
-    model = make_model(name, options, names).eval()
-    data = {k: v for k, v in make_tensors(5).items() if k in names}
-    d, first = model.config.latent_dim, names[0]
-    shape = {"image": (1, 8, 8), "vector": (4,), "label": ()}
-    assert model.encode(data).shape == (5, d)
-    assert model.encode(data, sample=True).shape == (5, d)
-    assert model.generate(data, n=3)[first].shape == (3, 5, *shape[first])
-    assert model.sample(2)[first].shape == (2, *shape[first])
-    assert model.reconstruct(data)[first].shape == (5, *shape[first])
-    if "label" in names:
-        assert model.generate(data, given=["image"], targets=["label"])["label"].shape == (5,)
-
-
-@pytest.mark.parametrize("name, options, names", CASES)
-def test_save_load_round_trip(make_model, batch_for, make_tensors, tmp_path, name, options, names):
-    model = make_model(name, options, names)
-    train_steps(model, batch_for(model), steps=3)
-    save_model(model, tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
-    assert type(loaded) is type(model) and loaded.config == model.config
-    data = {k: v for k, v in make_tensors(6, seed=1).items() if k in names}
-    assert torch.equal(model.encode(data), loaded.encode(data))
-
-
-@pytest.mark.parametrize("name", ["ae", "dae", "sparse_ae", "stacked_ae", "iwae"])
-def test_single_modality_models_refuse_two(make_model, name):
-    with pytest.raises(ConfigError, match="exactly one modality"):
-        make_model(name, {"layers": [8, 4]} if name == "stacked_ae" else {}, ("image", "vector"))
-
-
+# -- options -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("options, match", [
     ({"noise": "masking"}, "noise_level > 0"),
     ({"noise": "masking", "noise_level": 1.0}, "below 1"),

@@ -143,3 +143,28 @@ def test_tensor_data_keeps_float_images(tiny_config):
     model = build_model(tiny_config("vae", ("image",)), raw)
     data = TensorData.from_raw(model, raw)
     torch.testing.assert_close(model.modalities["image"].features(data.data["image"]), torch.from_numpy(values))
+
+
+def test_ids_follow_subsets_back_to_the_source_rows():
+    names = np.array([f"row{i}" for i in range(10)])
+    raw = RawData({"v": np.arange(10.0)[:, None]}, {"v": "vector"}, ids={"name": names})
+    part = raw.subset([7, 3, 5]).subset([2, 0])
+    assert part.ids["index"].tolist() == [5, 7] and part.ids["name"].tolist() == ["row5", "row7"]
+    train, test = raw.split((0.7, 0.3))
+    assert sorted([*train.ids["index"].tolist(), *test.ids["index"].tolist()]) == list(range(10))
+    assert np.array_equal(train.modalities["v"][:, 0], train.ids["index"])
+    with pytest.raises(InputError, match="ids 'name' has 2 entries, expected 3"):
+        RawData({"v": np.zeros((3, 1))}, {"v": "vector"}, ids={"name": np.zeros(2)})
+
+
+def test_concat_keeps_per_example_info_and_source_rows():
+    from omnivae.data.shapes import make_shapes
+
+    raw = make_shapes(n=30, level="partial", image_size=16)
+    train, val, test = raw.split((0.6, 0.2, 0.2), seed=1)
+    both = RawData.concat([train, val, test])
+    assert len(both) == 30 and sorted(both.ids["index"].tolist()) == list(range(30))
+    for k, named in both.info["named"].items():  # per-example info follows its example
+        assert np.array_equal(named, np.asarray(raw.info["named"][k])[both.ids["index"]])
+    assert both.modalities["text"] == [raw.modalities["text"][i] for i in both.ids["index"]]
+    assert len(both.subset(np.arange(5, 25))) == 20  # subsets of it work (they failed on the copied info)

@@ -276,7 +276,7 @@ def image_files(draw):
 @example(blob=b"GIF89a" + struct.pack("<HH", 60000, 60000) + bytes(7), shape=(1, 8, 8))  # F13: a decompression bomb
 @counted
 def test_read_image_random_bytes(tmp_path_factory, blob, shape):
-    from omnivae.tasks.generate import read_image
+    from omnivae.modalities.image_files import read_image_file as read_image
 
     path = tmp_path_factory.mktemp("img") / "input.png"
     path.write_bytes(blob)

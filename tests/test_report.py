@@ -44,7 +44,7 @@ def assert_png(path, min_side=100):
         assert min(im.size) >= min_side
         pixels = np.asarray(im.convert("RGB"))
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 8
-    assert not list(path.parent.glob(".*.tmp")), "temporary file left behind"
+    assert not list(path.parent.glob(".*.tmp*")), "temporary file left behind"
     return pixels
 
 
@@ -214,7 +214,7 @@ def test_html_report(tmp_path, imgs):
         with Image.open(io.BytesIO(data)) as im:
             im.verify()
             assert im.format == "PNG"
-    assert not list(out.parent.glob(".*.tmp"))
+    assert not list(out.parent.glob(".*.tmp*"))
 
 
 def test_html_report_errors(tmp_path):

@@ -105,7 +105,7 @@ def test_save_embeddings_npy_and_parquet_round_trip(tmp_path):
     assert table.num_rows == 5 and table.column_names == ["index", "z_0", "z_1", "z_2"]
     assert np.array_equal(load_embeddings(path), z)
     with pytest.raises(InputError, match="npy"):
-        save_embeddings(z, tmp_path / "z.csv")
+        save_embeddings(z, tmp_path / "z.txt")  # .csv is a table format now (tests/test_embed_output.py)
     with pytest.raises(InputError, match=r"\[N, D\]"):
         save_embeddings(z[0], tmp_path / "z.npy")
 

@@ -397,3 +397,11 @@ def test_a_non_zero_rank_leaves_the_run_folder_to_rank_zero(tmp_path, tiny_sourc
         train_run(run_config(), run_dir, overwrite=True)
     assert seen["run_dir"] == run_dir
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_max_steps_shorter_than_an_epoch_with_early_stopping(tmp_path, tiny_source, recwarn):
+    # early stopping and the best checkpoint read val/loss after validation only: a run that
+    # max_steps stops mid-epoch (no validation yet) trains, saves, and says nothing alarming
+    result = train_run(run_config(max_steps=1, batch_size=8, patience=3), tmp_path / "run")
+    assert result.steps_trained == 1 and (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    assert not [w for w in recwarn if "val/loss" in str(w.message)]

@@ -307,6 +307,19 @@ def test_stacked_ae_is_refused(monkeypatch, make_raw, tiny_config, tmp_path):
         fit_with(monkeypatch, model, data, tmp_path)
 
 
+def test_the_model_says_which_images_the_term_may_sharpen(tiny_config):
+    """adversarial_modality asks model.adversarial_problem: a refused image is a ConfigError
+    naming the model's reason, and without adversarial_modality the first allowed image is used."""
+    cfg = tiny_config("mvae", ("image", "label"))
+    cfg["modalities"]["photo"] = dict(cfg["modalities"]["image"])
+    model = build_model(cfg)
+    model.adversarial_problem = lambda name: "its decoder is frozen" if name == "image" else None
+    config = TrainConfig.from_dict({**TRAIN, "adversarial_channels": [8]})
+    assert adversarial_file.adversarial_modality(model, config) == "photo"
+    with pytest.raises(ConfigError, match="cannot sharpen 'image': its decoder is frozen"):
+        adversarial_file.adversarial_modality(model, config.model_copy(update={"adversarial_modality": "image"}))
+
+
 def test_run_config_round_trip_keeps_the_options():
     from omnivae.run import RunConfig
 

@@ -94,6 +94,27 @@ def test_loggers_are_called_only_on_logging_steps(monkeypatch, tiny, tmp_path):
     assert all(r["beta_scale"] == "1.0" for r in rows)
 
 
+class LogsAProbe(L.Callback):
+    """Logs a value with Lightning's own self.log on every batch (its step rows are the reference)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        pl_module.log("probe", float(batch_idx), on_step=True, on_epoch=False)
+
+
+@pytest.mark.parametrize("train", [{}, {"adversarial_weight": 0.1, "adversarial_channels": [8]}],
+                         ids=["automatic", "manual-optimisation"])
+def test_step_rows_land_where_self_log_puts_its_rows(monkeypatch, tiny, tmp_path, train):
+    """The step rows go to the loggers through the public Logger API (not Lightning's logger
+    connector); their step and epoch columns are the ones Lightning writes for self.log, also
+    for a module that steps its optimiser inside training_step."""
+    model, data = tiny
+    fit_with(monkeypatch, model, data, tmp_path, [LogsAProbe()], max_epochs=3, log_every_n_steps=2, **train)
+    rows = csv_rows(tmp_path)
+    ours = [(r["step"], r["epoch"]) for r in rows if r.get("train/loss_step")]
+    theirs = [(r["step"], r["epoch"]) for r in rows if r.get("probe")]
+    assert ours == theirs == [("1", "0"), ("3", "1"), ("5", "1"), ("7", "2")]
+
+
 def test_logged_values_hold_no_autograd_graph(tiny):
     model, data = tiny
     module = OmniModule(model, TrainConfig(**TRAIN))

@@ -54,37 +54,25 @@ def decoded_images(model, name: str, z: torch.Tensor) -> torch.Tensor:
     """Differentiable mean images [N,C,H,W] in [0,1] of image modality `name` from codes z [N,D]
     (model.decode runs without gradients, so the generator term needs this)."""
     mod = model.modalities[name]
-    if mod.kind != "image":
+    if not mod.adversarial:
         raise InputError(f"adversarial term: modality {name!r} is {mod.kind!r}, not an image")
-    return torch.sigmoid(mod.decode(z))
+    return mod.decoded_mean(z)
 
 
 def adversarial_codes(model, mu: torch.Tensor, logvar: torch.Tensor, present: torch.Tensor,
                       name: str) -> torch.Tensor:
     """Decoder inputs [2B, W] for image modality `name`: one draw from each example's joint
     posterior (a reconstruction where the image is present, a cross-modal generation from the
-    other modalities where it is missing), then B codes from N(0, I). Models whose decoders
-    take more than the shared code get their extra part: mmvae_plus the modality's private
-    code (its posterior draw where the image is present, else a draw from its prior r_n);
-    cvae the condition embedding (its target must be the image)."""
-    from omnivae.models.cvae import CVAE
-    from omnivae.models.mmvae_plus import MMVAEPlus
-
+    other modalities where it is missing), then B codes from N(0, I), each completed by the
+    model with whatever else the decoder reads (model.decoder_codes: mmvae_plus's private code,
+    cvae's condition embedding). InputError if the model rules the term out for `name`."""
+    problem = model.adversarial_problem(name)
+    if problem is not None:
+        raise InputError(f"adversarial term on {name!r}: {problem}")
     z_post = model.draw(mu, logvar, present, 1)[0]
     z_prior = torch.randn_like(z_post)
-    if isinstance(model, MMVAEPlus):
-        i, d, b = model.names.index(name), model.config.latent_dim, len(z_post)
-        w_q = mu[i, :, d:] + torch.randn_like(mu[i, :, d:]) * torch.exp(0.5 * logvar[i, :, d:])
-        w_post = torch.where(present[i].unsqueeze(-1), w_q, model.private_prior_draw(i, (b,)))
-        z_post = torch.cat([z_post, w_post], -1)
-        z_prior = torch.cat([z_prior, model.private_prior_draw(i, (b,))], -1)
-    elif isinstance(model, CVAE):
-        if name != model.config.target:
-            raise InputError(f"adversarial term: cvae only generates its target {model.config.target!r}, "
-                             f"not {name!r}")
-        c = model.condition_embedding(mu, logvar, present)
-        z_post, z_prior = torch.cat([z_post, c], -1), torch.cat([z_prior, c], -1)
-    return torch.cat([z_post, z_prior])
+    return torch.cat([model.decoder_codes(name, z_post, mu, logvar, present),
+                      model.decoder_codes(name, z_prior, mu, logvar, present, from_prior=True)])
 
 
 def adversarial_images(model, batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:

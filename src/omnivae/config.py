@@ -28,24 +28,69 @@ class StrictModel(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, where)) from None
+            raise ConfigError(format_validation_error(exc, where, cls)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
 
-def format_validation_error(exc: ValidationError, where: str) -> str:
-    """One line per problem: the dotted key, what was wrong, what was given."""
+def format_validation_error(exc: ValidationError, where: str, model: type[BaseModel] | None = None) -> str:
+    """One line per problem: the dotted key, what was wrong, what was given; an unknown key
+    gets the nearest known one at that place ("did you mean ...")."""
+    from omnivae.errors import did_you_mean
+
     lines = [f"invalid {where}:"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see the documented options)"
+            known = known_keys(model, err["loc"][:-1]) if model is not None else []
+            msg = "unknown key" + (did_you_mean(str(err["loc"][-1]), known) or
+                                   " (check the spelling; see the documented options)")
         given = err.get("input")
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
         lines.append(f"  {key}: {msg}{shown}")
     return "\n".join(lines)
+
+
+def known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the config section at `loc` inside `model` (through nested configs and
+    dicts of configs); [] where that cannot be told."""
+    node: Any = model
+    for part in loc:
+        node = _section(node, part)
+        if node is None:
+            return []
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _section(node: Any, part: Any) -> Any:
+    import typing
+
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        field = node.model_fields.get(str(part))
+        return _unwrap(field.annotation) if field is not None else None
+    origin = typing.get_origin(node)
+    if origin in (dict, typing.get_origin(typing.Mapping[str, int])):
+        return _unwrap(typing.get_args(node)[1])
+    if origin in (list, tuple):
+        return _unwrap(typing.get_args(node)[0])
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Optional[X] / Annotated[X, ...] -> X (the one config class among a union's members)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        return _unwrap(models[0] if len(models) == 1 else members[0]) if members else None
+    return annotation
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -90,6 +90,23 @@ def kl_objective(q: Gaussian, valid_mask: torch.Tensor | None, free_bits: float)
     return free_bits_kl(q.kl_standard_per_dim(), valid_mask, free_bits)
 
 
+def kl_normal(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor,
+              logvar_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) of diagonal Gaussians, summed over the last
+    dim (arguments broadcast against each other)."""
+    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p)
+                  - 1.0).sum(-1)
+
+
+def masked_mean(values: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-example values [B] over the present examples (0 when none is); present None
+    means all are (a batch without a mask for the modality: one op instead of six)."""
+    if present is None:
+        return values.mean()
+    w = present.to(values.dtype)
+    return (values * w).sum() / w.sum().clamp_min(1.0)
+
+
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(-1)
 

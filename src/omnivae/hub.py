@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from omnivae.atomic import replacing_folder
 from omnivae.errors import ConfigError, ModelFileError, OmniVAEError
 from omnivae.io import ALLOWED_SUFFIXES, CONFIG_FILE, WEIGHTS_FILE, check_folder_contents, read_header, \
     recover_model_folder
@@ -289,18 +290,8 @@ def check_out(out: Path, overwrite: bool) -> None:
 def copy_out(folder: Path, out: Path, overwrite: bool) -> Path:
     """A plain copy of the downloaded model (the cache holds symlinks), swapped in whole."""
     check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replacing_folder(out) as tmp:
         shutil.copytree(folder, tmp, dirs_exist_ok=True)  # follows the cache's symlinks
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

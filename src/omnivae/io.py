@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from omnivae.atomic import replacing_folder, restore_folder
 from omnivae.errors import ConfigError, InputError, ModelFileError
 from omnivae.version import __version__
 
@@ -41,10 +39,7 @@ def save_model(model, folder: str | Path, extra: dict | None = None) -> Path:
     """Write the model folder atomically: build it beside the target, then swap it in (a crash
     between the two renames leaves .NAME.old-PID, which load_model puts back)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    old = None
-    try:
+    with replacing_folder(folder) as tmp:
         for mod in model.modalities.values():
             for name, text in mod.extra_files().items():
                 (tmp / name).write_text(text, encoding="utf-8")
@@ -55,31 +50,13 @@ def save_model(model, folder: str | Path, extra: dict | None = None) -> Path:
         if extra:
             header["extra"] = extra
         (tmp / CONFIG_FILE).write_text(json.dumps(header, indent=2), encoding="utf-8")
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-    except BaseException:
-        if old is not None and not folder.exists():
-            os.replace(old, folder)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
 def recover_model_folder(folder: Path) -> None:
     """A save killed between its two renames leaves no folder, only the previous one as
     .NAME.old-PID (complete: it was moved whole): move the newest such folder back."""
-    if folder.exists():
-        return
-    olds = [p for p in folder.parent.glob(f".{folder.name}.old-*") if (p / CONFIG_FILE).is_file()]
-    if olds:
-        try:
-            os.replace(max(olds, key=lambda p: p.stat().st_mtime), folder)
-        except OSError:  # another process put it back first, or the folder is read-only
-            pass
+    restore_folder(folder, lambda p: (p / CONFIG_FILE).is_file())
 
 
 def read_header(folder: Path) -> dict:

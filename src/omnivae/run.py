@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import yaml
 
+from omnivae.atomic import write_bytes as atomic_write_bytes
 from omnivae.config import StrictModel, read_config_file
 from omnivae.data.raw import RawData
 from omnivae.data.sources import DataConfig, load_source
@@ -31,7 +32,7 @@ from omnivae.models import MODELS, build_model, model_config_from_dict
 from omnivae.models.base import ModelConfig, MultimodalModel
 from omnivae.train.adversarial import select_module
 from omnivae.train.callbacks import LastCheckpoint
-from omnivae.train.checkpoint import atomic_write_bytes, read_checkpoint
+from omnivae.train.checkpoint import read_checkpoint
 from omnivae.train.config import TrainConfig
 from omnivae.train.trainer import fit, launched_as_worker
 from omnivae.version import __version__
@@ -149,12 +150,12 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     atomic_write_bytes(run_dir / RUN_MARKER, (json.dumps(marker, indent=2) + "\n").encode())
 
 
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+def config_leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
     """{"train.max_epochs": 3, ...}: the leaves of nested dicts (lists and scalars are leaves)."""
     if isinstance(tree, dict) and tree:
         out: dict[str, Any] = {}
         for key, value in tree.items():
-            out.update(_leaves(value, f"{prefix}{key}."))
+            out.update(config_leaves(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: tree} if prefix else {}
 
@@ -169,9 +170,9 @@ def resume_config(saved: dict[str, Any], changes: dict[str, Any] | RunConfig, wh
         changes = changes.to_dict()
     if not isinstance(changes, dict):
         raise ConfigError(f"{where} must be a mapping of config sections, got {type(changes).__name__}")
-    old = _leaves(saved)
+    old = config_leaves(saved)
     changed = {}
-    for key, value in _leaves(changes).items():
+    for key, value in config_leaves(changes).items():
         before = old.get(key, _UNSET)
         if before is _UNSET or before != value:
             if before is _UNSET and any(k.startswith(key + ".") for k in old) and value in ({}, None):
@@ -199,6 +200,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
     torch.manual_seed(seed)
+
+
+def check_model_name(section: dict) -> None:
+    """An unknown model name fails at once, with the nearest known one."""
+    from omnivae.errors import did_you_mean
+    from omnivae.models import MODELS
+
+    if not isinstance(section, dict) or "model" not in section:
+        return  # the model config's own check says what is missing
+    name = section["model"]
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}{did_you_mean(name, MODELS)}; known models: {sorted(MODELS)}")
 
 
 def tidy_run_dir(run_dir: Path) -> None:
@@ -237,6 +250,7 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
             config = RunConfig.from_dict(config or {}, "run config")
         if writer:
             check_run_dir(run_dir, overwrite)  # refuse early; nothing is touched until the model is built
+        check_model_name(config.model)  # before the data are loaded or generated (that may take a while)
     seed_everything(config.train.seed)
     splits = split_data(load_source(config.data), config)
     if resume:
@@ -253,6 +267,7 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
             atomic_write_bytes(run_dir / "run.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
     train = TensorData.from_raw(model, splits.train)
     val = TensorData.from_raw(model, splits.val) if len(splits.val) else None
+    started = time.monotonic()
     result = fit(model, train, val, config.train, run_dir, resume=resume)
     start = next((c.start_step for c in result.trainer.callbacks if isinstance(c, LastCheckpoint)), None)
     steps_trained = 0 if start is None else result.trainer.global_step - start
@@ -269,8 +284,24 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
 
             fit_conditional_prior(model, train, seed=config.train.seed)
         save_model(model, run_dir / "model")
+        record_training(run_dir, time.monotonic() - started, result.trainer, splits)
     return RunResult(model.eval(), run_dir, splits, config, steps_trained=steps_trained)
 
+
+
+def record_training(run_dir: Path, seconds: float, trainer, splits: Splits) -> None:
+    """Add this training call's wall time (summed over resumed attempts), the run's epochs and steps
+    and its split sizes to omnivae-run.json, for the report."""
+    path = run_dir / RUN_MARKER
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        marker = {}
+    before = (marker.get("training") or {}).get("wall_seconds", 0.0)
+    marker["training"] = {"wall_seconds": round(before + seconds, 3), "epochs": trainer.current_epoch,
+                          "steps": trainer.global_step, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "examples": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}}
+    atomic_write_bytes(path, (json.dumps(marker, indent=2) + "\n").encode())
 
 def load_weights_from_checkpoint(model: MultimodalModel, path: str | Path) -> None:
     state = read_checkpoint(path)["state_dict"]

@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
 
 from omnivae.cli.app import app, console, fail
 from omnivae.errors import OmniVAEError
@@ -20,18 +19,20 @@ def inspect_data(
                                                      "or .parquet file, or a folder of .npy files."),
     source: Optional[str] = typer.Option(None, help="A named data source instead of guessing from the path: "
                                                     "shapes, mnist, polymnist, folder, arrays."),
-    set_: list[str] = typer.Option([], "--set", help="A source option, e.g. --set n=500 --set image_size=32"),
+    set_: list[str] = typer.Option([], "--set", help="A source option, e.g. --set data.options.n=500 "
+                                                     "(the same keys as in a run config)."),
 ):
     """Show each modality's kind, shape or vocabulary, and how many examples miss it."""
     from omnivae.data.inspect import inspect_command
 
     try:
-        options = {}
-        for pair in set_:
-            if "=" not in pair:
-                raise OmniVAEError(f"--set expects key=value, got {pair!r}")
-            key, value = pair.split("=", 1)
-            options[key] = yaml.safe_load(value)
+        from omnivae.cli.run import apply_overrides
+
+        section = apply_overrides({"data": {}}, set_, allowed=("data",))["data"]
+        extra = sorted(set(section) - {"options"})
+        if extra:
+            raise OmniVAEError(f"--set data.{extra[0]}: only data.options.KEY=VALUE applies to data inspect")
+        options = section.get("options", {})
         inspect_command(path, source, options, console=console)
     except OmniVAEError as exc:
         fail(exc)

@@ -14,18 +14,37 @@ from omnivae.cli.app import app, console, fail
 from omnivae.data.shapes import LEVELS
 from omnivae.errors import ConfigError, OmniVAEError
 
+MAX_SEED = 2**32 - 1  # numpy's seeds; torch takes larger ones, but one range for every verb
 
-def apply_overrides(config: dict, pairs: list[str]) -> dict:
-    """--set train.max_epochs=3 model.latent_dim=32 (values parsed as YAML scalars)."""
+
+SET_SECTIONS = ("data", "model", "train")
+
+
+def apply_overrides(config: dict, pairs: list[str], allowed: tuple[str, ...] = SET_SECTIONS) -> dict:
+    """--set KEY=VALUE, one meaning on every verb: KEY is a dotted path into the run config
+    (train.max_epochs=3, model.latent_dim=32, data.options.n=500); VALUE is read as a YAML scalar."""
+    from omnivae.errors import did_you_mean
+
     for pair in pairs:
-        if "=" not in pair:
-            raise OmniVAEError(f"--set expects key.path=value, got {pair!r}")
-        key, value = pair.split("=", 1)
+        key, eq, value = pair.partition("=")
+        parts = key.strip().split(".")
+        if not eq or not all(parts):
+            raise ConfigError(f"--set expects section.key=value (e.g. train.max_epochs=3), got {pair!r}")
+        if parts[0] not in allowed:
+            hint = did_you_mean(parts[0], allowed)
+            if not hint and len(parts) == 1 and "data" in allowed:
+                hint = f" (a data option is data.options.{parts[0]}={value})"
+            raise ConfigError(f"--set {pair}: {parts[0]!r} is not a section of the run config; the key starts with "
+                              f"one of {', '.join(allowed)}{hint}")
         node = config
-        parts = key.split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {pair}: {'.'.join(parts[:i + 1])} holds {node!r}, not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {pair}: the value is not valid YAML ({exc})") from None
     return config
 
 
@@ -49,11 +68,11 @@ def show_warnings(caught) -> None:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run folder to write (an existing omnivae run folder there "
                                                      "is replaced; any other non-empty folder is refused)."),
-    minutes: float = typer.Option(4.0, help="Training time budget in minutes."),
+    minutes: float = typer.Option(4.0, min=0.01, help="Training time budget in minutes."),
     level: str = typer.Option("partial", help=f"Shapes difficulty level: {', '.join(LEVELS)}."),
     model: str = typer.Option("mopoe", help="Model family (mvae, mmvae, mopoe)."),
     n: int = typer.Option(6000, help="Number of synthetic examples."),
-    seed: int = typer.Option(0, help="Random seed for data and training."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed for data and training."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
     """Train the default image+caption model on the built-in shapes data, then write metrics.json, figures (text-to-image, image-to-caption, joint samples) and report.html."""
@@ -90,7 +109,8 @@ def train(
                                           "max_minutes, patience) and how it runs, nothing else."),
     overwrite: bool = typer.Option(False, help="Replace --out if it is an existing omnivae run folder "
                                                "(any other non-empty folder is refused)."),
-    data: Optional[Path] = typer.Option(None, help="Train on a data folder (images + metadata.jsonl/csv) or arrays file."),
+    data: Optional[str] = typer.Option(None, help="Train on a data folder (images + metadata.jsonl/csv), an arrays "
+                                                  "file (.npz, .parquet), or a built-in source (shapes, mnist, ...)."),
     devices: Optional[str] = typer.Option(None, help="Devices per node (e.g. 2, or 'auto')."),
     num_nodes: Optional[int] = typer.Option(None, help="Number of nodes for distributed training."),
     strategy: Optional[str] = typer.Option(None, help="Lightning strategy, e.g. ddp or ddp_spawn."),
@@ -113,10 +133,7 @@ def train(
                 raise ConfigError("--overwrite cannot be combined with --resume (resuming keeps the run folder)")
         cfg = read_config_file(config) if config else {}
         if data is not None:
-            from omnivae.data.inspect import guess_source
-
-            source = guess_source(data)
-            cfg["data"] = {**cfg.get("data", {}), "source": source, "options": {"path": str(data)}}
+            cfg["data"] = {**cfg.get("data", {}), **data_section(data)}
         for key, value in (("devices", devices), ("num_nodes", num_nodes), ("strategy", strategy)):
             if value is not None:
                 cfg.setdefault("train", {})[key] = int(value) if key == "devices" and str(value).isdigit() else value
@@ -151,33 +168,90 @@ def train(
     console.print(f"[green]trained[/] {result.config.model['model']}; model saved in {result.run_dir / 'model'}")
 
 
+def data_section(data: str) -> dict:
+    """--data as the same verbs read it: an existing folder or file, else a built-in source name."""
+    from omnivae.data.inspect import guess_source
+    from omnivae.data.sources import SOURCES
+    from omnivae.errors import did_you_mean
+
+    if Path(data).exists():
+        return {"source": guess_source(Path(data)), "options": {"path": str(data)}}
+    if data in SOURCES and data not in ("folder", "arrays"):
+        return {"source": data, "options": {}}
+    raise ConfigError(f"--data {data}: no such file or folder, and not a built-in source"
+                      f"{did_you_mean(data, [s for s in SOURCES if s not in ('folder', 'arrays')])} "
+                      f"(built-in: {', '.join(s for s in sorted(SOURCES) if s not in ('folder', 'arrays'))})")
+
+
+def split_names(values: Optional[list[str]]) -> list[str]:
+    """--to image,label and --to image --to label mean the same."""
+    return [name.strip() for v in values or [] for name in v.split(",") if name.strip()]
+
+
 @app.command()
 def generate(
     model: Path = typer.Option(..., "--model", "-m", help="Model folder (run_dir/model)."),
-    source: str = typer.Option(..., "--from", help="Modality to condition on, e.g. text."),
-    value: list[str] = typer.Argument(..., help="Input(s): captions, labels, image files or .npy arrays."),
-    to: Optional[list[str]] = typer.Option(None, help="Target modalities (default: all others)."),
+    source: Optional[str] = typer.Option(None, "--from", help="Modality to condition on, e.g. text. Leave it out "
+                                                              "(and give no inputs) to sample every modality jointly."),
+    value: Optional[list[str]] = typer.Argument(None, help="Input(s): captions, labels, image files, .npy arrays "
+                                                           "or comma-separated numbers (after `--` when one "
+                                                           "starts with '-': -- -1.5,2)."),
+    to: Optional[list[str]] = typer.Option(None, help="Target modalities, comma-separated or repeated: --to image,label "
+                                                      "(default: all others)."),
     n: int = typer.Option(1, help="Samples per input (1 to 10,000)."),
-    out: Path = typer.Option(Path("generated"), help="Folder for generated images and outputs.json."),
+    out: Path = typer.Option(Path("generated"), help="Folder for the outputs: PNG files, .npy files, outputs.json."),
+    seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Random seed; the same seed gives the same outputs "
+                                                         "(default: a new one, written to outputs.json)."),
+    temperature: float = typer.Option(1.0, min=0.0, help="0 decodes the posterior mean (no randomness); 1 samples; "
+                                                         "other values scale a fitted conditional prior's noise."),
     strategy: str = typer.Option("greedy", help="Text decoding: greedy, sample or beam."),
 ):
     """Generate target modalities from the given one, e.g. `omnivae generate --model runs/demo/model --from text "a blue square"`.
 
+    Writes one PNG per generated image (and a grid per input when --n > 1), one .npy file per
+    input for vectors and signals, and outputs.json listing everything with its JSON values.
     Caption words the model never saw in training are named in a warning (on stderr)."""
+    import json
+
+    from omnivae.cli.outputs import out_folder, removed_on_failure
     from omnivae.tasks.generate import check_sample_count, generate_from_inputs
 
+    targets, values = split_names(to), list(value or [])
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             check_sample_count(n, "--n")
-            written = generate_from_inputs(model, source, value, to, n, out, strategy=strategy)
+            out_folder(out, "outputs.json", "generate")
+            swallowed = [v for v in values if targets and v not in targets and v in _model_names(model)]
+            if swallowed:
+                raise ConfigError(f"{swallowed[0]!r} was read as an input, but it names a modality: for several "
+                                  f"targets write --to {','.join(targets + swallowed)}")
+            with removed_on_failure(out):
+                summary = generate_from_inputs(model, source, values, targets, n, out, seed=seed,
+                                               temperature=temperature, strategy=strategy)
     except OmniVAEError as exc:
         show_warnings(w for w in caught if issubclass(w.category, UserWarning))
         fail(exc)
     show_warnings(w for w in caught if issubclass(w.category, UserWarning))
-    for name, items in written.items():
-        for item in items:
-            console.print(f"[bold]{name}[/]: {item}")
+    inputs = values or ["(joint sample)"]
+    for name, entries in summary["outputs"].items():
+        for given, entry in zip(inputs, entries):
+            shown = entry.get("values")
+            shown = json.dumps(shown) if shown is not None else ", ".join(str(out / f) for f in entry.get("files", []))
+            files = entry.get("grid") or entry.get("file")
+            extra = f" ({out / files})" if files else ""
+            console.print(f"[bold]{name}[/] from {given!r}: {shown}{extra}", markup=True, highlight=False)
+    console.print(f"seed {summary['seed']}; everything is listed in {out / 'outputs.json'}")
+
+
+def _model_names(model_dir: Path) -> list[str]:
+    """Modality names of a saved model, read from its config (no weights loaded); [] if unreadable."""
+    import json
+
+    try:
+        return list(json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))["config"]["modalities"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 @app.command()

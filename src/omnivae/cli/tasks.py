@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +20,7 @@ import yaml
 from rich.table import Table
 
 from omnivae.cli.app import app, console, fail
+from omnivae.cli.outputs import out_file, out_folder, removed_on_failure, run_inputs
 from omnivae.errors import ConfigError, InputError, OmniVAEError
 
 SPLITS = ("auto", "train", "val", "test", "all")
@@ -91,28 +93,8 @@ def _parts(splits) -> dict:
     from omnivae.data.raw import RawData
 
     parts = {"train": splits.train, "val": splits.val, "test": splits.test}
-    nonempty = [p for p in parts.values() if len(p)]
-    first = nonempty[0]
-    allmods = {k: _concat([p.modalities[k] for p in nonempty]) for k in first.modalities}
-    parts["all"] = RawData(allmods, dict(first.kinds), {k: np.concatenate([p.mask[k] for p in nonempty])
-                                                       for k in first.mask},
-                           {k: np.concatenate([p.targets[k] for p in nonempty]) for k in first.targets},
-                           dict(first.info))
+    parts["all"] = RawData.concat(list(parts.values()))
     return parts
-
-
-def _concat(values: list):
-    return np.concatenate(values) if isinstance(values[0], np.ndarray) else [v for part in values for v in part]
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name the same file (after resolving links; hard links count too)."""
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
 
 
 def _check_split(split: str) -> None:
@@ -128,9 +110,9 @@ def evaluate(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Path = typer.Option(..., "--out", help="Folder for metrics.json, figures/ and report.html."),
     split: str = typer.Option("auto", help=SPLIT_HELP),
-    n_eval: int = typer.Option(1000, help="At most this many test examples per metric."),
+    n_eval: int = typer.Option(1000, min=1, help="At most this many test examples per metric."),
     scorer_epochs: int = typer.Option(3, help="Epochs of the evaluation classifiers."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Random seed."),
 ):
     """Evaluate a trained model: cross-modal coherence, latent probes, retrieval, anomaly detection, likelihood and Fréchet distance, with figures. Writes OUT/metrics.json and a self-contained OUT/report.html. Evaluation classifiers are trained on the training split (on the evaluated data itself when it is a single file or folder).
 
@@ -140,13 +122,15 @@ def evaluate(
 
     try:
         _check_split(split)
+        out_folder(out, "metrics.json", "evaluate")
         loaded = load_model_and_data(model, run, data, set_)
         test = loaded.get(split)
         train = loaded.parts.get("train", test) if split in ("auto", "test") else test
         if len(train) == 0:
             train = test
-        metrics = evaluate_model(loaded.model, train, test, out, run_dir=run, n_eval=n_eval,
-                                 scorer_epochs=scorer_epochs, seed=seed)
+        with step_progress("evaluating") as progress, removed_on_failure(out):
+            metrics = evaluate_model(loaded.model, train, test, out, run_dir=run, n_eval=n_eval,
+                                     scorer_epochs=scorer_epochs, seed=seed, progress=progress)
     except OmniVAEError as exc:
         fail(exc)
     show_summary(metrics)
@@ -162,21 +146,41 @@ def embed(
     data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     given: Optional[list[str]] = typer.Option(None, "--given", help="Modalities to encode from (repeatable; default: all)."),
-    out: Path = typer.Option(..., "--out", help="Output file: .npy (array [N, D]) or .parquet (one row per example)."),
+    out: Path = typer.Option(..., "--out", help="Output file, by its suffix: .npz (recommended: arrays embeddings "
+                                                "[N, D], index, id, target__<name>), .csv or .parquet (one row "
+                                                "per example: index, id, target__<name>, z_0 ... z_{D-1}), or .npy "
+                                                "(the [N, D] matrix alone, rows in data order)."),
     split: str = typer.Option("auto", help=SPLIT_HELP),
     batch_size: int = typer.Option(1024, help="Examples per forward pass."),
+    progress: bool = typer.Option(True, help="Show a progress bar (on stderr)."),
 ):
-    """Write latent means (the joint posterior of the --given modalities) for every example.
+    """Write latent means (the joint posterior of the --given modalities) for every example, with what joins them back to the data.
 
-    Example: omnivae embed --run runs/demo --given text --out z.npy"""
+    index is each example's row in the data as its source read it (the metadata row for a data
+    folder; for a run's split, the row before splitting), id the data's id column when it has
+    one (a data folder's file names), target__<name> its labels (in .csv/.parquet the class
+    name when known; empty or -1 when missing).
+
+    Example: omnivae embed --run runs/demo --given text --out z.npz"""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from omnivae.tasks.embed import embed as embed_data
-    from omnivae.tasks.embed import save_embeddings
+    from omnivae.tasks.embed import join_columns, save_embeddings
 
     try:
         _check_split(split)
+        out_file(out, run_inputs(model, run, data))
         loaded = load_model_and_data(model, run, data, set_)
-        z = embed_data(loaded.model, loaded.get(split), given=given or None, batch_size=batch_size)
-        save_embeddings(z, out)
+        raw = loaded.get(split)
+        err = Console(stderr=True)  # the bar only where a person watches: a terminal
+        bar = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                       console=err, transient=True, disable=not progress or not err.is_terminal)
+        with bar:
+            task = bar.add_task("embedding", total=len(raw))
+            z = embed_data(loaded.model, raw, given=given or None, batch_size=batch_size,
+                           progress=lambda done, total: bar.update(task, completed=done))
+        save_embeddings(z, out, **join_columns(raw))
     except ImportError as exc:
         fail(exc)
     except OmniVAEError as exc:
@@ -184,9 +188,34 @@ def embed(
     console.print(f"[green]wrote[/] {out}: {z.shape[0]} embeddings of size {z.shape[1]}")
 
 
+@contextmanager
+def step_progress(what: str):
+    """A progress bar on stderr over named steps: yields progress(step, total), called as each starts."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(f"{what}: {{task.description}}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    task = None
+
+    def progress(step: str, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task(step, total=total)
+        else:
+            bar.advance(task)
+            bar.update(task, description=step)
+
+    with bar:
+        yield progress
+
+
 def describe(raw, i: int, skip: str) -> str:
     """A short text for gallery item i: its caption (if any other text modality) and targets."""
-    parts = [str(raw.modalities[n][i]) for n, k in raw.kinds.items() if k == "text" and n != skip and raw.mask[n][i]]
+    from omnivae.modalities import MODALITY_KINDS
+
+    parts = [str(raw.modalities[n][i]) for n, k in raw.kinds.items()
+             if MODALITY_KINDS[k].display == "caption" and n != skip and raw.mask[n][i]]
     classes = raw.info.get("classes", {})
     for t, v in raw.targets.items():
         names = classes.get(t)
@@ -222,30 +251,37 @@ def retrieve(
         m = loaded.model
         m.check_names([query], "--query")
         m.check_names([gallery], "--gallery")
+        if out is not None:
+            out_folder(out, "results.json", "retrieve")
         raw = loaded.get(split)
         index = RetrievalIndex(m, raw, gallery)
         result = index.query({query: parse_inputs(m, query, value)}, given=[query], k=k, score=score)
     except OmniVAEError as exc:
         fail(exc)
+    from omnivae.modalities import MODALITY_KINDS
+
+    shown = MODALITY_KINDS[raw.kinds[gallery]].display if gallery in raw.kinds else None
     rows = []
     for q, text in enumerate(value):
         table = Table(title=f"{query}: {text}")
-        for col in ("rank", "index", "score", gallery if raw.kinds.get(gallery) == "text" else "item"):
+        for col in ("rank", "index", "score", gallery if shown == "caption" else "item"):
             table.add_column(col)
         for r, (i, s) in enumerate(zip(result.indices[q], result.scores[q])):
-            item = str(raw.modalities[gallery][i]) if raw.kinds.get(gallery) == "text" else describe(raw, int(i), gallery)
+            item = str(raw.modalities[gallery][i]) if shown == "caption" else describe(raw, int(i), gallery)
             table.add_row(str(r + 1), str(int(i)), f"{float(s):.4g}", item)
             rows.append({"query": text, "rank": r + 1, "index": int(i), "score": float(s), "item": item})
         console.print(table)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps({"query_modality": query, "gallery_modality": gallery,
-                                                      "score": score, "results": rows}, indent=2))
-        if raw.kinds.get(gallery) == "image":
+        from omnivae.atomic import write_text
+
+        write_text(out / "results.json", json.dumps({"query_modality": query, "gallery_modality": gallery,
+                                                     "score": score, "results": rows}, indent=2))
+        if shown == "picture":
             from omnivae.report.figures import retrieval_examples
 
             imgs = np.asarray(raw.modalities[gallery])[result.indices]
-            queries = list(value) if m.modalities[query].kind == "text" else \
+            queries = list(value) if m.modalities[query].display == "caption" else \
                 m.modalities[query].to_output(m.modalities[query].accept(parse_inputs(m, query, value)))
             retrieval_examples(queries, imgs, result.scores, out / "retrieval.png")
         console.print(f"[green]wrote[/] {out}/results.json")
@@ -265,7 +301,7 @@ def detect(
     fpr: Optional[float] = typer.Option(None, help="Instead: set the threshold so this fraction of the run's "
                                                    "validation split (taken as normal) is flagged."),
     split: str = typer.Option("auto", help=SPLIT_HELP),
-    seed: int = typer.Option(0, help="Random seed of the ELBO's posterior draws."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Random seed of the ELBO's posterior draws."),
 ):
     """Score every example for anomalies (negative ELBO, reconstruction and cross-modal errors, disagreement between modalities) and flag those above a threshold.
 
@@ -276,6 +312,7 @@ def detect(
         _check_split(split)
         if contamination is not None and fpr is not None:
             raise InputError("give --contamination or --fpr, not both")
+        out_file(out, run_inputs(model, run, data))
         loaded = load_model_and_data(model, run, data, set_)
         target = loaded.get(split)
         detector = AnomalyDetector(loaded.model, score_name=score, seed=seed)
@@ -289,9 +326,10 @@ def detect(
         labels = detector.predict(scores=scores)
     except OmniVAEError as exc:
         fail(exc)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from omnivae.atomic import replacing
+
     names = list(scores)
-    with open(out, "w", newline="") as fh:
+    with replacing(out) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["index", *names, "is_anomaly"])
         for i in range(len(labels)):
@@ -304,9 +342,11 @@ def detect(
 def impute(
     model: Path = typer.Option(..., "--model", "-m", help="Model folder."),
     data: Path = typer.Option(..., "--data", help=".npz file with one array per modality and mask__<name> arrays "
-                                                  "(False = missing; text may use \"\" for missing)."),
+                                                  "(False = missing; text may use \"\" for missing), read as "
+                                                  "`train --data` reads it."),
     out: Path = typer.Option(..., "--out", help="Completed .npz: missing entries generated, masks all True, "
-                                                "imputed__<name> arrays mark what was filled."),
+                                                "imputed__<name> arrays mark what was filled; targets, kinds and "
+                                                "class names kept, so `omnivae train --data OUT` reads it."),
     sample: bool = typer.Option(False, help="Draw from the posterior instead of decoding its mean."),
     force: bool = typer.Option(False, "--force", help="Allow --out to be the --data file itself (it is replaced)."),
 ):
@@ -314,20 +354,19 @@ def impute(
     The output is written atomically; it may only replace the input file with --force.
 
     Example: omnivae impute --model runs/demo/model --data partial.npz --out completed.npz"""
+    from omnivae.data.arrays import load_arrays
     from omnivae.io import load_model
     from omnivae.tasks.impute import impute as impute_data
-    from omnivae.tasks.impute import load_npz, save
+    from omnivae.tasks.impute import save
 
     try:
         if data.suffix.lower() != ".npz":
             raise InputError(f"--data must be a .npz file, got {data}")
         if out.suffix.lower() != ".npz":
             raise InputError(f"--out must end in .npz, got {out}")
-        if not force and same_file(out, data):
-            raise InputError(f"--out {out} is the --data file itself: imputing would replace your input. "
-                             "Choose another --out, or pass --force to replace it")
+        out_file(out, [data, model], force=force)
         m = load_model(model)
-        raw = load_npz(data)
+        raw = load_arrays(data)
         completed = impute_data(m, raw, mean=not sample)
         save(completed, out)
     except OmniVAEError as exc:

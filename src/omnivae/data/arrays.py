@@ -1,6 +1,14 @@
 """The user's own paired data as arrays: an `.npz` (one array per modality), a folder of
 `.npy` files (optionally memory-mapped), or a Parquet table. Kinds come from a schema
-(argument or `schema.json` next to the data) or are inferred from dtype and shape.
+(argument or `schema.json` next to the data) or are inferred from dtype and shape; each
+kind's Modality class reads its arrays (`read_array`).
+
+omnivae's own .npz layout (written by `save_npz`, e.g. by `omnivae impute`) adds, beside one
+array per modality (text as unicode, "" where missing): `mask__<name>` (bool, False = missing),
+`target__<name>` (int64 labels), `imputed__<name>` (bool: entries impute filled),
+`ids__<name>` (per-example ids, see RawData.ids), `__kinds__` (JSON {name: kind}) and
+`__classes__` (JSON {name: [class names]}). `load_arrays` reads that layout exactly: kinds,
+masks, targets, ids and class names as written.
 
 Files are never unpickled: `.npy`/`.npz` load with allow_pickle=False, because unpickling
 can run arbitrary code; object arrays are refused with an error saying how to convert them.
@@ -16,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from omnivae.atomic import replacing
 from omnivae.data.folder import CHANNELS, DataWarning, normal_mode, read_header, read_image
-from omnivae.data.raw import KINDS, RawData
+from omnivae.data.raw import ROLES, RawData, kind_class, known_kinds
 from omnivae.errors import InputError
 
-SPECIAL_KINDS = ("target", "ignore")  # target: evaluation labels only; ignore: not loaded
-CHUNK_BYTES = 64 << 20  # missing-row scans of memory-mapped arrays read this much at a time
+SPECIAL_KINDS = ROLES  # target: evaluation labels only; ignore: not loaded
+LAYOUT_PREFIXES = ("mask__", "target__", "imputed__", "ids__")  # omnivae's .npz layout (see the module docstring)
+LAYOUT_KEYS = ("__kinds__", "__classes__")
 
 
 def read_schema(path: Path, schema: dict | None) -> dict[str, dict]:
@@ -41,8 +51,8 @@ def read_schema(path: Path, schema: dict | None) -> dict[str, dict]:
     out = {}
     for name, entry in {**found, **(schema or {})}.items():
         entry = {"kind": entry} if isinstance(entry, str) else entry
-        if not isinstance(entry, dict) or entry.get("kind") not in (*KINDS, *SPECIAL_KINDS):
-            raise InputError(f"schema entry {name!r}: expected a kind in {[*KINDS, *SPECIAL_KINDS]} or "
+        if not isinstance(entry, dict) or entry.get("kind") not in (*known_kinds(), *SPECIAL_KINDS):
+            raise InputError(f"schema entry {name!r}: expected a kind in {[*known_kinds(), *SPECIAL_KINDS]} or "
                              f"{{'kind': ..., 'classes': [...]}}, got {entry!r}")
         out[name] = entry
     return out
@@ -173,95 +183,22 @@ def decode_images(name: str, cells: list) -> tuple[np.ndarray, np.ndarray]:
 
 # -- kinds and values ----------------------------------------------------------------------
 def infer_array_kind(name: str, arr: np.ndarray) -> str:
-    d, nd = arr.dtype, arr.ndim
-    if d.kind == "U":
-        return "text"
-    if nd == 4 and (d == np.uint8 or d.kind == "f"):
-        return "image"
-    if nd == 3 and d == np.uint8:
-        return "image"
-    if nd == 3 and d.kind == "f":
-        return "signal"
-    if nd == 1 and d.kind in "iub":
-        return "categorical"
-    if nd in (1, 2) and d.kind in "fiu":
-        return "vector"
-    raise InputError(f"array {name!r} of shape {list(arr.shape)} and dtype {d} has no obvious kind; "
-                     f"give it one with schema={{{name!r}: 'vector'}} (kinds: {list(KINDS)})")
-
-
-def _rows_finite(arr: np.ndarray) -> np.ndarray:
-    """bool [N]: rows with no NaN/inf, read in chunks so memory-mapped arrays stay on disk."""
-    if arr.dtype.kind != "f":
-        return np.ones(len(arr), dtype=bool)
-    step = max(1, CHUNK_BYTES // max(1, arr[:1].nbytes))
-    return np.concatenate([np.isfinite(arr[i:i + step]).reshape(min(step, len(arr) - i), -1).all(1)
-                           for i in range(0, len(arr), step)]) if len(arr) else np.zeros(0, dtype=bool)
+    """The first registered kind whose class claims an array of this dtype and shape."""
+    kinds = known_kinds()
+    found = next((k for k in kinds if kind_class(k).claims_array(arr)), None)
+    if found is None:
+        raise InputError(f"array {name!r} of shape {list(arr.shape)} and dtype {arr.dtype} has no obvious kind; "
+                         f"give it one with schema={{{name!r}: 'vector'}} (kinds: {list(kinds)})")
+    return found
 
 
 def convert(name: str, arr: Any, kind: str, classes: list | None, present: np.ndarray | None = None
             ) -> tuple[Any, np.ndarray, list[str] | None]:
-    """(values in RawData form, presence mask, class names or None) for one array; `present`
-    is a known mask of decoded images."""
-    if kind == "text":
-        if isinstance(arr, np.ndarray) and arr.dtype.kind != "U":
-            raise InputError(f"text array {name!r} has dtype {arr.dtype}; expected unicode strings ('<U')")
-        values = [None if v is None or not str(v).strip() else str(v) for v in list(arr)]
-        return values, np.array([v is not None for v in values], dtype=bool), None
-    if kind in ("categorical", "target"):
-        return _categorical(name, arr, classes)
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiub":
-        raise InputError(f"{kind} array {name!r} must be numeric, got "
-                         f"{arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__}")
-    if kind == "image":
-        if arr.ndim == 3:
-            arr = arr[:, None]
-        if arr.ndim == 4 and arr.shape[1] not in CHANNELS.values() and arr.shape[3] in CHANNELS.values():
-            arr = arr.transpose(0, 3, 1, 2)  # channels-last [N,H,W,C] -> [N,C,H,W] (a view)
-        if arr.ndim != 4:
-            raise InputError(f"image array {name!r} has shape {list(arr.shape)}; expected [N,C,H,W] or [N,H,W]")
-        return arr, _rows_finite(arr) if present is None else present, None
-    if kind == "vector":
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise InputError(f"vector array {name!r} has shape {list(arr.shape)}; expected [N] or [N,D]")
-    elif kind == "signal":
-        if arr.ndim == 2:
-            arr = arr[:, None]
-        if arr.ndim != 3:
-            raise InputError(f"signal array {name!r} has shape {list(arr.shape)}; expected [N,L] or [N,C,L]")
-    arr = arr.astype(np.float32, copy=False) if arr.dtype.kind in "fiub" and arr.dtype != np.float32 else arr
-    return arr, _rows_finite(arr), None
-
-
-def _categorical(name: str, arr: Any, classes: list | None):
-    if isinstance(arr, list) or arr.dtype.kind == "U":  # names -> indices
-        labels = [None if v is None or not str(v).strip() else str(v) for v in list(arr)]
-        names = [str(c) for c in classes] if classes else sorted({v for v in labels if v is not None})
-        index = {c: k for k, c in enumerate(names)}
-        bad = next(((i, v) for i, v in enumerate(labels) if v is not None and v not in index), None)
-        if bad:
-            raise InputError(f"array {name!r} row {bad[0]}: label {bad[1]!r} is not one of the classes {names}")
-        out = np.array([-1 if v is None else index[v] for v in labels], dtype=np.int64)
-        return out, out >= 0, names
-    if arr.ndim != 1 or arr.dtype.kind not in "iubf":
-        raise InputError(f"categorical array {name!r} must be 1-D integers, got shape {list(arr.shape)} "
-                         f"dtype {arr.dtype}")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isnan(arr) | (arr == np.round(arr))):
-            raise InputError(f"categorical array {name!r} holds fractions; expected class indices")
-        arr = np.where(np.isnan(arr), -1, arr)
-    out = np.asarray(arr).astype(np.int64)
-    if (out < -1).any():
-        raise InputError(f"categorical array {name!r} holds {int(out.min())}; class indices are >= 0 "
-                         "(-1 marks a missing label)")
-    names = [str(c) for c in classes] if classes else None
-    if names and out.max(initial=-1) >= len(names):
-        row = int(np.argmax(out >= len(names)))
-        raise InputError(f"array {name!r} row {row}: label {int(out[row])} is outside the "
-                         f"{len(names)} declared classes {names}")
-    return out, out >= 0, names
+    """(values in RawData form, presence mask, class names or None) for one array, read by its
+    kind's class (a "target" column as a categorical one); `present` is a known mask of decoded images."""
+    if isinstance(arr, np.ndarray) and arr.ndim == 0:
+        raise InputError(f"array {name!r} holds a single value (shape []); expected one entry per example")
+    return kind_class(kind).read_array(name, arr, classes, present)
 
 
 def load_arrays(path, schema: dict[str, Any] | None = None, mmap: bool = False) -> RawData:
@@ -271,14 +208,15 @@ def load_arrays(path, schema: dict[str, Any] | None = None, mmap: bool = False) 
     schema: name -> kind (or {"kind": ..., "classes": [...]}), merged over a schema.json next
     to the data; kind "target" keeps an array as evaluation labels only, "ignore" skips it.
     Missing entries: NaN rows (vectors, signals, float images), -1 labels, None/"" captions.
+    An .npz in omnivae's own layout (see the module docstring) is read as written.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"data path {path} does not exist")
     spec = read_schema(path, schema)
-    inferred, classes, decoded = {}, {}, {}
+    inferred, classes, decoded, layout = {}, {}, {}, None
     if path.suffix == ".npz":
-        arrays, fmt = read_npz(path), "npz"
+        (arrays, layout), fmt = split_layout(read_npz(path), path), "npz"
     elif path.suffix == ".parquet":
         arrays, inferred, classes, decoded = read_parquet(path)
         fmt = "parquet"
@@ -292,24 +230,114 @@ def load_arrays(path, schema: dict[str, Any] | None = None, mmap: bool = False) 
     unknown = sorted(set(spec) - set(arrays))
     if unknown:
         raise InputError(f"schema names {unknown}, but {path} holds {sorted(arrays)}")
+    written = layout or {"kinds": {}, "classes": {}, "mask": {}, "targets": {}, "imputed": {}, "ids": {}}
     mods, kinds, mask, targets, names = {}, {}, {}, {}, {}
     for name, arr in arrays.items():
         if fmt != "parquet" and isinstance(arr, np.ndarray) and arr.dtype.kind == "S":
             raise InputError(f"array {name!r} holds bytes strings (dtype {arr.dtype}); save unicode "
                              "strings instead: arr.astype(str)")
-        kind = spec.get(name, {}).get("kind") or inferred.get(name) or infer_array_kind(name, arr)
+        entry = spec.get(name, {})
+        kind = entry.get("kind") or written["kinds"].get(name) or inferred.get(name) or infer_array_kind(name, arr)
         if kind == "ignore":
             continue
-        values, present, cls = convert(name, arr, kind, spec.get(name, {}).get("classes") or classes.get(name),
-                                       decoded.get(name))
+        declared = entry.get("classes") or classes.get(name) or written["classes"].get(name)
+        values, present, cls = convert(name, arr, kind, declared, decoded.get(name))
+        if name in written["mask"]:
+            if len(written["mask"][name]) != len(present):
+                raise InputError(f"{path}: mask__{name} has {len(written['mask'][name])} entries, but {name!r} "
+                                 f"has {len(present)}")
+            present = present & written["mask"][name]
         if cls:
             names[name] = cls
-        if kind in ("categorical", "target"):
+        # labels of a label kind double as targets, unless the file lists its targets itself
+        if kind == "target" or (layout is None and kind_class(kind).labels_are_targets):
             targets[name] = values.copy()
             if kind == "target":
                 continue
         mods[name], kinds[name], mask[name] = values, kind, present
     if not mods:
         raise InputError(f"{path} holds no modality (every array is ignored or a target)")
+    targets.update(written["targets"])
+    names.update({t: c for t, c in written["classes"].items() if t in written["targets"] and t not in names})
     info = {"source": "arrays", "path": str(path), "format": fmt, "classes": names}
-    return RawData(mods, kinds, mask, targets, info)
+    imputed = {n: f for n, f in written["imputed"].items() if n in mods}
+    if imputed:
+        info["imputed"] = imputed
+    return RawData(mods, kinds, mask, targets, info, dict(written["ids"]))
+
+
+# -- omnivae's own .npz layout ---------------------------------------------------------------
+def split_layout(arrays: dict[str, np.ndarray], path: Path) -> tuple[dict[str, np.ndarray], dict | None]:
+    """(the modality arrays, what the layout's special arrays say: kinds, classes, mask, targets,
+    imputed, ids), or (arrays, None) for an .npz that holds none of them."""
+    special = [k for k in arrays if k in LAYOUT_KEYS or k.startswith(LAYOUT_PREFIXES)]
+    if not special:
+        return arrays, None
+    layout = {"kinds": _json_member(arrays, "__kinds__", path), "classes": _json_member(arrays, "__classes__", path)}
+    plain = {k: v for k, v in arrays.items() if k not in special}
+    for prefix in LAYOUT_PREFIXES:
+        layout[prefix[:-2]] = {k[len(prefix):]: arrays[k] for k in special if k.startswith(prefix)}
+    for what in ("mask", "imputed"):
+        for name, flags in layout[what].items():
+            if name not in plain:
+                raise InputError(f"{path}: {what}__{name} marks rows of {name!r}, but the file holds no array "
+                                 f"{name!r} (it holds {sorted(plain)})")
+            if flags.ndim != 1 or flags.dtype.kind not in "biu":
+                raise InputError(f"{path}: {what}__{name} must be a 1-D bool array, got shape "
+                                 f"{list(flags.shape)} dtype {flags.dtype}")
+            layout[what][name] = flags.astype(bool)
+    layout["targets"] = {}
+    for name, labels in layout.pop("target").items():
+        if labels.ndim != 1 or labels.dtype.kind not in "biu":
+            raise InputError(f"{path}: target__{name} must be 1-D integer labels, got shape {list(labels.shape)} "
+                             f"dtype {labels.dtype}")
+        layout["targets"][name] = labels.astype(np.int64)
+    for name, names in layout["classes"].items():
+        if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+            raise InputError(f"{path}: __classes__ must map names to lists of class names, got {name!r}: {names!r}")
+    for name, kind in layout["kinds"].items():
+        if not isinstance(kind, str) or kind not in (*known_kinds(), *SPECIAL_KINDS):
+            raise InputError(f"{path}: __kinds__ gives {name!r} the kind {kind!r}, which is not one of "
+                             f"{[*known_kinds(), *SPECIAL_KINDS]}")
+    return plain, layout
+
+
+def _json_member(arrays: dict[str, np.ndarray], key: str, path: Path) -> dict:
+    if key not in arrays:
+        return {}
+    try:
+        value = json.loads(str(arrays[key]))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: {key} is not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: {key} must hold a JSON object {{name: ...}}, got {type(value).__name__}")
+    return value
+
+
+def save_npz(raw: RawData, path) -> Path:
+    """Write RawData in omnivae's .npz layout (read back exactly by `load_arrays`): each kind's
+    values as one plain array (its class's `raw_array`), masks, targets, imputed flags, ids,
+    kinds and class names. Atomic: a failed or killed write leaves an existing file as it was."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise InputError(f"{path}: expected a file name ending in .npz")
+    arrays: dict[str, np.ndarray] = {}
+    for name, values in raw.modalities.items():
+        arrays[name] = kind_class(raw.kinds[name]).raw_array(values)
+        arrays[f"mask__{name}"] = np.asarray(raw.mask[name], dtype=bool)
+    for name, values in raw.targets.items():
+        arrays[f"target__{name}"] = np.asarray(values)
+    for name, flags in (raw.info.get("imputed") or {}).items():
+        arrays[f"imputed__{name}"] = np.asarray(flags, dtype=bool)
+    for name, values in raw.ids.items():
+        arrays[f"ids__{name}"] = np.asarray(values)
+    arrays["__kinds__"] = np.array(json.dumps({n: raw.kinds[n] for n in raw.modalities}))
+    classes = {n: [str(c) for c in v] for n, v in (raw.info.get("classes") or {}).items()
+               if (n in raw.modalities or n in raw.targets) and isinstance(v, (list, tuple)) and v}
+    if classes:
+        arrays["__classes__"] = np.array(json.dumps(classes))
+    # a temporary file beside the target, renamed over it once complete (this matters most when
+    # the file written is the input itself); np.savez gets a handle: given a name it adds ".npz"
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from omnivae.data.raw import RawData
+from omnivae.data.raw import ROLES, TARGET_READ_AS, RawData, kind_class, known_kinds
 from omnivae.errors import InputError
 
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv")
-COLUMN_KINDS = ("text", "categorical", "vector", "image", "target", "ignore")
+FILE_KIND = "image"  # the kind of the file-name column (image_column) unless kinds= says otherwise
+FILE_MODALITY = "image"  # the modality name the file-name column gets
 MAX_CLASSES = 50  # more distinct values than this (or half the rows or more) -> not categorical
 MAX_FILE_WARNINGS = 10  # one warning per bad image file, up to this many; the summary counts all
 RESIZE_FILTER = Image.Resampling.BICUBIC
@@ -170,20 +171,22 @@ def infer_kind(table: Table, name: str) -> str | None:
     if types == {"bool"}:
         return "categorical"
     if types == {"int"}:
-        kind = "categorical" if _few(present) else "vector"
+        if _few(present):
+            return "categorical"
+        kind = "vector"
     elif types <= {"int", "float"}:
         return "vector"
     elif types == {"str"}:
-        spaced = any(any(c.isspace() for c in v.strip()) for v in present)
-        kind = "categorical" if not spaced and _few(present) else "text"
+        if _few(present) and not any(any(c.isspace() for c in v.strip()) for v in present):
+            return "categorical"
+        kind = "text"
     else:
         first = {t: next(i for i, r in enumerate(table.rows) if _type(r.get(name)) == t) for t in sorted(types)}
         examples = ", ".join(f"{t} ({table.where(i)})" for t, i in first.items())
         raise InputError(f"column {name!r} of {table.file.name}: cannot infer its kind, it mixes "
                          f"value types {examples}. Pass kinds={{{name!r}: 'text'}} (or 'categorical', "
                          "'vector', 'ignore') to say what it holds.")
-    if kind != "categorical" and len(present) >= 10 and len(set(present)) == len(present) and \
-            not any(" " in str(v) for v in present):
+    if len(present) >= 10 and len(set(present)) == len(present) and not any(" " in str(v) for v in present):
         warnings.warn(f"column {name!r} of {table.file.name}: every value is distinct, so it is read as "
                       f"{kind}; if it is an identifier, pass kinds={{{name!r}: 'ignore'}}", DataWarning, stacklevel=4)
     return kind
@@ -416,9 +419,20 @@ def _check_options(resize, mode, image_size, kinds, classes) -> None:
     for arg, value in (("kinds", kinds), ("classes", classes)):
         if value is not None and not isinstance(value, dict):
             raise InputError(f"{arg} must map column names to values, got {type(value).__name__}")
-    bad = {c: k for c, k in (kinds or {}).items() if k not in COLUMN_KINDS}
+    allowed = column_kinds()
+    bad = {c: k for c, k in (kinds or {}).items() if k not in allowed}
     if bad:
-        raise InputError(f"kinds {bad}: each kind must be one of {list(COLUMN_KINDS)}")
+        raise InputError(f"kinds {bad}: each kind must be one of {list(allowed)}")
+
+
+def column_kinds() -> tuple[str, ...]:
+    """What a metadata column may be: a kind whose class reads columns or names files, or a role."""
+    from omnivae.modalities import Modality
+
+    def readable(cls) -> bool:
+        return cls.column_names_files or cls.read_column.__func__ is not Modality.read_column.__func__
+
+    return (*(k for k in known_kinds() if readable(kind_class(k))), *ROLES)
 
 
 def plan_folder(path, image_size: int | None = None, resize: str = "resize", kinds: dict | None = None,
@@ -438,37 +452,35 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
     if unknown:
         raise InputError(f"kinds/classes name column(s) {unknown} that {table.file.name} lacks; "
                          f"its columns are {table.columns}")
-    if kinds.get(image_column, "image") != "image":
-        raise InputError(f"column {image_column!r} holds the image file names; it cannot be {kinds[image_column]!r}")
-    kinds[image_column] = "image"
+    file_kind = kinds.setdefault(image_column, FILE_KIND)
+    if file_kind in ROLES or not kind_class(file_kind).column_names_files:
+        raise InputError(f"column {image_column!r} holds the image file names; it cannot be {file_kind!r}")
     plan = FolderPlan(root, table, {}, {}, {}, {}, {}, {})
     for column in table.columns:
-        kind = kinds.get(column) or ("categorical" if column in classes else infer_kind(table, column))
+        kind = kinds.get(column) or (TARGET_READ_AS if column in classes else infer_kind(table, column))
         if kind is None:
             warnings.warn(f"column {column!r} of {table.file.name} is empty in every row; ignored",
                           DataWarning, stacklevel=2)
             continue
         if kind == "ignore":
             continue
-        name = "image" if column == image_column else column
-        if name in plan.kinds or (name == "image" and column != image_column):
-            raise InputError(f"column {column!r} clashes with the image modality's name 'image'; pass "
+        name = FILE_MODALITY if column == image_column else column
+        if name in plan.kinds or (name == FILE_MODALITY and column != image_column):
+            raise InputError(f"column {column!r} clashes with the image modality's name {FILE_MODALITY!r}; pass "
                              f"kinds={{{column!r}: 'ignore'}} or rename it")
-        if kind == "image":
-            plan.kinds[name], plan.mask[name] = "image", np.zeros(len(table.rows), dtype=bool)
+        reader = kind_class(kind)  # a "target" column is read like a categorical one
+        if reader.column_names_files:
+            plan.kinds[name], plan.mask[name] = kind, np.zeros(len(table.rows), dtype=bool)
             plan.images[name] = scan_images(table, root, name, column, image_size, resize, mode, plan.warn_file)
             continue
-        if kind in ("categorical", "target"):
-            values, plan.classes[name] = categorical_column(table, column, classes.get(column))
+        values, present, names = reader.read_column(table, column, classes.get(column))
+        if names is not None:
+            plan.classes[name] = names
+        if kind == "target" or reader.labels_are_targets:
             plan.targets[name] = values.copy()
             if kind == "target":
                 continue
-        else:
-            values = vector_column(table, column) if kind == "vector" else text_column(table, column)
-        plan.modalities[name], plan.kinds[name] = values, kind
-        plan.mask[name] = (values >= 0 if kind == "categorical" else
-                           ~np.isnan(values).any(1) if kind == "vector" else
-                           np.array([v is not None for v in values], dtype=bool))
+        plan.modalities[name], plan.kinds[name], plan.mask[name] = values, kind, present
     for name, col in plan.images.items():
         plan.mask[name] = col.ok.copy()
     return plan
@@ -482,6 +494,8 @@ def load_folder(path, image_size: int | None = None, resize: str = "resize", kin
     kinds: column -> text | categorical | vector | image | target (labels for evaluation only) |
     ignore, overriding inference. classes: column -> class names (labels outside are an error).
     Missing files, unreadable images and empty cells mark that modality missing for the row.
+    The file names are kept as ids (`raw.ids[image_column]`, "" where a row names none), and
+    `raw.ids["index"]` is each example's row in the metadata (rows with no data are skipped).
     """
     plan = plan_folder(path, image_size, resize, kinds, image_column, classes, mode)
     n, images = len(plan.table.rows), {}
@@ -496,5 +510,7 @@ def load_folder(path, image_size: int | None = None, resize: str = "resize", kin
         images[name] = arr
     keep = plan.finish()
     mods = {name: images.get(name, plan.modalities.get(name)) for name in plan.kinds}
-    raw = RawData(mods, dict(plan.kinds), dict(plan.mask), dict(plan.targets), plan.info())
+    files = np.array(["" if is_missing(r.get(image_column)) else str(r[image_column]).strip()
+                      for r in plan.table.rows], dtype=str)
+    raw = RawData(mods, dict(plan.kinds), dict(plan.mask), dict(plan.targets), plan.info(), {image_column: files})
     return raw if keep.all() else raw.subset(np.flatnonzero(keep))

@@ -2,7 +2,6 @@
 how many examples have it and how many miss it. Backs `omnivae data inspect PATH`."""
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,20 +9,20 @@ from typing import Any
 import numpy as np
 
 from omnivae.data.folder import METADATA_NAMES
-from omnivae.data.raw import RawData
+from omnivae.data.raw import TARGET_READ_AS, RawData, kind_class
 from omnivae.errors import InputError
-
-_WORD = re.compile(r"[\w']+")
 
 
 def describe(raw: RawData) -> dict[str, Any]:
     """A JSON-ready summary: examples, complete examples, per-modality stats, targets.
 
-    Text vocabulary counts distinct lower-cased words (runs of letters, digits, _ and ');
-    caption lengths are in such words.
+    Each modality's statistics come from its kind's class (`summarize`): text vocabulary
+    counts distinct lower-cased words (runs of letters, digits, _ and '), caption lengths are
+    in such words; labels are counted per class; other kinds give shape and dtype.
     """
     n = len(raw)
     present_all = np.ones(n, dtype=bool)
+    classes = raw.info.get("classes", {})
     mods = {}
     for name, values in raw.modalities.items():
         kind, present = raw.kinds[name], raw.mask[name]
@@ -31,51 +30,17 @@ def describe(raw: RawData) -> dict[str, Any]:
         count = int(present.sum())
         entry: dict[str, Any] = {"kind": kind, "present": count, "missing": n - count,
                                  "missing_fraction": (n - count) / n if n else 0.0}
-        if kind == "text":
-            entry.update(_text_stats([values[i] for i in np.flatnonzero(present)]))
-        elif kind == "categorical":
-            entry.update(_class_stats(np.asarray(values)[present], raw.info.get("classes", {}).get(name)))
-        else:
-            arr = values if isinstance(values, np.ndarray) else np.asarray(values)
-            entry.update({"shape": list(arr.shape[1:]), "dtype": str(arr.dtype)})
+        entry.update(kind_class(kind).summarize(values, present, classes.get(name)))
         mods[name] = entry
-    targets = {name: _class_stats(np.asarray(t)[np.asarray(t) >= 0], raw.info.get("classes", {}).get(name))
+    labels = kind_class(TARGET_READ_AS)  # targets are labels, summarised as a label kind's values
+    targets = {name: labels.summarize(np.asarray(t), np.asarray(t) >= 0, classes.get(name))
                for name, t in raw.targets.items()}
     return {"examples": n, "complete": int(present_all.sum()), "source": raw.info.get("source"),
             "modalities": mods, "targets": targets}
 
 
-def _text_stats(captions: list[str]) -> dict[str, Any]:
-    words = [_WORD.findall(c.lower()) for c in captions]
-    lengths = np.array([len(w) for w in words]) if words else np.zeros(0)
-    vocab = {w for ws in words for w in ws}
-    stats = {"vocab_size": len(vocab), "distinct_captions": len(set(captions))}
-    if len(lengths):
-        stats.update({"words_min": int(lengths.min()), "words_mean": float(lengths.mean()),
-                      "words_max": int(lengths.max())})
-    return stats
-
-
-def _class_stats(labels: np.ndarray, names: list[str] | None) -> dict[str, Any]:
-    values, counts = np.unique(labels, return_counts=True)
-    label = (lambda v: names[v] if names and 0 <= v < len(names) else str(v))
-    return {"num_classes": len(names) if names else len(values),
-            "counts": {label(int(v)): int(c) for v, c in zip(values, counts)}}
-
-
 def _details(entry: dict[str, Any]) -> str:
-    kind = entry["kind"]
-    if kind == "text":
-        if "words_mean" not in entry:
-            return "no captions"
-        return (f"vocabulary {entry['vocab_size']} words; captions of {entry['words_min']}-"
-                f"{entry['words_max']} words (mean {entry['words_mean']:.1f}); "
-                f"{entry['distinct_captions']} distinct")
-    if kind == "categorical":
-        top = sorted(entry["counts"].items(), key=lambda kv: -kv[1])[:5]
-        more = ", ..." if len(entry["counts"]) > 5 else ""
-        return f"{entry['num_classes']} classes: " + ", ".join(f"{k}: {v}" for k, v in top) + more
-    return f"{' x '.join(map(str, entry['shape'])) or 'scalar'} {entry['dtype']}"
+    return kind_class(entry["kind"]).summary_line(entry)
 
 
 def print_description(raw: RawData, console=None) -> dict[str, Any]:

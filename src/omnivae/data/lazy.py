@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from omnivae.batch import Batch
-from omnivae.data.folder import DataWarning, plan_folder, read_image
-from omnivae.data.raw import RawData
+from omnivae.data.folder import DataWarning, is_missing, plan_folder, read_image
+from omnivae.data.raw import RawData, kind_class
 from omnivae.data.tensors import TensorData
 
 
@@ -45,6 +45,9 @@ class LazyImageFolder(Dataset):
         self.mask = {n: m[rows] for n, m in plan.mask.items()}
         self.targets = {n: t[rows] for n, t in plan.targets.items()}
         self.where = [plan.table.where(i) for i in rows]
+        files = [plan.table.rows[i].get(image_column) for i in rows]  # ids as load_folder keeps them
+        self.ids = {"index": rows, image_column: np.array(["" if is_missing(f) else str(f).strip() for f in files],
+                                                          dtype=str)}
 
     def __len__(self) -> int:
         return len(self.where)
@@ -68,7 +71,9 @@ class LazyImageFolder(Dataset):
         """The rows at `index` (default: all) read into memory, e.g. a sample to build a model on."""
         index = range(len(self)) if index is None else index
         raw = items_to_raw([self[int(i)] for i in index], self.kinds, self.info)
-        raw.targets.update({n: t[np.asarray(index, dtype=np.int64)] for n, t in self.targets.items()})
+        rows = np.asarray(index, dtype=np.int64)
+        raw.targets.update({n: t[rows] for n, t in self.targets.items()})
+        raw.ids.update({n: v[rows] for n, v in self.ids.items()})
         return raw
 
     def collate(self, model) -> "BatchCollate":
@@ -76,12 +81,11 @@ class LazyImageFolder(Dataset):
 
 
 def items_to_raw(items: list[tuple[dict, dict]], kinds: dict[str, str], info: dict | None = None) -> RawData:
-    """Dataset items -> one RawData (images and vectors stacked, captions and labels listed)."""
+    """Dataset items -> one RawData, each column stacked as its kind's class says (`stack_values`:
+    images and vectors stacked, captions listed, labels as int64)."""
     mods, mask = {}, {}
     for name, kind in kinds.items():
-        column = [values[name] for values, _ in items]
-        mods[name] = column if kind == "text" else np.stack(column) if kind in ("image", "vector") \
-            else np.asarray(column, dtype=np.int64)
+        mods[name] = kind_class(kind).stack_values([values[name] for values, _ in items])
         mask[name] = np.array([present[name] for _, present in items], dtype=bool)
     return RawData(mods, dict(kinds), mask, info=dict(info or {}))
 

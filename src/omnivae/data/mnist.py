@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omnivae.atomic import promote
 from omnivae.data.raw import RawData
 from omnivae.errors import InputError, OmniVAEError
 
@@ -125,7 +126,7 @@ def download_mnist(root: str | Path | None = None, mirrors=MIRRORS, timeout: flo
                 continue
             got = sha256_of(part)
             if got == sha:
-                os.replace(part, target)
+                promote(part, target)
                 break
             part.unlink()
             problems.append(f"{url}: checksum mismatch (sha256 {got}, expected {sha}); partial file deleted")

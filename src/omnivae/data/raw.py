@@ -14,7 +14,25 @@ import numpy as np
 from omnivae.batch import presence_mask
 from omnivae.errors import InputError
 
-KINDS = ("image", "text", "categorical", "vector", "signal")
+ROLES = ("target", "ignore")  # what a data column may be besides a modality: labels only, or skipped
+TARGET_READ_AS = "categorical"  # a "target" column is read as that kind reads it, kept as labels only
+
+
+def known_kinds() -> tuple[str, ...]:
+    """The registered modality kinds (omnivae.modalities.MODALITY_KINDS), in registration order."""
+    from omnivae.modalities import MODALITY_KINDS
+
+    return tuple(MODALITY_KINDS)
+
+
+def kind_class(kind: str):
+    """The Modality class that reads data of `kind` (a "target" column reads as TARGET_READ_AS)."""
+    from omnivae.modalities import MODALITY_KINDS
+
+    kind = TARGET_READ_AS if kind == "target" else kind
+    if not isinstance(kind, str) or kind not in MODALITY_KINDS:
+        raise InputError(f"unknown kind {kind!r}; known kinds: {list(MODALITY_KINDS)}")
+    return MODALITY_KINDS[kind]
 
 
 @dataclass
@@ -23,10 +41,13 @@ class RawData:
 
     modalities: name -> np.ndarray (image uint8 [N,C,H,W] or float [0,1]; categorical
         int64 [N]; vector/signal float32 [N,D] / [N,C,L]) or list[str | None] (text).
-    kinds: name -> one of KINDS.
+    kinds: name -> a registered modality kind (omnivae.modalities.MODALITY_KINDS).
     mask: name -> bool [N]; False marks the modality missing for that example.
     targets: evaluation labels, name -> int64 [N] (digit, shape, colour ...).
     info: free metadata (class names per target, difficulty level, source).
+    ids: per-example identifiers, name -> array [N], kept through `subset`: "index" is the
+        example's row in the data as its source read it (set by `subset`; without it row i is
+        example i), other entries are id columns of the source (a folder's file names).
     """
 
     modalities: dict[str, Any]
@@ -34,9 +55,10 @@ class RawData:
     mask: dict[str, np.ndarray] = field(default_factory=dict)
     targets: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for what in ("modalities", "kinds", "mask", "targets"):
+        for what in ("modalities", "kinds", "mask", "targets", "ids"):
             if not isinstance(getattr(self, what), Mapping):
                 raise InputError(f"RawData {what} must be a dict {{name: ...}}, got "
                                  f"{type(getattr(self, what)).__name__}")
@@ -46,10 +68,11 @@ class RawData:
         n = next(iter(lengths.values()))
         if any(v != n for v in lengths.values()):
             raise InputError(f"modalities have different numbers of examples: {lengths}")
+        kinds = known_kinds()
         for name in self.modalities:
             kind = self.kinds.get(name)
-            if not isinstance(kind, str) or kind not in KINDS:
-                raise InputError(f"modality {name!r}: kind {kind!r} is not one of {KINDS}")
+            if not isinstance(kind, str) or kind not in kinds:
+                raise InputError(f"modality {name!r}: kind {kind!r} is not one of {kinds}")
             if name not in self.mask:
                 self.mask[name] = _default_mask(self.modalities[name])
             self.mask[name] = presence_mask(self.mask[name], f"mask of {name!r}")
@@ -58,6 +81,9 @@ class RawData:
         for name, t in self.targets.items():
             if _length(f"target {name!r}", t) != n:
                 raise InputError(f"target {name!r} has {len(t)} entries, expected {n}")
+        for name, v in self.ids.items():
+            if _length(f"ids {name!r}", v) != n:
+                raise InputError(f"ids {name!r} has {len(v)} entries, expected {n}")
 
     def __len__(self) -> int:
         return len(next(iter(self.modalities.values())))
@@ -73,8 +99,29 @@ class RawData:
         info = dict(self.info)
         if "named" in info:  # per example: which attributes each caption names
             info["named"] = {k: np.asarray(v)[index] for k, v in info["named"].items()}
+        ids = {k: np.asarray(v)[index] for k, v in self.ids.items()}
+        ids["index"] = np.asarray(self.ids.get("index", np.arange(len(self))))[index]
         return RawData(mods, dict(self.kinds), {k: m[index] for k, m in self.mask.items()},
-                       {k: t[index] for k, t in self.targets.items()}, info)
+                       {k: t[index] for k, t in self.targets.items()}, info, ids)
+
+    @classmethod
+    def concat(cls, parts: list["RawData"]) -> "RawData":
+        """The examples of several RawData of the same modalities, one after the other (e.g. a
+        run's train, validation and test splits as one data set); per-example info and ids follow."""
+        parts = [p for p in parts if len(p)] or parts[:1]
+        first = parts[0]
+
+        def join(values: list):
+            return np.concatenate(values) if isinstance(values[0], np.ndarray) else [v for p in values for v in p]
+
+        info = dict(first.info)
+        if "named" in info:
+            info["named"] = {k: np.concatenate([np.asarray(p.info["named"][k]) for p in parts]) for k in info["named"]}
+        ids = {k: np.concatenate([np.asarray(p.ids[k]) for p in parts]) for k in first.ids if k != "index"}
+        ids["index"] = np.concatenate([np.asarray(p.ids.get("index", np.arange(len(p)))) for p in parts])
+        return cls({k: join([p.modalities[k] for p in parts]) for k in first.modalities}, dict(first.kinds),
+                   {k: np.concatenate([p.mask[k] for p in parts]) for k in first.mask},
+                   {k: np.concatenate([p.targets[k] for p in parts]) for k in first.targets}, info, ids)
 
     def split(self, fractions: tuple[float, ...] = (0.9, 0.1), seed: int = 0) -> list["RawData"]:
         """Random split into parts of the given fractions (they must sum to 1)."""

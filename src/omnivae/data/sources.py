@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from omnivae.config import StrictModel
 from omnivae.data.raw import RawData
-from omnivae.errors import ConfigError
+from omnivae.errors import ConfigError, did_you_mean
 
 # name -> "module:function"; imported on use so optional sources cost nothing
 SOURCES: dict[str, str] = {
@@ -28,7 +28,7 @@ class DataConfig(StrictModel):
 
 def source_function(name: str) -> Callable[..., RawData]:
     if name not in SOURCES:
-        raise ConfigError(f"unknown data source {name!r}; known sources: {sorted(SOURCES)}")
+        raise ConfigError(f"unknown data source {name!r}{did_you_mean(name, SOURCES)}; known sources: {sorted(SOURCES)}")
     module, func = SOURCES[name].split(":")
     try:
         return getattr(import_module(module), func)

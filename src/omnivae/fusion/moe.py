@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from omnivae.distributions import log_normal
+from omnivae.distributions import Gaussian, log_normal
 
 
 def sample_mixture(mu: torch.Tensor, logvar: torch.Tensor, weights: torch.Tensor,
@@ -34,3 +34,16 @@ def mixture_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     count = mask.sum(0)
     out = torch.logsumexp(comp, dim=-2) - torch.log(count.clamp_min(1).to(z.dtype))
     return torch.where(count > 0, out, torch.zeros_like(out))  # no component: 0 (caller masks it)
+
+
+def moment_matched_mixture(mu: torch.Tensor, logvar: torch.Tensor, present: torch.Tensor) -> Gaussian:
+    """The Gaussian with the mean and variance of the uniform mixture of the present components:
+    mu/logvar [M,B,D], presence [M,B] -> [B,D]; N(0, I) where no component is present. Its mean
+    is the mixture's mean, which MMVAE and MMVAE+ use as the embedding."""
+    w = present.to(mu.dtype).unsqueeze(-1)
+    w = w / w.sum(0, keepdim=True).clamp_min(1.0)
+    mean = (w * mu).sum(0)
+    second = (w * (logvar.exp() + mu.pow(2))).sum(0)
+    var = (second - mean.pow(2)).clamp_min(1e-6)
+    none = ~present.any(0, keepdim=True).T  # [B,1]: no component -> the prior
+    return Gaussian(mean.masked_fill(none, 0.0), torch.log(var).masked_fill(none, 0.0))

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +17,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from omnivae.atomic import replacing
 from omnivae.errors import InputError
 
-KINDS = ("image", "vector", "tokens")
-CACHE_FORMAT = 2  # 2: image scorers train on degraded copies too
+KINDS = ("conv", "mlp", "tokens")  # images [N,C,H,W], feature vectors [N,D], token ids [N,L]
+CACHE_FORMAT = 3  # 2: image scorers train on degraded copies too; 3: kinds named conv/mlp
 
 
 class ImageClassifier(nn.Module):
@@ -67,7 +67,7 @@ class TokenClassifier(nn.Module):
 
 def build_classifier(kind: str, **args) -> nn.Module:
     """Rebuild an untrained classifier from its JSON-able spec; `clf.spec` records it."""
-    classes = {"image": ImageClassifier, "vector": VectorClassifier, "tokens": TokenClassifier}
+    classes = {"conv": ImageClassifier, "mlp": VectorClassifier, "tokens": TokenClassifier}
     if kind not in classes:
         raise InputError(f"kind: expected one of {KINDS}, received {kind!r}")
     clf = classes[kind](**args)
@@ -92,9 +92,9 @@ def _check_inputs(x, kind: str, vocab_size: int | None = None) -> None:
         raise InputError(f"x: expected a float tensor for kind {kind!r}, received {x.dtype}")
     if not torch.isfinite(x).all():
         raise InputError("x: expected finite values, received NaN or inf")
-    if kind == "image" and (x.ndim != 4 or min(x.shape[2:]) < 16):
+    if kind == "conv" and (x.ndim != 4 or min(x.shape[2:]) < 16):
         raise InputError(f"x: expected images [N, C, H, W] with H, W >= 16, received {tuple(x.shape)}")
-    if kind == "vector" and x.ndim != 2:
+    if kind == "mlp" and x.ndim != 2:
         raise InputError(f"x: expected vectors [N, D], received {tuple(x.shape)}")
 
 
@@ -144,10 +144,10 @@ def train_classifier(
         )
     if epochs < 1 or batch_size < 1:
         raise InputError(f"epochs, batch_size: expected positive ints, received {epochs!r}, {batch_size!r}")
-    args = {"image": {"in_channels": x.shape[1]}, "vector": {"in_dim": x.shape[1]},
+    args = {"conv": {"in_channels": x.shape[1]}, "mlp": {"in_dim": x.shape[1]},
             "tokens": {"vocab_size": vocab_size}}[kind]
-    if augment and kind != "image":
-        raise InputError(f"augment: only image classifiers are augmented, received kind {kind!r}")
+    if augment and kind != "conv":
+        raise InputError(f"augment: only image (conv) classifiers are augmented, received kind {kind!r}")
     y = y.long()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -183,14 +183,8 @@ def predict(clf: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Te
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with replacing(path) as tmp:
+        write(str(tmp))
 
 
 def _load_cached(weights: Path, meta: Path) -> nn.Module:

@@ -30,7 +30,7 @@ def varied_targets(raw: RawData) -> list[str]:
     return [t for t, v in raw.targets.items() if len(np.unique(v)) > 1]
 
 
-def caption_scorer(model, name: str, raw: RawData) -> Scorer | None:
+def caption_scorer(modality, raw: RawData) -> Scorer | None:
     spec = CAPTION_PARSERS.get(raw.info.get("source", ""))
     if spec is None:
         return None
@@ -40,7 +40,7 @@ def caption_scorer(model, name: str, raw: RawData) -> Scorer | None:
     targets = varied_targets(raw)
 
     def score(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        parsed = [parse(t, level) if level else parse(t) for t in model.modalities[name].to_output(x)]
+        parsed = [parse(t, level) if level else parse(t) for t in modality.to_output(x)]
         if not isinstance(parsed[0], dict):  # single-target parsers return an int
             parsed = [{targets[0]: p} for p in parsed]
         return {t: torch.tensor([-1 if p.get(t) is None else p[t] for p in parsed]) for t in targets}
@@ -48,7 +48,10 @@ def caption_scorer(model, name: str, raw: RawData) -> Scorer | None:
     return score
 
 
-def classifier_scorer(x: torch.Tensor, raw: RawData, kind: str, epochs: int, seed: int) -> Scorer:
+def classifier_scorer(x: torch.Tensor, raw: RawData, kind: str, epochs: int, seed: int,
+                      augment: bool = False) -> Scorer:
+    """One small classifier (of the metric's kind: "conv" for images, "mlp" for vectors) per varied attribute
+    of `raw`, trained on features x; augment trains image classifiers on blurred copies too."""
     from omnivae.metrics.classifier import predict, train_classifier
 
     clfs = {}
@@ -56,7 +59,7 @@ def classifier_scorer(x: torch.Tensor, raw: RawData, kind: str, epochs: int, see
         y = torch.as_tensor(raw.targets[t])
         known = y >= 0  # -1: label missing for that example
         clfs[t] = train_classifier(x[known], y[known], kind=kind, num_classes=int(y.max()) + 1,
-                                   epochs=epochs, seed=seed, augment=kind == "image")
+                                   epochs=epochs, seed=seed, augment=augment)
 
     def score(gen: torch.Tensor) -> dict[str, torch.Tensor]:
         # real images arrive as uint8 pixels, generated ones as floats in [0, 1]: the classifiers
@@ -74,20 +77,9 @@ def build_scorers(model, train: RawData, epochs: int = 3, seed: int = 0, max_exa
     data = TensorData.from_raw(model, raw)
     scorers: dict[str, Scorer] = {}
     for name in model.names:
-        kind = model.modalities[name].kind
         present = raw.mask[name]
-        if kind == "text":
-            s = caption_scorer(model, name, raw)
-        elif kind in ("image", "vector"):
-            sub = raw.subset(np.nonzero(present)[0])
-            x = model.modalities[name].features(data.data[name][torch.from_numpy(present)])
-            s = classifier_scorer(x, sub, kind, epochs, seed)
-        elif kind == "categorical":
-            values = np.asarray(raw.modalities[name])[present]
-            same = [t for t in varied_targets(raw) if np.array_equal(values, raw.targets[t][present])]
-            s = (lambda x, same=same: {t: x for t in same}) if same else None
-        else:
-            s = None
+        rows = raw.subset(np.nonzero(present)[0])
+        s = model.modalities[name].scorer(rows, data.data[name][torch.from_numpy(present)], epochs, seed)
         if s is not None:
             scorers[name] = s
     return scorers

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from omnivae.errors import ConfigError
+from omnivae.errors import ConfigError, did_you_mean
 from omnivae.modalities.base import Modality, ModalitySpec
 from omnivae.modalities.categorical import CategoricalModality, CategoricalSpec
 from omnivae.modalities.image import ImageModality, ImageSpec
@@ -40,7 +40,8 @@ def parse_spec(name: str, spec: Any) -> ModalitySpec:
         raise ConfigError(f"modality {name!r}: needs a mapping with a 'kind' key, got {spec!r}")
     kind = spec["kind"]
     if not isinstance(kind, str) or kind not in MODALITY_KINDS:
-        raise ConfigError(f"modality {name!r}: unknown kind {kind!r}; known kinds: {sorted(MODALITY_KINDS)}")
+        raise ConfigError(f"modality {name!r}: unknown kind {kind!r}{did_you_mean(kind, MODALITY_KINDS)}; "
+                          f"known kinds: {sorted(MODALITY_KINDS)}")
     return MODALITY_KINDS[kind].spec_class.from_dict(spec, where=f"modality {name!r}")
 
 
@@ -50,21 +51,12 @@ def build_modality(name: str, spec: ModalitySpec, latent_dim: int) -> Modality:
 
 def infer_spec(name: str, kind: str, values: Any, mask: np.ndarray, overrides: dict | None = None,
                class_names: list[str] | None = None) -> ModalitySpec:
-    """Guess a spec from training data (shape, number of classes, dimension), then apply overrides."""
+    """Guess a spec from training data (the kind's `infer_spec`: shape, number of classes,
+    dimension), then apply overrides. An unknown kind is left for parse_spec to refuse."""
     spec: dict[str, Any] = {"kind": kind}
-    if kind == "image":
-        arr = np.asarray(values)
-        spec["shape"] = list(arr.shape[1:]) if arr.ndim == 4 else [1, *arr.shape[1:]]
-    elif kind == "categorical":
-        present = np.asarray(values)[mask]
-        spec["num_classes"] = len(class_names) if class_names else int(present.max()) + 1
-        if class_names:
-            spec["classes"] = list(class_names)
-    elif kind == "vector":
-        spec["dim"] = int(np.asarray(values).reshape(len(values), -1).shape[1])
-    elif kind == "signal":
-        arr = np.asarray(values)
-        spec["shape"] = list(arr.shape[1:]) if arr.ndim == 3 else [1, arr.shape[1]]
+    cls = MODALITY_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is not None:
+        spec.update(cls.infer_spec(values, mask, class_names))
     spec.update(overrides or {})
     return parse_spec(name, spec)
 

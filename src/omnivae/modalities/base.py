@@ -45,6 +45,91 @@ class Modality(nn.Module):
         modality.fit(raw)
         return modality
 
+    # -- reading training data (class methods: no model exists yet) ----------------------
+    # Data sources (omnivae.data) ask the class of a column's kind how to read it; none of them
+    # branches on kind names. Values are in RawData form (see omnivae.data.raw).
+    labels_are_targets: ClassVar[bool] = False  # values double as evaluation labels (categorical)
+    column_names_files: ClassVar[bool] = False  # a metadata column names files the folder reader scans (image)
+
+    @classmethod
+    def infer_spec(cls, values: Any, mask: np.ndarray, class_names: list[str] | None = None) -> dict[str, Any]:
+        """Spec fields guessed from training data (shape, dimension, classes). Default: none."""
+        return {}
+
+    @classmethod
+    def claims_array(cls, arr: np.ndarray) -> bool:
+        """Whether an array of this dtype and shape is obviously of this kind (the first registered
+        kind that claims an unlabelled array gets it). Default: never."""
+        return False
+
+    @classmethod
+    def read_array(cls, name: str, arr: Any, classes: list | None = None, present: np.ndarray | None = None
+                   ) -> tuple[Any, np.ndarray, list[str] | None]:
+        """One array of an .npz / .npy folder / Parquet column -> (values, presence mask, class names
+        or None). `present`: rows known to hold data (decoded images), if the reader knows them."""
+        raise InputError(f"array {name!r}: data of kind {cls.kind!r} cannot be read from an array")
+
+    @classmethod
+    def read_column(cls, table: Any, column: str, classes: list | None = None
+                    ) -> tuple[Any, np.ndarray, list[str] | None]:
+        """One column of a folder's metadata table (omnivae.data.folder.Table) -> (values, presence
+        mask, class names or None)."""
+        raise InputError(f"column {column!r} of {table.file.name}: data of kind {cls.kind!r} cannot be read "
+                         "from a metadata column")
+
+    @classmethod
+    def stack_values(cls, column: list) -> Any:
+        """Per-example values (a streamed batch) -> this kind's RawData values. Default: one array."""
+        return np.stack(column)
+
+    @classmethod
+    def raw_array(cls, values: Any) -> np.ndarray:
+        """RawData values -> one plain array for an .npz (read back by `read_array`)."""
+        return np.asarray(values)
+
+    @classmethod
+    def summarize(cls, values: Any, present: np.ndarray, class_names: list[str] | None = None) -> dict[str, Any]:
+        """JSON-ready statistics for `omnivae data inspect`. Default: shape and dtype of one example."""
+        arr = values if isinstance(values, np.ndarray) else np.asarray(values)
+        return {"shape": list(arr.shape[1:]), "dtype": str(arr.dtype)}
+
+    @classmethod
+    def summary_line(cls, entry: dict[str, Any]) -> str:
+        """`summarize`'s statistics as one line of the inspect table."""
+        return f"{' x '.join(map(str, entry['shape'])) or 'scalar'} {entry['dtype']}"
+
+    @classmethod
+    def numeric_rows(cls, name: str, arr: Any, ndim: int, expected: str) -> np.ndarray:
+        """A numeric array of examples with `ndim` axes (one axis short gains axis 1), else InputError."""
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiub":
+            raise InputError(f"{cls.kind} array {name!r} must be numeric, got "
+                             f"{arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__}")
+        if arr.ndim == ndim - 1:
+            arr = arr[:, None]
+        if arr.ndim != ndim:
+            raise InputError(f"{cls.kind} array {name!r} has shape {list(arr.shape)}; expected {expected}")
+        return arr
+
+    @staticmethod
+    def finite_rows(arr: np.ndarray, chunk_bytes: int = 64 << 20) -> np.ndarray:
+        """bool [N]: rows with no NaN/inf, read in chunks so memory-mapped arrays stay on disk."""
+        if arr.dtype.kind != "f":
+            return np.ones(len(arr), dtype=bool)
+        step = max(1, chunk_bytes // max(1, arr[:1].nbytes))
+        return np.concatenate([np.isfinite(arr[i:i + step]).reshape(min(step, len(arr) - i), -1).all(1)
+                               for i in range(0, len(arr), step)]) if len(arr) else np.zeros(0, dtype=bool)
+
+    def to_raw(self, x: torch.Tensor, like: Any) -> Any:
+        """(An instance method: the way back.) Generated model-space values -> this kind's RawData
+        form, like `like` (the data's values: an array's dtype and example shape, or a list)."""
+        out = self.to_output(x)
+        if isinstance(out, list):
+            return out if not isinstance(like, np.ndarray) else np.asarray(out)
+        values = out.detach().cpu().numpy()
+        if isinstance(like, np.ndarray):
+            return values.reshape(len(values), *like.shape[1:]).astype(like.dtype)
+        return values
+
     # -- preprocessing and checks ---------------------------------------------------
     def fit(self, raw: Any) -> None:
         """Learn preprocessing state from training data (tokenizer, scaling). Default: none."""
@@ -91,6 +176,86 @@ class Modality(nn.Module):
     def generate(self, z: torch.Tensor, **options) -> torch.Tensor:
         raise NotImplementedError
 
+    # -- user inputs and outputs: command line, request bodies, files, figures, scoring ----
+    # what models and training may ask of this kind (capabilities, not kind names):
+    # features(x) are floats that noise can corrupt (denoising autoencoders)
+    continuous_features: ClassVar[bool] = True
+    # features flatten to one float vector that a stack of dense layers can encode (stacked AE)
+    stackable: ClassVar[bool] = False
+    # decoded means are pictures a discriminator can judge (adversarial sharpening; see decoded_mean)
+    adversarial: ClassVar[bool] = False
+
+    def decoded_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """Differentiable decoded means [N, ...] of codes z [N,D] (for kinds with `adversarial`)."""
+        raise self._error("has no differentiable decoded mean for a discriminator")
+
+    # how figures, listings and the served page show a value: "picture", "caption" (free text),
+    # "label" (a short string such as a class name) or None (numbers: not drawn)
+    display: ClassVar[str | None] = None
+
+    def read_cli(self, values: list[str]) -> Any:
+        """Command-line strings -> what `prepare` accepts. Default (numeric kinds): each value is a
+        .npy file or comma-separated numbers."""
+        rows = []
+        for v in values:
+            if v.endswith(".npy"):
+                rows.append(load_npy(v))
+                continue
+            parts = v.split(",")
+            bad = next((x for x in parts if not _is_number(x)), None)
+            if bad is not None:
+                raise self._error(f"expected a .npy file or comma-separated numbers; {bad.strip()!r} in {v!r} "
+                                  "is not a number")
+            rows.append(np.array([float(x) for x in parts], dtype=np.float32))
+        try:
+            return np.stack(rows)
+        except ValueError:
+            raise self._error(f"inputs differ in shape: {[list(r.shape) for r in rows]}") from None
+
+    def read_json(self, values: list, where: list[str], limits) -> Any:
+        """JSON values of a request body -> what `prepare` accepts. Default: lists of finite numbers."""
+        rows = [json_numbers(v, w) for v, w in zip(values, where)]
+        try:
+            return np.stack(rows)
+        except ValueError:
+            raise InputError(f"{where[0].rsplit('[', 1)[0]}: values differ in shape") from None
+
+    @classmethod
+    def json_item(cls, item: Any) -> Any:
+        """One output value (model output or raw data row) -> JSON (numbers as lists, NaN as null)."""
+        if isinstance(item, str) or item is None:
+            return item
+        arr = np.asarray(item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item)
+        if arr.dtype.kind in "iub":
+            return arr.tolist()
+        return _finite_lists(arr.astype(np.float64))
+
+    @classmethod
+    def describe(cls, value: Any) -> str | None:
+        """A short text for listings (retrieval results, tables); None when a value has none."""
+        return None
+
+    def write_items(self, items: Any, folder: Path, stem: str) -> dict[str, Any]:
+        """The n outputs generated for one input -> what outputs.json lists for it. Default: one
+        .npy file holding all n as [n, ...], plus the values themselves when they are short."""
+        arr = np.asarray(items.detach().cpu().numpy() if isinstance(items, torch.Tensor) else items)
+        path = Path(folder) / f"{stem}.npy"
+        np.save(path, arr, allow_pickle=False)
+        entry: dict[str, Any] = {"file": path.name}
+        if arr[0].size <= 64:
+            entry["values"] = [self.json_item(a) for a in arr]
+        return entry
+
+    def unknown_words(self, values: Any) -> list[str]:
+        """Words of text inputs that the model never saw in training (text overrides this)."""
+        return []
+
+    def scorer(self, raw: Any, x: torch.Tensor, epochs: int, seed: int):
+        """What coherence scores this modality's generations with: a function of model-space values
+        -> {attribute: predicted labels}, fitted on training data (`raw`, `x` its model tensors of
+        the rows where this modality is present); None when this kind cannot be scored."""
+        return None
+
     # -- files saved next to the weights (tokenizers); JSON text only ------------------
     def extra_files(self) -> dict[str, str]:
         return {}
@@ -105,6 +270,45 @@ class Modality(nn.Module):
 def full_precision(t: torch.Tensor) -> torch.Tensor:
     """fp16/bf16 network outputs (autocast) -> fp32, so posteriors and scores keep full precision."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_npy(path: str) -> np.ndarray:
+    """A .npy file from the user (pickles refused), or an InputError naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"file {path} does not exist") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path} cannot be read as a .npy array: {exc}") from None
+
+
+def json_numbers(value: Any, where: str) -> np.ndarray:
+    """A (nested) list of finite numbers from a request -> float32 array."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InputError(f"{where}: expected a list of numbers") from None
+    if arr.ndim == 0 or arr.size == 0:
+        raise InputError(f"{where}: expected a non-empty list of numbers")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{where}: holds NaN or infinite values")
+    return arr.astype(np.float32)
+
+
+def _finite_lists(arr: np.ndarray) -> Any:
+    """Float array -> nested lists with NaN/inf as None (JSON has no NaN)."""
+    if arr.ndim == 0:
+        v = float(arr)
+        return v if math.isfinite(v) else None
+    return [_finite_lists(a) for a in arr]
 
 
 def numeric_array(modality: Modality, raw: Any, what: str) -> np.ndarray:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from omnivae.config import PositiveInt
+from omnivae.errors import InputError
 from omnivae.modalities import likelihoods
 from omnivae.modalities.base import Modality, ModalitySpec, flatten_codes, full_precision, mlp, numeric_array
 
@@ -23,7 +24,86 @@ class CategoricalSpec(ModalitySpec):
 
 class CategoricalModality(Modality):
     kind = "categorical"
+    continuous_features = False
     spec_class = CategoricalSpec
+
+    # -- reading training data (class methods: no model exists yet) ----------------------
+    # RawData form: int64 [N] class indices, -1 where missing; class names in info["classes"]
+    labels_are_targets = True
+
+    @classmethod
+    def infer_spec(cls, values, mask, class_names=None) -> dict:
+        present = np.asarray(values)[mask]
+        spec = {"num_classes": len(class_names) if class_names else int(present.max()) + 1}
+        if class_names:
+            spec["classes"] = list(class_names)
+        return spec
+
+    @classmethod
+    def claims_array(cls, arr: np.ndarray) -> bool:
+        return arr.ndim == 1 and arr.dtype.kind in "iub"
+
+    @classmethod
+    def read_array(cls, name, arr, classes=None, present=None):
+        """Integer indices (-1 or NaN: missing) or class names (None or "": missing)."""
+        if isinstance(arr, list) or arr.dtype.kind == "U":  # names -> indices
+            labels = [None if v is None or not str(v).strip() else str(v) for v in list(arr)]
+            names = [str(c) for c in classes] if classes else sorted({v for v in labels if v is not None})
+            index = {c: k for k, c in enumerate(names)}
+            bad = next(((i, v) for i, v in enumerate(labels) if v is not None and v not in index), None)
+            if bad:
+                raise InputError(f"array {name!r} row {bad[0]}: label {bad[1]!r} is not one of the classes {names}")
+            out = np.array([-1 if v is None else index[v] for v in labels], dtype=np.int64)
+            return out, out >= 0, names
+        if arr.ndim != 1 or arr.dtype.kind not in "iubf":
+            raise InputError(f"categorical array {name!r} must be 1-D integers, got shape {list(arr.shape)} "
+                             f"dtype {arr.dtype}")
+        if arr.dtype.kind == "f":
+            if not np.all(np.isnan(arr) | (arr == np.round(arr))):
+                raise InputError(f"categorical array {name!r} holds fractions; expected class indices")
+            arr = np.where(np.isnan(arr), -1, arr)
+        out = np.asarray(arr).astype(np.int64)
+        if (out < -1).any():
+            raise InputError(f"categorical array {name!r} holds {int(out.min())}; class indices are >= 0 "
+                             "(-1 marks a missing label)")
+        names = [str(c) for c in classes] if classes else None
+        if names and out.max(initial=-1) >= len(names):
+            row = int(np.argmax(out >= len(names)))
+            raise InputError(f"array {name!r} row {row}: label {int(out[row])} is outside the "
+                             f"{len(names)} declared classes {names}")
+        return out, out >= 0, names
+
+    @classmethod
+    def read_column(cls, table, column, classes=None):
+        from omnivae.data.folder import categorical_column
+
+        values, names = categorical_column(table, column, classes)
+        return values, values >= 0, names
+
+    @classmethod
+    def stack_values(cls, column: list) -> np.ndarray:
+        return np.asarray(column, dtype=np.int64)
+
+    @classmethod
+    def summarize(cls, values, present, class_names=None) -> dict:
+        """Number of classes and the count of each (by name when the data names them)."""
+        labels = np.asarray(values)[present]
+        found, counts = np.unique(labels, return_counts=True)
+        label = (lambda v: class_names[v] if class_names and 0 <= v < len(class_names) else str(v))
+        return {"num_classes": len(class_names) if class_names else len(found),
+                "counts": {label(int(v)): int(c) for v, c in zip(found, counts)}}
+
+    @classmethod
+    def summary_line(cls, entry: dict) -> str:
+        top = sorted(entry["counts"].items(), key=lambda kv: -kv[1])[:5]
+        more = ", ..." if len(entry["counts"]) > 5 else ""
+        return f"{entry['num_classes']} classes: " + ", ".join(f"{k}: {v}" for k, v in top) + more
+
+    def to_raw(self, x: torch.Tensor, like):
+        """Indices when the data holds numbers, else class names."""
+        if isinstance(like, np.ndarray) and like.dtype.kind in "biuf":
+            return x.cpu().numpy().astype(like.dtype)
+        return super().to_raw(x, like)
 
     def __init__(self, name: str, spec: CategoricalSpec, latent_dim: int):
         super().__init__(name, spec, latent_dim)
@@ -98,3 +178,36 @@ class CategoricalModality(Modality):
         if self.spec.classes is None:
             return x
         return [self.spec.classes[i] for i in x.tolist()]
+
+    # -- user inputs and outputs ---------------------------------------------------------
+    display = "label"
+
+    def read_cli(self, values: list[str]):
+        """Class names (with declared classes) or integer indices."""
+        if self.spec.classes:
+            return [int(v) if v.lstrip("-").isdigit() else v for v in values]
+        bad = next((v for v in values if not v.strip().lstrip("-").isdigit()), None)
+        if bad is not None:
+            raise self._error(f"expected an integer class index, got {bad!r}")
+        return [int(v) for v in values]
+
+    def read_json(self, values: list, where: list[str], limits):
+        for w, v in zip(where, values):
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise InputError(f"{w}: modality {self.name!r} is categorical: expected a class index or name")
+        return list(values)
+
+    @classmethod
+    def describe(cls, value) -> str:
+        return str(value)
+
+    def write_items(self, items, folder, stem: str) -> dict:
+        return {"values": [self.json_item(v) for v in items]}
+
+    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int):
+        """Generated labels are their own prediction for every attribute they equal in the data."""
+        from omnivae.metrics.coherence import varied_targets
+
+        values = x.cpu().numpy()
+        same = [t for t in varied_targets(raw) if np.array_equal(values, raw.targets[t])]
+        return (lambda gen: {t: gen for t in same}) if same else None

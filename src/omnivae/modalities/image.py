@@ -17,10 +17,13 @@ outputs must not depend on the batch.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -210,6 +213,38 @@ class ImageModality(Modality):
     kind = "image"
     spec_class = ImageSpec
 
+    # -- reading training data (class methods: no model exists yet) ----------------------
+    # RawData form: uint8 [N, C, H, W] (0..255) or float [N, C, H, W] in [0, 1]. In a folder's
+    # metadata the column names image files, which omnivae.data.folder scans and decodes.
+    column_names_files = True
+
+    @classmethod
+    def infer_spec(cls, values, mask, class_names=None) -> dict:
+        arr = np.asarray(values)
+        return {"shape": list(arr.shape[1:]) if arr.ndim == 4 else [1, *arr.shape[1:]]}
+
+    @classmethod
+    def claims_array(cls, arr: np.ndarray) -> bool:
+        return (arr.ndim == 4 and (arr.dtype == np.uint8 or arr.dtype.kind == "f")) or \
+            (arr.ndim == 3 and arr.dtype == np.uint8)
+
+    @classmethod
+    def read_array(cls, name, arr, classes=None, present=None):
+        """[N,C,H,W], [N,H,W] (grey) or channels-last [N,H,W,C] (turned, as a view)."""
+        from omnivae.data.folder import CHANNELS
+
+        arr = cls.numeric_rows(name, arr, 4, "[N,C,H,W] or [N,H,W]")
+        if arr.shape[1] not in CHANNELS.values() and arr.shape[3] in CHANNELS.values():
+            arr = arr.transpose(0, 3, 1, 2)
+        return arr, cls.finite_rows(arr) if present is None else present, None
+
+    def to_raw(self, x: torch.Tensor, like):
+        """uint8 data get generated pixels rounded to 0..255; float data get [0, 1]."""
+        if isinstance(like, np.ndarray) and like.dtype == np.uint8:
+            values = unit_pixels(x).detach().cpu().numpy().reshape(len(x), *like.shape[1:])
+            return np.clip(np.round(values * 255.0), 0, 255).astype(np.uint8)
+        return super().to_raw(x, like)
+
     def __init__(self, name: str, spec: ImageSpec, latent_dim: int):
         super().__init__(name, spec, latent_dim)
         shape, n_pix = tuple(spec.shape), math.prod(spec.shape)
@@ -289,3 +324,63 @@ class ImageModality(Modality):
 
     def to_output(self, x: torch.Tensor) -> torch.Tensor:
         return unit_pixels(x)  # the caller's own copy, never the cache
+
+    # -- capabilities ----------------------------------------------------------------------
+    stackable = True
+    adversarial = True
+
+    def decoded_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """Differentiable mean images [N,C,H,W] in [0,1]."""
+        return torch.sigmoid(self.decode(z))
+
+    # -- user inputs and outputs ---------------------------------------------------------
+    display = "picture"
+
+    def read_cli(self, values: list[str]):
+        """Image files (PNG, JPEG, ...; converted and resized to the model's shape) or .npy arrays."""
+        from omnivae.modalities.base import load_npy
+        from omnivae.modalities.image_files import read_image_file
+
+        return np.stack([load_npy(v) if v.endswith(".npy") else read_image_file(v, self.spec.shape)
+                         for v in values])
+
+    def read_json(self, values: list, where: list[str], limits):
+        """Base64 PNG/JPEG data URLs (or raw base64)."""
+        from omnivae.modalities.image_files import decode_data_url
+
+        return np.stack([decode_data_url(v, self.spec.shape, limits.max_image_side, w)
+                         for v, w in zip(values, where)])
+
+    @classmethod
+    def json_item(cls, item):
+        from omnivae.modalities.image_files import png_data_url
+
+        return png_data_url(item)
+
+    def write_items(self, items, folder: Path, stem: str) -> dict:
+        """One PNG per sample (stem_000.png, ...) and, for several, a grid of them all (stem.png)."""
+        from omnivae.modalities.image_files import png_bytes, to_pil
+
+        folder = Path(folder)
+        files = []
+        for j, img in enumerate(items):
+            path = folder / f"{stem}_{j:03d}.png"
+            path.write_bytes(png_bytes(img))
+            files.append(path.name)
+        entry: dict = {"files": files}
+        if len(items) > 1:
+            tiles = [to_pil(img) for img in items]
+            ncol = min(len(tiles), 10)
+            w, h = tiles[0].size
+            grid = Image.new(tiles[0].mode, (ncol * (w + 2) + 2, -(-len(tiles) // ncol) * (h + 2) + 2), "white")
+            for j, tile in enumerate(tiles):
+                grid.paste(tile, (2 + (j % ncol) * (w + 2), 2 + (j // ncol) * (h + 2)))
+            grid.save(folder / f"{stem}.png")
+            entry["grid"] = f"{stem}.png"
+        return entry
+
+    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int):
+        """A small CNN per attribute, trained on blurred and sharp copies of the real images."""
+        from omnivae.metrics.coherence import classifier_scorer
+
+        return classifier_scorer(self.features(x), raw, "conv", epochs, seed, augment=True)

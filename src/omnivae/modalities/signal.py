@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -65,6 +66,24 @@ class SignalModality(StandardizedModality):
     kind = "signal"
     values_name = "numeric signals"
     spec_class = SignalSpec
+
+    # -- reading training data (class methods: no model exists yet) ----------------------
+    # RawData form: float32 [N, C, L]; an example with a NaN or inf is missing
+
+    @classmethod
+    def infer_spec(cls, values, mask, class_names=None) -> dict:
+        arr = np.asarray(values)
+        return {"shape": list(arr.shape[1:]) if arr.ndim == 3 else [1, arr.shape[1]]}
+
+    @classmethod
+    def claims_array(cls, arr: np.ndarray) -> bool:
+        return arr.ndim == 3 and arr.dtype.kind == "f"
+
+    @classmethod
+    def read_array(cls, name, arr, classes=None, present=None):
+        arr = cls.numeric_rows(name, arr, 3, "[N,L] or [N,C,L]")
+        arr = arr if arr.dtype == np.float32 else arr.astype(np.float32, copy=False)
+        return arr, cls.finite_rows(arr), None
 
     def __init__(self, name: str, spec: SignalSpec, latent_dim: int):
         super().__init__(name, spec, latent_dim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,8 +25,34 @@ class VectorSpec(ModalitySpec):
 
 class VectorModality(StandardizedModality):
     kind = "vector"
+    stackable = True
     values_name = "numeric vectors"
     spec_class = VectorSpec
+
+    # -- reading training data (class methods: no model exists yet) ----------------------
+    # RawData form: float32 [N, D]; a row with a NaN or inf is missing
+
+    @classmethod
+    def infer_spec(cls, values, mask, class_names=None) -> dict:
+        return {"dim": int(np.asarray(values).reshape(len(values), -1).shape[1])}
+
+    @classmethod
+    def claims_array(cls, arr: np.ndarray) -> bool:
+        return arr.ndim in (1, 2) and arr.dtype.kind in "fiu"
+
+    @classmethod
+    def read_array(cls, name, arr, classes=None, present=None):
+        arr = cls.numeric_rows(name, arr, 2, "[N] or [N,D]")
+        arr = arr if arr.dtype == np.float32 else arr.astype(np.float32, copy=False)
+        return arr, cls.finite_rows(arr), None
+
+    @classmethod
+    def read_column(cls, table, column, classes=None):
+        """Numbers or lists of numbers of one length."""
+        from omnivae.data.folder import vector_column
+
+        values = vector_column(table, column)
+        return values, ~np.isnan(values).any(1), None
 
     def __init__(self, name: str, spec: VectorSpec, latent_dim: int):
         super().__init__(name, spec, latent_dim)
@@ -70,3 +97,16 @@ class VectorModality(StandardizedModality):
         if sample:
             out = out + self.log_scale.exp() * torch.randn_like(out)
         return out * self.std + self.mean
+
+    # -- user inputs and outputs (the numeric defaults of Modality, plus scoring) -----------
+    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int):
+        """A small MLP per attribute on standardised vectors; generations are standardised the same way."""
+        from omnivae.metrics.coherence import classifier_scorer
+
+        inner = classifier_scorer(self.features(x.float()), raw, "mlp", epochs, seed)
+
+        def score(gen: torch.Tensor):
+            return inner(self.features(gen.float()))
+
+        score.classifiers = inner.classifiers
+        return score

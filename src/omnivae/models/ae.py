@@ -20,7 +20,7 @@ import torch
 from pydantic import model_validator
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.distributions import LOGVAR_MIN, Gaussian
+from omnivae.distributions import LOGVAR_MIN, Gaussian, masked_mean
 from omnivae.errors import ConfigError
 from omnivae.modalities.base import Modality
 from omnivae.models.registry import register_model
@@ -37,15 +37,6 @@ def point_code(mu: torch.Tensor, present: torch.Tensor | None = None) -> Gaussia
         none = ~present.unsqueeze(-1)
         return Gaussian(mu.masked_fill(none, 0.0), logvar.masked_fill(none, 0.0))
     return Gaussian(mu, logvar)
-
-
-def masked_mean(values: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
-    """Mean of per-example values [B] over the present examples (0 when none is); present None
-    means all are (a batch without a mask for the modality: one op instead of six)."""
-    if present is None:
-        return values.mean()
-    w = present.to(values.dtype)
-    return (values * w).sum() / w.sum().clamp_min(1.0)
 
 
 class SingleModalityModel(MultimodalModel):
@@ -118,7 +109,7 @@ class AE(SingleModalityModel):
         super().check_config()
         if self.config.noise != "none":
             mod = self.modalities[self.names[0]]
-            if type(mod).encode is not Modality.encode or mod.kind in ("text", "categorical"):
+            if type(mod).encode is not Modality.encode or not mod.continuous_features:
                 raise ConfigError(f"model {self.config.model!r}: noise {self.config.noise!r} corrupts the "
                                   f"float features of image or vector inputs; modality {mod.name!r} is "
                                   f"{mod.kind!r} (use noise: none for it)")
@@ -142,11 +133,12 @@ class AE(SingleModalityModel):
             return masked_mean(h.abs().sum(-1), present)
         if cfg.sparsity == "kl":
             w = (present if present is not None else torch.ones(len(h), device=h.device)).to(h.dtype).unsqueeze(-1)
-            rho_hat = (torch.sigmoid(h) * w).sum(0) / w.sum().clamp_min(1.0)
+            count = w.sum()
+            rho_hat = (torch.sigmoid(h) * w).sum(0) / count.clamp_min(1.0)
             rho_hat = rho_hat.clamp(RHO_EPS, 1 - RHO_EPS)
             rho = cfg.sparsity_target
             kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
-            return kl.sum()
+            return kl.sum() * (count > 0).to(h.dtype)  # no example present: no activations to penalise
         return h.new_zeros(())
 
     def loss(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:

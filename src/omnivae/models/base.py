@@ -130,8 +130,22 @@ class MultimodalModel(nn.Module):
         or conditions make it larger than config.latent_dim)."""
         return config.latent_dim
 
+    # -- what training asks of the model ------------------------------------------------------
     def on_train_epoch_start(self, epoch: int) -> None:
         """Called by the trainer at each epoch start (staged objectives use it)."""
+
+    def adversarial_problem(self, name: str) -> str | None:
+        """Why an adversarial term (omnivae.adversarial) may not train modality `name`'s decoder,
+        or None if it may. Models whose objective or outputs rule it out say so here."""
+        return None
+
+    def decoder_codes(self, name: str, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                      present: torch.Tensor, from_prior: bool = False) -> torch.Tensor:
+        """What modality `name`'s decoder reads for shared codes z [B,D] of the examples encoded
+        as (mu, logvar, present) [M,B,W]: z itself, unless the decoder also reads a part of its
+        own (a private code, a condition embedding), which is appended here. from_prior: z comes
+        from the prior, not from these examples' posteriors."""
+        return z
 
     @classmethod
     def from_data(cls, config: ModelConfig, raw) -> "MultimodalModel":

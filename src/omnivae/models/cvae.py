@@ -25,12 +25,11 @@ import torch
 from pydantic import field_validator, model_validator
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.distributions import Gaussian, clamp_logvar
+from omnivae.distributions import Gaussian, clamp_logvar, masked_mean
 from omnivae.errors import InputError
 from omnivae.fusion import product_of_experts
 from omnivae.modalities.base import mlp
 from omnivae.models.registry import register_model
-from omnivae.models.ae import masked_mean
 from omnivae.models.base import ModelConfig, MultimodalModel, check_count
 
 
@@ -107,6 +106,15 @@ class CVAE(MultimodalModel):
         t, c = self.target_index, self.condition_embedding(mu, logvar, present)
         q_mu, q_logvar = self.posterior_net(torch.cat([mu[t], logvar[t], c], -1)).chunk(2, -1)
         return Gaussian(q_mu, clamp_logvar(q_logvar)), c
+
+    def adversarial_problem(self, name: str) -> str | None:
+        if name != self.config.target:
+            return f"cvae only generates its target {self.config.target!r}, not {name!r}"
+        return None
+
+    def decoder_codes(self, name, z, mu, logvar, present, from_prior: bool = False) -> torch.Tensor:
+        """[z, c]: the target decoder also reads the conditions' embedding."""
+        return torch.cat([z, self.condition_embedding(mu, logvar, present)], -1)
 
     def fuse(self, mu, logvar, present) -> Gaussian:
         q, _ = self.posterior(mu, logvar, present)

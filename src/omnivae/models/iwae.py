@@ -17,10 +17,9 @@ import torch
 from pydantic import field_validator
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.distributions import Gaussian, log_normal, log_standard_normal
+from omnivae.distributions import Gaussian, log_normal, log_standard_normal, masked_mean
 from omnivae.errors import ConfigError
 from omnivae.models.registry import register_model
-from omnivae.models.ae import masked_mean
 from omnivae.models.base import ModelConfig, MultimodalModel
 
 

@@ -37,23 +37,14 @@ from torch import nn
 
 from omnivae.batch import Batch, LossOutput
 from omnivae.config import PositiveInt
-from omnivae.distributions import Gaussian, clamp_logvar
+from omnivae.distributions import Gaussian, clamp_logvar, kl_normal, masked_mean
 from omnivae.errors import ConfigError
 from omnivae.fusion import product_of_experts
 from omnivae.modalities.base import Modality, full_precision, mlp
 from omnivae.models.registry import register_model
-from omnivae.models.ae import masked_mean
 from omnivae.models.base import ModelConfig, MultimodalModel
 
 JOINT_ATTRIBUTE = "_jmvae_joint"  # q(z|X) attached to the mu that encode_unimodal returns
-
-
-def kl_normal(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor,
-              logvar_p: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu_q, var_q) || N(mu_p, var_p)) of diagonal Gaussians, summed over the last
-    dim (arguments broadcast against each other)."""
-    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p)
-                  - 1.0).sum(-1)
 
 
 class JMVAEConfig(ModelConfig):

@@ -17,7 +17,7 @@ import torch
 from omnivae.batch import Batch, LossOutput
 from omnivae.config import PositiveInt
 from omnivae.distributions import Gaussian, log_standard_normal
-from omnivae.fusion import mixture_log_prob, sample_mixture
+from omnivae.fusion import mixture_log_prob, moment_matched_mixture, sample_mixture
 from omnivae.models.base import ModelConfig, MultimodalModel
 
 
@@ -34,13 +34,7 @@ class MMVAE(MultimodalModel):
 
     def fuse(self, mu, logvar, present) -> Gaussian:
         """Moment-matched Gaussian of the mixture (its mean is the embedding)."""
-        w = present.to(mu.dtype).unsqueeze(-1)
-        w = w / w.sum(0, keepdim=True).clamp_min(1.0)
-        mean = (w * mu).sum(0)
-        second = (w * (logvar.exp() + mu.pow(2))).sum(0)
-        var = (second - mean.pow(2)).clamp_min(1e-6)
-        none = ~present.any(0, keepdim=True).T  # [B,1]: no modality -> prior
-        return Gaussian(mean.masked_fill(none, 0.0), torch.log(var).masked_fill(none, 0.0))
+        return moment_matched_mixture(mu, logvar, present)
 
     def draw(self, mu, logvar, present, n: int) -> torch.Tensor:
         """Draws from the mixture of the present posteriors; an example with no modality

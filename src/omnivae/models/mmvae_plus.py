@@ -30,11 +30,10 @@ from pydantic import field_validator
 from torch import nn
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.distributions import Gaussian, log_normal, log_standard_normal
+from omnivae.distributions import Gaussian, log_normal, log_standard_normal, masked_mean
 from omnivae.errors import InputError
 from omnivae.fusion import mixture_log_prob
 from omnivae.models.registry import register_model
-from omnivae.models.ae import masked_mean
 from omnivae.models.base import ModelConfig
 from omnivae.models.mmvae import MMVAE
 
@@ -80,6 +79,16 @@ class MMVAEPlus(MMVAE):
         """Reparameterised draws [*lead, private_dim] from modality i's auxiliary prior r_i(w)."""
         scale = self.private_log_scale[i].exp()
         return torch.randn(*lead, scale.shape[0], dtype=scale.dtype, device=scale.device) * scale
+
+    def decoder_codes(self, name, z, mu, logvar, present, from_prior: bool = False) -> torch.Tensor:
+        """[z, w_n]: w_n a draw from modality n's private posterior where x_n is present (and z
+        comes from the posteriors), else from its auxiliary prior r_n."""
+        i, d = self.names.index(name), self.config.latent_dim
+        if from_prior:
+            return torch.cat([z, self.private_prior_draw(i, (len(z),))], -1)
+        w_q = mu[i, :, d:] + torch.randn_like(mu[i, :, d:]) * torch.exp(0.5 * logvar[i, :, d:])
+        w = torch.where(present[i].unsqueeze(-1), w_q, self.private_prior_draw(i, (len(z),)))
+        return torch.cat([z, w], -1)
 
     # -- the shared code is the user-facing latent -------------------------------------------
     def fuse(self, mu, logvar, present) -> Gaussian:

@@ -18,9 +18,9 @@ import torch
 from pydantic import field_validator
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.distributions import Gaussian
+from omnivae.distributions import Gaussian, masked_mean
 from omnivae.models.registry import register_model
-from omnivae.models.ae import masked_mean, point_code
+from omnivae.models.ae import point_code
 from omnivae.models.base import ModelConfig, MultimodalModel
 
 

@@ -22,12 +22,10 @@ import torch
 from pydantic import field_validator
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.distributions import Gaussian
+from omnivae.distributions import Gaussian, kl_normal, masked_mean
 from omnivae.fusion import product_of_experts
 from omnivae.models.registry import register_model
-from omnivae.models.ae import masked_mean
 from omnivae.models.base import ModelConfig, MultimodalModel
-from omnivae.models.jmvae import kl_normal
 
 
 class MVTCAEConfig(ModelConfig):

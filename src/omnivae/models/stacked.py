@@ -26,27 +26,42 @@ from pydantic import field_validator, model_validator
 from torch import nn
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.modalities import ModalitySpec
+from omnivae.distributions import masked_mean
+from omnivae.modalities import MODALITY_KINDS, ModalitySpec
 from omnivae.models.registry import register_model
-from omnivae.models.ae import SingleModalityModel, masked_mean
+from omnivae.models.ae import SingleModalityModel
 from omnivae.models.base import ModelConfig
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-STACK_KINDS = ("image", "vector")
+HIDDEN_WIDTHS = (128, 64, 32)  # the default stack before its code; given only latent_dim, those wider than it are kept
+
+
+def default_layers(latent_dim: int) -> list[int]:
+    """Layers for a config that sets latent_dim but not layers: HIDDEN_WIDTHS wider than the
+    code, then the code (16 -> [128, 64, 32, 16], the default; 20 -> [128, 64, 32, 20]; 48 -> [128, 64, 48])."""
+    return [w for w in HIDDEN_WIDTHS if w > latent_dim] + [latent_dim]
 
 
 class StackedAEConfig(ModelConfig):
     model: Literal["stacked_ae"] = "stacked_ae"
-    layers: list[int] = [128, 64, 32, 16]  # widths after the input; the last is the code (= latent_dim)
+    # widths after the input; the last is the code (= latent_dim). Unset: default_layers(latent_dim)
+    layers: list[int] = default_layers(16)
     pretrain_epochs: int = 2  # epochs per layer pair; 0 trains end to end only
     activation: Literal["relu", "sigmoid", "tanh"] = "relu"
 
     @model_validator(mode="before")
     @classmethod
     def _code_size_from_layers(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "latent_dim" not in data and isinstance(data.get("layers"), list) \
-                and data["layers"] and isinstance(data["layers"][-1], int):
-            data = {**data, "latent_dim": data["layers"][-1]}
+        """Either size follows the other when only one is given: layers [..., 8] sets latent_dim 8,
+        latent_dim 20 sets layers [128, 64, 32, 20] (so `--set model.model=stacked_ae` works on
+        any config's latent_dim); both given must agree (_check_layers)."""
+        if not isinstance(data, dict):
+            return data
+        layers, latent = data.get("layers"), data.get("latent_dim")
+        if "latent_dim" not in data and isinstance(layers, list) and layers and isinstance(layers[-1], int):
+            data = {**data, "latent_dim": layers[-1]}
+        elif "layers" not in data and isinstance(latent, int) and not isinstance(latent, bool) and latent >= 1:
+            data = {**data, "layers": default_layers(latent)}
         return data
 
     @field_validator("modalities", mode="after")
@@ -54,9 +69,11 @@ class StackedAEConfig(ModelConfig):
     def _stack_replaces_networks(cls, value: dict[str, ModalitySpec]) -> dict[str, ModalitySpec]:
         out = {}
         for name, spec in value.items():
-            if spec.kind not in STACK_KINDS:
+            if not MODALITY_KINDS[spec.kind].stackable:
                 raise ValueError(f"stacked_ae works on one image or vector modality; {name!r} is {spec.kind!r}")
-            out[name] = spec.model_copy(update={"hidden": [], **({"arch": "mlp"} if spec.kind == "image" else {})})
+            # the stack replaces the kind's own networks: dense ones (unused) stand in for them
+            out[name] = spec.model_copy(update={"hidden": [], **({"arch": "mlp"} if "arch" in type(spec).model_fields
+                                                                 else {})})
         return out
 
     @model_validator(mode="after")
@@ -65,7 +82,8 @@ class StackedAEConfig(ModelConfig):
             raise ValueError(f"layers must be a non-empty list of positive widths, got {self.layers}")
         if self.layers[-1] != self.latent_dim:
             raise ValueError(f"the last of layers {self.layers} is the code size and must equal latent_dim "
-                             f"{self.latent_dim}; drop latent_dim or set layers: [..., {self.latent_dim}]")
+                             f"{self.latent_dim}; drop one of them (either follows the other) or set layers: "
+                             f"[..., {self.latent_dim}]")
         if self.pretrain_epochs < 0:
             raise ValueError(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
         return self
@@ -155,6 +173,10 @@ class StackedAE(SingleModalityModel):
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.stage = self.stage_of(epoch)
+
+    def adversarial_problem(self, name: str) -> str | None:
+        return ("stacked_ae trains in greedy stages, one layer pair at a time, and an adversarial term "
+                "would train the whole stack")
 
     def end_to_end(self, batch: Batch) -> torch.Tensor:
         """Mean log p(x | code) over the present examples."""

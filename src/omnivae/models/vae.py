@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Literal
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.distributions import kl_objective
+from omnivae.distributions import kl_objective, masked_mean
 from omnivae.errors import ConfigError
-from omnivae.models.ae import masked_mean
 from omnivae.models.base import ModelConfig, MultimodalModel
 
 
@@ -35,14 +34,10 @@ class VAE(MultimodalModel):
         z = q.rsample(1)
         rec = self.log_likelihoods(z, batch)[name][0]
         kl = q.kl_standard()
-        if name in batch.mask:  # some examples lack the modality: average over the others
-            present = batch.mask[name].to(kl.dtype)
-            count = present.sum().clamp_min(1.0)
-            rec_mean, kl_mean = (rec * present).sum() / count, (kl * present).sum() / count
-        else:  # every example has it (the usual case): plain means, six ops fewer a step
-            rec_mean, kl_mean = rec.mean(), kl.mean()
+        present = batch.mask.get(name)  # None: every example has the modality
+        rec_mean, kl_mean = masked_mean(rec, present), masked_mean(kl, present)
         if self.config.free_bits > 0:
-            kl_term = masked_mean(kl_objective(q, batch.present(name), self.config.free_bits), batch.mask.get(name))
+            kl_term = masked_mean(kl_objective(q, batch.present(name), self.config.free_bits), present)
         else:
             kl_term = kl_mean
         total = -(rec_mean - self.config.beta * beta_scale * kl_term)

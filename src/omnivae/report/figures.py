@@ -6,44 +6,29 @@ backend the user chose is left untouched.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
-import re
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from omnivae.errors import InputError
-from omnivae.report.html import write_bytes_atomic
+from omnivae.report.common import FONT as _FONT
+from omnivae.report.common import PathLike
+from omnivae.report.common import as_array as _array
+from omnivae.report.common import save_figure as _save
+from omnivae.report.curves import read_metrics, scalar_curve, training_curves  # noqa: F401 (callers use figures.*)
+from omnivae.report.latent import latent_map  # noqa: F401
 
-PathLike = str | os.PathLike
 _CELL = 1.6  # inches per image cell
 _LINE = 0.15  # inches per caption line (7 pt text)
-_FONT = 7
 
 
 # ----------------------------------------------------------------------------- helpers
-def _array(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    try:
-        a = np.asarray(x)
-    except ValueError as err:
-        raise InputError(f"{name}: cannot be read as an array ({err})") from None
-    if a.dtype != bool and not np.issubdtype(a.dtype, np.number):
-        raise InputError(f"{name}: expected numbers, got dtype {a.dtype}")
-    return a
-
-
 def _images(x: Any, ndim: int, name: str) -> np.ndarray:
     """Check an image batch [..., C, H, W] (C = 1 or 3) and return float RGB [..., H, W, 3] in [0, 1]."""
     a = _array(x, name)
@@ -82,15 +67,6 @@ def _wrap(text: str, width: int = 26, max_lines: int = 5) -> list[str]:
         lines = lines[:max_lines]
         lines[-1] = lines[-1][: width - 1] + "…"
     return lines
-
-
-def _save(fig: Figure, path: PathLike) -> Path:
-    """Render with Agg, write the PNG atomically and release the figure."""
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", pad_inches=0.1, facecolor="white")
-    fig.clear()
-    return write_bytes_atomic(path, buf.getvalue())
 
 
 def _mosaic(rows: np.ndarray, pad: int = 2) -> np.ndarray:
@@ -261,165 +237,4 @@ def anomaly_examples(images: Any | None, texts: list[str] | None, scores: Any, p
         _draw(main[r][c], imgs[i] if imgs is not None else txts[i])
         score = _write_lines(text[r][c], [f"#{rank + 1}  score {s[i]:.4g}"], color="#b22")
         _write_lines(text[r][c], caption, score)
-    return _save(fig, path)
-
-
-# ----------------------------------------------------------------------------- latent space and curves
-def _label_names(classes: np.ndarray, label_names: Sequence[str] | Mapping[int, str] | None) -> dict[int, str]:
-    """Map each integer label to its display name (the number itself when no names are given)."""
-    try:
-        return {int(u): str(u) if label_names is None else str(label_names[int(u)]) for u in classes}
-    except (KeyError, IndexError):
-        raise InputError(f"label_names has no entry for some of the labels {classes.tolist()}") from None
-
-
-def latent_map(z: Any, labels: Any, path: PathLike, label_names: Sequence[str] | Mapping[int, str] | None = None,
-               method: str = "pca", max_points: int = 3000, seed: int = 0) -> Path:
-    """Scatter latent codes z [N, D] in 2-D (PCA, or t-SNE on at most max_points points), coloured by label."""
-    a = _array(z, "z").astype(float)
-    if a.ndim != 2 or a.shape[0] < 2 or a.shape[1] < 1:
-        raise InputError(f"z: expected shape [N, D] with N >= 2, got {tuple(a.shape)}")
-    if not np.isfinite(a).all():
-        raise InputError("z: contains NaN or infinite values")
-    if method not in ("pca", "tsne"):
-        raise InputError(f"method: expected 'pca' or 'tsne', got {method!r}")
-    lab = np.zeros(len(a), int) if labels is None else _array(labels, "labels")
-    if lab.shape != (len(a),) or (lab.dtype.kind == "f" and not np.all(lab == np.round(lab))):
-        raise InputError(f"labels: expected integer labels of shape ({len(a)},), got {lab.dtype} {tuple(lab.shape)}")
-    lab = lab.astype(int)
-    names = _label_names(np.unique(lab), label_names)
-    rng = np.random.default_rng(seed)
-    if method == "tsne" and a.shape[1] > 2 and len(a) > max_points:
-        keep = rng.choice(len(a), max_points, replace=False)
-        a, lab = a[keep], lab[keep]
-    if a.shape[1] == 1:
-        xy, axis_names = np.c_[a[:, 0], rng.uniform(-0.5, 0.5, len(a))], ("z[0]", "jitter")
-    elif a.shape[1] == 2:
-        xy, axis_names = a, ("z[0]", "z[1]")
-    elif method == "pca":
-        from sklearn.decomposition import PCA
-
-        with np.errstate(divide="ignore", invalid="ignore"):  # constant codes have zero variance
-            pca = PCA(n_components=2, random_state=seed).fit(a)
-        xy = pca.transform(a)
-        ratios = np.nan_to_num(pca.explained_variance_ratio_)
-        axis_names = tuple(f"PC{i + 1} ({v:.0%} var.)" for i, v in enumerate(ratios))
-    else:
-        if len(a) < 5:
-            raise InputError(f"t-SNE needs at least 5 points, got {len(a)}")
-        from sklearn.manifold import TSNE
-
-        perplexity = float(min(30.0, (len(a) - 1) / 3))
-        xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(a)
-        axis_names = ("t-SNE 1", "t-SNE 2")
-
-    fig = Figure(figsize=(6, 5), layout="constrained")
-    ax = fig.add_subplot()
-    size = 14 if len(xy) < 500 else 4
-    classes = np.unique(lab)
-    if len(classes) <= 20:
-        palette = colormaps["tab10" if len(classes) <= 10 else "tab20"]
-        for i, u in enumerate(classes):
-            m = lab == u
-            ax.scatter(xy[m, 0], xy[m, 1], s=size, color=palette(i), alpha=0.8, label=names[u], linewidths=0)
-        if labels is not None:
-            ax.legend(fontsize=_FONT + 1, markerscale=2, loc="best", title="label")
-    else:
-        points = ax.scatter(xy[:, 0], xy[:, 1], s=size, c=lab, cmap="viridis", alpha=0.8, linewidths=0)
-        fig.colorbar(points, ax=ax, label="label")
-    ax.set_xlabel(axis_names[0])
-    ax.set_ylabel(axis_names[1])
-    ax.set_title(f"latent space ({method.upper() if a.shape[1] > 2 else f'D={a.shape[1]}'}, {len(xy)} points)")
-    return _save(fig, path)
-
-
-def _float(text: str | None) -> float:
-    try:
-        return float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def read_metrics(metrics_csv: PathLike, keys: Sequence[str] | None = None) -> tuple[str, dict[str, tuple]]:
-    """Read a Lightning CSVLogger metrics.csv: (x-axis name, {column: (x, y)}) with NaN rows dropped per column."""
-    src = Path(metrics_csv)
-    if not src.is_file():
-        raise InputError(f"metrics file not found: {src}")
-    with src.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        header = list(reader.fieldnames or [])
-    cols = {h: np.array([_float(r.get(h)) for r in rows], dtype=float) for h in header}
-    x_name = next((k for k in ("step", "epoch") if k in cols and np.isfinite(cols[k]).any()), "row")
-    x = cols[x_name] if x_name != "row" else np.arange(len(rows), dtype=float)
-    if keys is None:
-        chosen = [h for h in header if "loss" in h.lower() and h not in ("step", "epoch")]
-    else:
-        chosen = [keys] if isinstance(keys, str) else list(keys)
-        missing = [k for k in chosen if k not in cols]
-        if missing:
-            raise InputError(f"{src}: no column(s) {missing}; columns are {header}")
-    series = {}
-    for key in chosen:
-        keep = np.isfinite(cols[key]) & np.isfinite(x)
-        if keep.any():
-            series[key] = (x[keep], cols[key][keep])
-    if not series:
-        wanted = "names containing 'loss'" if keys is None else f"{chosen}"
-        raise InputError(f"{src}: no numeric columns to plot (looked for {wanted}); columns are {header}")
-    return x_name, series
-
-
-def training_curves(metrics_csv: PathLike, path: PathLike, keys: Sequence[str] | None = None) -> Path:
-    """Plot every loss column (or `keys`) of a CSVLogger metrics.csv; train/val variants share a panel."""
-    x_name, series = read_metrics(metrics_csv, keys)
-    groups: dict[str, list[str]] = {}
-    for key in series:
-        base = re.sub(r"_(step|epoch)$", "", re.sub(r"^(train|val|valid|validation|test)[/_]", "", key))
-        groups.setdefault(base, []).append(key)
-    ncol = min(3, len(groups))
-    nrow = math.ceil(len(groups) / ncol)
-    fig = Figure(figsize=(4 * ncol, 3 * nrow), layout="constrained")
-    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
-    for ax, (base, keys_in_group) in zip(axes, groups.items()):
-        for key in keys_in_group:
-            xs, ys = series[key]
-            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=key)
-        ax.set_title(base, fontsize=9)
-        ax.set_xlabel(x_name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=_FONT)
-    for ax in axes[len(groups):]:
-        ax.axis("off")
-    return _save(fig, path)
-
-
-def scalar_curve(xs: Any, ys_dict: Mapping[str, Any], path: PathLike, xlabel: str = "", ylabel: str = "",
-                 title: str | None = None, logx: bool = False, logy: bool = False) -> Path:
-    """Line plot of several named series over shared xs (e.g. step time vs number of modalities); NaN = missing."""
-    x = _array(xs, "xs").astype(float)
-    if x.ndim != 1 or len(x) == 0 or not np.isfinite(x).all():
-        raise InputError(f"xs: expected a finite 1-D array, got shape {tuple(x.shape)}")
-    if not isinstance(ys_dict, Mapping) or not ys_dict:
-        raise InputError("ys_dict: expected a non-empty mapping {series name: values}")
-    if logx and (x <= 0).any():
-        raise InputError("xs: log-scale x needs positive values")
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    for label, values in ys_dict.items():
-        y = _array(values, f"ys_dict[{label!r}]").astype(float)
-        if y.shape != x.shape:
-            raise InputError(f"ys_dict[{label!r}]: expected shape {x.shape} like xs, got {tuple(y.shape)}")
-        keep = np.isfinite(y)
-        if logy and (y[keep] <= 0).any():
-            raise InputError(f"ys_dict[{label!r}]: log-scale y needs positive values")
-        ax.plot(x[keep], y[keep], marker="o", markersize=4, label=str(label))
-    ax.set_xscale("log" if logx else "linear")
-    ax.set_yscale("log" if logy else "linear")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=_FONT + 1)
     return _save(fig, path)

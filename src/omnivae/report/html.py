@@ -6,7 +6,6 @@ import base64
 import html
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,6 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from omnivae.atomic import write_bytes
 from omnivae.errors import InputError
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -30,33 +30,23 @@ figcaption { color: #777; font-size: 0.8em; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+details { margin: 0.8em 0; } summary { cursor: pointer; color: #1f5fa8; }
+pre { background: #f6f6f6; padding: 0.6em 1em; border-radius: 6px; font-size: 0.85em; overflow-x: auto; }
 """
 
 
 @dataclass
 class Section:
-    """One report section: a heading, plain-text paragraphs, PNG figures and an optional metrics table."""
+    """One report section: a heading, plain-text paragraphs, PNG figures, an optional metrics table and
+    an optional block of preformatted text (`details`, e.g. a config file) shown folded under `details_title`."""
 
     title: str
     text: str = ""
     images: list[Path] = field(default_factory=list)
     table: dict[str, Any] | list[dict[str, Any]] | None = None
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write data through a temporary file in the same folder, so nobody ever reads half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    details: str = ""
+    details_title: str = "details"
+    columns: tuple[str, str] = ("metric", "value")  # the header of a dict table
 
 
 def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -89,11 +79,12 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape(str(value))}</td>"
 
 
-def _table(table: Any, where: str) -> str:
+def _table(table: Any, where: str, columns: tuple[str, str] = ("metric", "value")) -> str:
     if isinstance(table, Mapping):
         flat = flatten_metrics(table)
         rows = "".join(f"<tr><td>{html.escape(str(k))}</td>{_cell(v)}</tr>" for k, v in flat.items())
-        return f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>"
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+        return f"<table><tr>{head}</tr>{rows}</table>"
     if isinstance(table, (list, tuple)) and all(isinstance(r, Mapping) for r in table):
         flat_rows = [flatten_metrics(r) for r in table]
         columns = list(dict.fromkeys(k for r in flat_rows for k in r))
@@ -140,8 +131,11 @@ def write_report(path: str | os.PathLike, title: str, sections: list[Section]) -
         toc.append(f'<li><a href="#{anchor}">{heading}</a></li>')
         parts = [f'<section id="{anchor}"><h2>{heading}</h2>', _paragraphs(section.text or "")]
         if section.table is not None:
-            parts.append(_table(section.table, f"section {section.title!r}"))
+            parts.append(_table(section.table, f"section {section.title!r}", section.columns))
         parts.extend(_figure(p, section.title) for p in section.images)
+        if section.details:
+            parts.append(f"<details><summary>{html.escape(section.details_title)}</summary>"
+                         f"<pre>{html.escape(section.details)}</pre></details>")
         body.append("".join(parts) + "</section>")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     page = (
@@ -152,7 +146,7 @@ def write_report(path: str | os.PathLike, title: str, sections: list[Section]) -
         + "\n".join(body)
         + "</body></html>\n"
     )
-    return write_bytes_atomic(path, page.encode("utf-8"))
+    return write_bytes(path, page.encode("utf-8"))
 
 
 class _ImageCollector(HTMLParser):

@@ -8,7 +8,7 @@ import asyncio
 import functools
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +28,14 @@ from omnivae.serve.schemas import (
     RetrieveRequest,
     TraverseRequest,
     batch_inputs,
-    json_value,
     model_values,
 )
+from omnivae.modalities import MODALITY_KINDS
+from omnivae.modalities.base import Modality
+from omnivae.tasks.generate import seeded
 from omnivae.version import __version__
 
 PAGE = Path(__file__).with_name("page.html")
-
-
-@contextmanager
-def seeded(seed: int):
-    """Torch's CPU generator seeded inside the block, restored after it."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def load(model_dir, index, sets, split):
@@ -83,21 +77,26 @@ class Service:
                 self.scores = AnomalyDetector(model).score(data)
 
     # -- helpers ------------------------------------------------------------------------------
-    def first(self, kind: str, name: str | None, what: str) -> str:
+    WANTED = {"picture": "image", "caption": "text"}  # what the caption endpoint needs, in the user's words
+
+    def first(self, display: str, name: str | None, what: str) -> str:
+        """The modality named `name` (checked to show as `display`: a picture or a caption), else the first such."""
+        shown = {n: self.model.modalities[n].display for n in self.model.names}
+        wanted = self.WANTED.get(display, display)
         if name is not None:
             self.model.check_names([name], what)
-            if self.kinds[name] != kind:
-                raise InputError(f"{what} {name!r} is a {self.kinds[name]} modality, not {kind}")
+            if shown[name] != display:
+                raise InputError(f"{what} {name!r} is a {self.kinds[name]} modality, not {wanted}")
             return name
-        for n, k in self.kinds.items():
-            if k == kind:
+        for n, d in shown.items():
+            if d == display:
                 return n
-        raise InputError(f"this model has no {kind} modality (it has {self.kinds})")
+        raise InputError(f"this model has no {wanted} modality (it has {self.kinds})")
 
     def target(self, name: str | None) -> str:
         if name is not None:
             return self.model.check_names([name], "target")[0]
-        images = [n for n, k in self.kinds.items() if k == "image"]
+        images = [n for n in self.model.names if self.model.modalities[n].display == "picture"]
         return (images or self.model.names)[0]
 
     def at_most(self, value: int, limit: int, what: str) -> int:
@@ -110,11 +109,11 @@ class Service:
             raise HTTPException(409, f"{feature} needs indexed data: start the server with --index DATA")
 
     def item(self, name: str, value) -> object:
-        return json_value(self.kinds[name], value)
+        return self.model.modalities[name].json_item(value)
 
     def _indexed(self, name: str, i: int):
         """Index row i of modality `name` (which the model may not have) as a JSON value."""
-        return json_value(self.raw.kinds[name], self.raw.modalities[name][i])
+        return MODALITY_KINDS[self.raw.kinds[name]].json_item(self.raw.modalities[name][i])
 
     def _row(self, i: int) -> dict:
         """What the page shows of index row i: a thumbnail, a caption and a description."""
@@ -124,9 +123,10 @@ class Service:
         for name, kind in raw.kinds.items():
             if not raw.mask[name][i]:
                 continue
-            if kind == "image" and out["thumbnail"] is None:
+            display = MODALITY_KINDS[kind].display
+            if display == "picture" and out["thumbnail"] is None:
                 out["thumbnail"] = self.indexed(name, i)
-            if kind == "text" and out["caption"] is None:
+            if display == "caption" and out["caption"] is None:
                 out["caption"] = str(raw.modalities[name][i])
         out["description"] = describe(raw, int(i), skip="")
         return out
@@ -155,37 +155,18 @@ class Service:
 
     @torch.no_grad()
     def generate(self, req: GenerateRequest) -> dict:
-        m, t = self.model, req.temperature
+        from omnivae.tasks.generate import draws
+
         n = self.at_most(req.n, self.limits.max_n, "n")
-        seed = req.seed if req.seed is not None else secrets.randbits(31)
-        conditional = m.uses_conditional_prior(req.sampler)
-        if t not in (0.0, 1.0) and not conditional:
-            raise InputError("temperature other than 0 or 1 needs a model with a fitted conditional prior "
-                             "(sampler 'auto' or 'conditional')")
-        given = list(req.inputs)
-        values = batch_inputs(m, req.inputs, self.limits) if given else {}
-        targets = m.check_names(req.targets, "targets") if req.targets else \
-            ([x for x in m.names if x not in given] or list(m.names))
-        options = {"latent_temperature": t} if conditional and t != 1.0 else {}
-        with seeded(seed):
-            if not given:
-                if t == 0.0 and not conditional:
-                    raise InputError("temperature 0 needs inputs (or a model with a conditional prior)")
-                out = m.sample(n, targets=targets, sampler=req.sampler, **options)
-                draws = {k: [[v[j] for j in range(n)]] for k, v in out.items()}
-            else:
-                out = m.generate(values, given=given, targets=targets, n=n, mean=t == 0.0,
-                                 sampler=req.sampler, **options)
-                b = len(next(iter(values.values())))
-                draws = {k: [[(v if n > 1 else [v])[j][i] for j in range(n)] for i in range(b)]
-                         for k, v in out.items()}
-        outputs = {k: [[self.item(k, x) for x in row] for row in rows] for k, rows in draws.items()}
+        values = batch_inputs(self.model, req.inputs, self.limits) if req.inputs else {}
+        out, seed = draws(self.model, values, req.targets, n, req.seed, req.temperature, sampler=req.sampler)
+        outputs = {k: [[self.item(k, x) for x in items] for items in rows] for k, rows in out.items()}
         return {"seed": seed, "n": n, "kinds": {k: self.kinds[k] for k in outputs}, "outputs": outputs}
 
     @torch.no_grad()
     def caption(self, req: CaptionRequest) -> dict:
-        image = self.first("image", req.modality, "modality")
-        text = self.first("text", req.target, "target")
+        image = self.first("picture", req.modality, "modality")
+        text = self.first("caption", req.target, "target")
         values = {image: model_values(self.model, image, [req.image], self.limits)}
         seed = req.seed if req.seed is not None else secrets.randbits(31)
         with seeded(seed):
@@ -197,7 +178,7 @@ class Service:
         values = batch_inputs(self.model, req.inputs, self.limits)
         given = self.model.check_names(req.given, "given") if req.given else None
         z = self.model.encode(values, given=given)
-        return {"latent_dim": int(z.shape[1]), "embeddings": [json_value("vector", row) for row in z]}
+        return {"latent_dim": int(z.shape[1]), "embeddings": [Modality.json_item(row) for row in z]}
 
     @torch.no_grad()
     def retrieve(self, req: RetrieveRequest) -> dict:
@@ -210,7 +191,7 @@ class Service:
         found = self.galleries[req.gallery].query(values, given=list(values), k=k, score=req.score)
         results = []
         for idx, scores in zip(found.indices, found.scores):
-            results.append([{**self.row(int(i)), "score": json_value("vector", s),
+            results.append([{**self.row(int(i)), "score": Modality.json_item(s),
                              "item": self.indexed(req.gallery, int(i))}
                             for i, s in zip(idx, scores)])
         return {"gallery": req.gallery, "score": req.score, "results": results}
@@ -222,7 +203,7 @@ class Service:
 
         batch = self.model.as_batch(batch_inputs(self.model, req.inputs, self.limits))
         scores = AnomalyDetector(self.model, seed=req.seed).score(TensorData(batch.data, {}))
-        return {"scores": {k: [json_value("vector", x) for x in v] for k, v in scores.items()}}
+        return {"scores": {k: [Modality.json_item(x) for x in v] for k, v in scores.items()}}
 
     def top_anomalies(self, k: int, score: str) -> dict:
         self.need_index("the anomaly ranking")
@@ -231,8 +212,8 @@ class Service:
             raise InputError(f"unknown score {score!r}; the index has {sorted(self.scores)}")
         s = self.scores[score]
         order = np.argsort(-np.where(np.isfinite(s), s, -np.inf), kind="stable")[:k]
-        rows = [{**self.row(int(i)), "rank": r + 1, "score": json_value("vector", s[i]),
-                 "scores": {name: json_value("vector", v[i]) for name, v in self.scores.items()}}
+        rows = [{**self.row(int(i)), "rank": r + 1, "score": Modality.json_item(s[i]),
+                 "scores": {name: Modality.json_item(v[i]) for name, v in self.scores.items()}}
                 for r, i in enumerate(order)]
         return {"score": score, "size": len(s), "rows": rows}
 

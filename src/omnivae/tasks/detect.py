@@ -210,9 +210,11 @@ def corrupted_images(raw: RawData, fraction: float = 0.1, seed: int = 0, modalit
     """Corrupt the images of a `fraction` of examples: alternately Gaussian pixel noise
     (std `noise_std` of the full range) and an occluding block (a third to a half of each
     side, filled with a random grey). Returns the new RawData and is_anomaly [N]."""
-    images = [n for n, k in raw.kinds.items() if k == "image"]
+    from omnivae.modalities import MODALITY_KINDS
+
+    images = [n for n, k in raw.kinds.items() if MODALITY_KINDS[k].display == "picture"]
     modality = modality or (images[0] if images else None)
-    if modality is None or raw.kinds.get(modality) != "image":
+    if modality is None or modality not in images:
         raise InputError(f"corrupted_images needs an image modality; the data has kinds {raw.kinds}")
     rng = np.random.default_rng(seed)
     x = np.asarray(raw.modalities[modality])

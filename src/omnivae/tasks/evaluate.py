@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from omnivae.atomic import write_bytes as atomic_write_bytes
 from omnivae.data.raw import RawData
 from omnivae.data.tensors import TensorData
 from omnivae.metrics.coherence import (
@@ -20,7 +21,6 @@ from omnivae.metrics.coherence import (
     conditional_coherence,
     joint_coherence,
 )
-from omnivae.train.checkpoint import atomic_write_bytes
 
 
 def combined_metrics_csv(run_dir: Path, out: Path) -> Path | None:
@@ -45,21 +45,29 @@ def combined_metrics_csv(run_dir: Path, out: Path) -> Path | None:
 
 def evaluate_model(model, train: RawData, test: RawData, out_dir: Path, run_dir: Path | None = None,
                    n_eval: int = 1000, scorer_epochs: int = 3, seed: int = 0, scorer_examples: int = 2500,
-                   num_threads: int | None = 1) -> dict:
+                   num_threads: int | None = 1, progress=None) -> dict:
     """Every metric that applies to `model` and `test`, with figures; writes metrics.json and
     report.html. Metrics that do not apply to the data are listed under "skipped" with why.
 
     n_eval caps the test examples each metric uses; the evaluation classifiers are trained
     for `scorer_epochs` on at most `scorer_examples` training examples. The work runs on
     `num_threads` torch/BLAS threads (None: as set): these are small batches, where more
-    threads gain little and, on a busy machine, cost several times the time."""
+    threads gain little and, on a busy machine, cost several times the time.
+
+    progress(step, total): called as each of the `EVALUATION_STEPS` starts (a progress bar)."""
     with limited_threads(num_threads):
-        return _evaluate(model, train, test, Path(out_dir), run_dir, n_eval, scorer_epochs, seed, scorer_examples)
+        return _evaluate(model, train, test, Path(out_dir), run_dir, n_eval, scorer_epochs, seed, scorer_examples,
+                         progress or (lambda step, total: None))
 
 
-def _evaluate(model, train, test, out_dir, run_dir, n_eval, scorer_epochs, seed, scorer_examples) -> dict:
+EVALUATION_STEPS = ("Evaluation classifiers", "Coherence", "Latent probes", "Retrieval", "Anomaly detection",
+                    "Likelihood", "Fréchet distance", "Figures and report")  # Extra.run's titles in the middle
+
+
+def _evaluate(model, train, test, out_dir, run_dir, n_eval, scorer_epochs, seed, scorer_examples, progress) -> dict:
     from omnivae.report import figures
     from omnivae.report.html import Section, write_report
+    from omnivae.report.sections import curve_sections, run_sections
 
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
@@ -67,7 +75,10 @@ def _evaluate(model, train, test, out_dir, run_dir, n_eval, scorer_epochs, seed,
     fig_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     test_data = TensorData.from_raw(model, test)
+    total = len(EVALUATION_STEPS)
+    progress(EVALUATION_STEPS[0], total)
     scorers = build_scorers(model, train, epochs=scorer_epochs, seed=seed, max_examples=scorer_examples)
+    progress(EVALUATION_STEPS[1], total)
     metrics = {
         "model": model.config.model,
         "n_test": len(test),
@@ -78,20 +89,18 @@ def _evaluate(model, train, test, out_dir, run_dir, n_eval, scorer_epochs, seed,
     }
     if model.uses_conditional_prior("auto"):
         metrics["coherence_posterior_mean"] = conditional_coherence(model, test_data, scorers, n_max=n_eval)
-    sections = [Section("Metrics", "Cross-modal accuracy: a generated modality is scored by a classifier "
+    csv_path = combined_metrics_csv(Path(run_dir), fig_dir / "metrics_all.csv") if run_dir is not None else None
+    sections = run_sections(model.config.to_dict(), train, test, run_dir, csv_path)  # config, data, training time
+    sections += [Section("Metrics", "Cross-modal accuracy: a generated modality is scored by a classifier "
                         "(images) or a caption parser (text) and compared with the true attributes.",
                         table=dict(metrics))]
     extra = Extra(model, train, test, test_data, scorers, fig_dir, figures, Section, n_eval, seed)
-    metrics.update(extra.run())
+    metrics.update(extra.run(lambda step: progress(step, total)))
+    progress(EVALUATION_STEPS[-1], total)
     sections += extra.sections
     sections += figure_sections(model, test, test_data, fig_dir, figures, Section)
-    if run_dir is not None:
-        csv_path = combined_metrics_csv(Path(run_dir), fig_dir / "metrics_all.csv")
-        if csv_path is not None:
-            try:
-                sections.append(Section("Training curves", images=[figures.training_curves(csv_path, fig_dir / "curves.png")]))
-            except Exception as exc:  # a run too short to log any loss still gets a report
-                sections.append(Section("Training curves", text=f"no curves: {exc}"))
+    if csv_path is not None:
+        sections += curve_sections(csv_path, fig_dir)  # training curves and the overfitting check
     metrics = json_safe(metrics)
     atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
     write_report(out_dir / "report.html", f"omnivae {model.config.model} report", sections)
@@ -150,11 +159,14 @@ class Extra:
         self.n = min(len(test), n_eval)
         self.names = [m for m in model.names if m in test_data.data]
         self.kinds = {m: model.modalities[m].kind for m in self.names}
+        self.display = {m: model.modalities[m].display for m in self.names}  # how figures show each
         self.sections: list = []
         self.skipped: dict[str, str] = {}
         self._figures: list = []  # figure sections of the metric being computed
 
-    def run(self) -> dict:
+    def run(self, progress=lambda step: None) -> dict:
+        from omnivae.report.sections import FRECHET_TEXT
+
         out = {}
         steps = [
             ("latent_probes", "Latent probes", self.probes,
@@ -172,11 +184,10 @@ class Extra:
              f"Importance-weighted estimates (K={self.LIKELIHOOD_K}, proposal: the model's joint posterior) "
              f"of log p in nats per example, on up to {self.LIKELIHOOD_N} test examples: joint, each "
              "modality alone, and conditionals a->b = log p(b | a)."),
-            ("frechet_distance", "Fréchet distance", self.frechet,
-             "Fréchet distance between generated and real test images on the features of the evaluation "
-             "classifiers (lower is better). It is not comparable to Inception FID."),
+            ("frechet_distance", "Fréchet distance", self.frechet, FRECHET_TEXT),
         ]
         for key, title, fn, text in steps:
+            progress(title)
             self._figures = []
             try:
                 value = fn()
@@ -257,19 +268,19 @@ class Extra:
 
     def _items(self, name: str, x: torch.Tensor):
         """Model-space values -> what a figure can draw (images, or strings), else Skip."""
-        kind = self.kinds[name]
+        display = self.display[name]
         out = self.model.modalities[name].to_output(x)
-        if kind == "image":
+        if display == "picture":
             return out
-        if kind in ("text", "categorical"):
+        if display in ("caption", "label"):
             return [str(v) for v in (out.tolist() if isinstance(out, torch.Tensor) else out)]
-        raise Skip(f"modality {name!r} ({kind}) cannot be drawn")
+        raise Skip(f"modality {name!r} ({self.kinds[name]}) cannot be drawn")
 
     def retrieval_figures(self) -> None:
         from omnivae.tasks.retrieve import RetrievalIndex
 
-        drawable = [m for m in self.names if self.kinds[m] in ("image", "text", "categorical")]
-        images = [m for m in drawable if self.kinds[m] == "image"]
+        drawable = [m for m in self.names if self.display[m] is not None]
+        images = [m for m in drawable if self.display[m] == "picture"]
         others = [m for m in drawable if m not in images[:1]]
         pairs = [(o, images[0]) for o in others[:1]] if images else list(zip(drawable[:1], drawable[1:2]))
         if not pairs:
@@ -307,7 +318,7 @@ class Extra:
             for m in (self.names if len(self.names) > 2 else self.names[-1:]):
                 benchmarks[f"mismatched_{m}"] = mismatched_pairs(test, m, self.ANOMALY_FRACTION, self.seed)
         for m in self.names:
-            if self.kinds[m] == "image":
+            if self.display[m] == "picture":
                 benchmarks[f"corrupted_{m}"] = corrupted_images(test, self.ANOMALY_FRACTION, self.seed, modality=m)
         if not benchmarks:
             raise Skip("needs two modalities (mismatched pairs) or an image modality (corrupted images)")
@@ -331,8 +342,8 @@ class Extra:
 
     def anomaly_figure(self, key: str, raw: RawData, scores: dict, table: dict) -> bool:
         best = max(table, key=lambda s: table[s]["auroc"])
-        images = [m for m in self.names if self.kinds[m] == "image"]
-        texts = [m for m in self.names if self.kinds[m] == "text"]
+        images = [m for m in self.names if self.display[m] == "picture"]
+        texts = [m for m in self.names if self.display[m] == "caption"]
         if not images and not texts:
             return False
         s = np.nan_to_num(scores[best], nan=-np.inf)
@@ -361,7 +372,7 @@ class Extra:
     def frechet(self) -> dict:
         from omnivae.metrics.fid import frechet_distance
 
-        images = [m for m in self.names if self.kinds[m] == "image"]
+        images = [m for m in self.names if self.display[m] == "picture"]
         if not images:
             raise Skip("no image modality")
         out = {}
@@ -423,9 +434,9 @@ def distinct_rows(raw: RawData, name: str, present: np.ndarray, k: int) -> list[
 
 def figure_sections(model, test: RawData, data: TensorData, fig_dir: Path, figures, Section) -> list:
     sections = []
-    kinds = {n: model.modalities[n].kind for n in model.names}
-    images = [n for n, k in kinds.items() if k == "image"]
-    texts = [n for n, k in kinds.items() if k == "text"]
+    shown = {n: model.modalities[n].display for n in model.names}
+    images = [n for n, d in shown.items() if d == "picture"]
+    texts = [n for n, d in shown.items() if d == "caption"]
     k = min(16, len(test))
     batch = data.batch(torch.arange(k))
     if images and texts:
@@ -435,7 +446,7 @@ def figure_sections(model, test: RawData, data: TensorData, fig_dir: Path, figur
         path = figures.text_to_image_grid(prompts, gen.transpose(0, 1), fig_dir / "text_to_image.png")
         sections.append(Section("Text to image", f"Six samples for each caption ({txt} -> {img}).", images=[path]))
         caps = model.generate(batch, given=[img], targets=[txt], mean=True)[txt]
-        true = list(test.modalities[txt][:k])
+        true = [c if c else "(no caption)" for c in test.modalities[txt][:k]]  # a missing caption is None
         path = figures.captioned_images(model.modalities[img].to_output(batch.data[img]), caps,
                                         fig_dir / "image_to_caption.png", true_captions=true)
         sections.append(Section("Image to caption", "Generated caption (black) and the true one (grey).", images=[path]))
@@ -449,14 +460,11 @@ def figure_sections(model, test: RawData, data: TensorData, fig_dir: Path, figur
         pair = torch.stack([model.modalities[img].to_output(batch.data[img]), rec])
         path = figures.image_grid(pair, fig_dir / "reconstructions.png", row_labels=["input", "reconstruction"])
         sections.append(Section("Reconstructions", images=[path]))
-    targets = [t for t, v in test.targets.items() if len(np.unique(v)) > 1]
-    if targets:
-        n = min(2000, len(test))
-        z = model.encode(data.batch(torch.arange(n)))
-        label = targets[0]
-        names = test.info.get("classes", {}).get(label)
-        path = figures.latent_map(z.numpy(), test.targets[label][:n], fig_dir / "latent_map.png", label_names=names)
-        sections.append(Section("Latent space", f"Joint posterior means (PCA), coloured by {label}.", images=[path]))
+    from omnivae.report.sections import latent_section
+
+    z = model.encode(data.batch(torch.arange(min(3000, len(test))))).numpy()
+    classes = test.info.get("classes", {})
+    sections.append(latent_section(z, test.targets, classes, fig_dir / "latent_map.png"))
     return sections
 
 

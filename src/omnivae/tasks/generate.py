@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import json
-import struct
+import secrets
 import warnings
+from contextlib import contextmanager
 from numbers import Integral
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from omnivae.atomic import write_text
 from omnivae.errors import InputError
 from omnivae.io import load_model
 
@@ -28,107 +28,96 @@ def check_sample_count(n, name: str = "n") -> None:
                          "(call again for more)")
 
 
-def unknown_words(modality, captions) -> list[str]:
-    """The words of `captions` that the text modality's tokenizer maps to <unk>, in order, once each."""
-    from omnivae.modalities.text.tokenizer import SPECIALS, UNK
-
-    tok = getattr(modality, "tokenizer", None)
-    if tok is None:
-        return []
-    found: list[str] = []
-    for caption in captions:
-        if not isinstance(caption, str) or not caption.strip():
-            continue
-        enc = tok.encode(caption, add_special_tokens=False)
-        for i, (start, end) in zip(enc.ids, enc.offsets):
-            word = caption[start:end].strip(" \u2581")
-            if i == UNK and word and word not in SPECIALS and word not in found:
-                found.append(word)
-    return found
-
-
 def warn_unknown_words(model, source: str, values) -> list[str]:
     """Warn (UnknownWordsWarning) when text inputs hold words the model never saw."""
-    mod = model.modalities[source]
-    if mod.kind != "text":
-        return []
-    words = unknown_words(mod, values)
+    words = model.modalities[source].unknown_words(values)
     if words:
         warnings.warn(f"unknown words in the {source!r} input, ignored by the model (not in its training "
                       f"vocabulary): {', '.join(repr(w) for w in words)}", UnknownWordsWarning, stacklevel=3)
     return words
 
 
-def read_image(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
-    """An image file as uint8 [C,H,W] matching the model's shape (converted and resized)."""
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if shape[0] == 3 else "L").resize((shape[2], shape[1]))
-            arr = np.asarray(img, dtype=np.uint8)
-    except FileNotFoundError:
-        raise InputError(f"image file {path} does not exist") from None
-    except Image.DecompressionBombError as exc:  # a tiny file that claims billions of pixels
-        raise InputError(f"image file {path} is refused: {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
-        raise InputError(f"image file {path} cannot be read as an image: {exc}") from None
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-
-
-def parse_number(text: str, kind: type, source: str):
-    """A command-line number for modality `source`, or an InputError that quotes it."""
-    try:
-        return kind(text)
-    except ValueError:
-        raise InputError(f"modality {source!r}: expected {'an integer' if kind is int else 'a number'}, "
-                         f"got {text!r}") from None
-
-
 def parse_inputs(model, source: str, values: list[str]):
-    mod = model.modalities[source]
-    if mod.kind == "text":
-        return list(values)
-    if mod.kind == "categorical":
-        return [v if not v.lstrip("-").isdigit() else int(v) for v in values] if mod.spec.classes \
-            else [parse_number(v, int, source) for v in values]
-    if mod.kind == "image":
-        return np.stack([np.load(v, allow_pickle=False) if v.endswith(".npy") else read_image(v, mod.spec.shape)
-                         for v in values])
-    if mod.kind == "vector":
-        return np.stack([np.load(v, allow_pickle=False) if v.endswith(".npy") else
-                         np.array([parse_number(x, float, source) for x in v.split(",")], dtype=np.float32)
-                         for v in values])
-    raise InputError(f"cannot read command-line inputs for modality {source!r} of kind {mod.kind}")
+    """Command-line strings for modality `source` -> what the model accepts (the modality reads them)."""
+    model.check_names([source], "--from")
+    return model.modalities[source].read_cli(list(values))
 
 
-def generate_from_inputs(model_dir, source: str, values: list[str], targets, n: int, out: Path,
-                         **options) -> dict[str, list[str]]:
-    """Generate; images are written as PNG files under `out`, everything is listed in outputs.json.
+@contextmanager
+def seeded(seed: int):
+    """Torch's CPU generator seeded inside the block, restored after it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def new_seed() -> int:
+    return secrets.randbits(31)
+
+
+@torch.no_grad()
+def draws(model, values: dict, targets=None, n: int = 1, seed: int | None = None, temperature: float = 1.0,
+          sampler: str = "auto", **options) -> tuple[dict[str, list], int]:
+    """Generate `targets` from the inputs `values` ({modality: values}; empty: joint samples from
+    the prior). Returns ({target: one entry per input, each the n outputs for it}, seed).
+
+    temperature 0 decodes the posterior mean, 1 samples; other values scale the noise of a fitted
+    conditional prior. The same seed gives the same outputs."""
+    check_sample_count(n)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < float("inf"):
+        raise InputError(f"temperature must be a number >= 0, got {temperature!r}")
+    seed = new_seed() if seed is None else seed
+    conditional = model.uses_conditional_prior(sampler)
+    if temperature not in (0.0, 1.0) and not conditional:
+        raise InputError("temperature other than 0 or 1 needs a model with a fitted conditional prior "
+                         "(sampler 'auto' or 'conditional')")
+    given = list(values)
+    targets = model.check_names(targets, "targets") if targets else \
+        ([x for x in model.names if x not in given] or list(model.names))
+    if temperature != 1.0 and conditional:
+        options["latent_temperature"] = temperature
+    with seeded(seed):
+        if not given:
+            if temperature == 0.0 and not conditional:
+                raise InputError("temperature 0 needs inputs (or a model with a conditional prior)")
+            out = model.sample(n, targets=targets, sampler=sampler, **options)
+            return {k: [v] for k, v in out.items()}, seed
+        out = model.generate(values, given=given, targets=targets, n=n, mean=temperature == 0.0,
+                             sampler=sampler, **options)
+    b = len(next(iter(values.values())))
+    per_input = {}
+    for k, v in out.items():
+        if isinstance(v, torch.Tensor):
+            v = v.unsqueeze(0) if n == 1 else v  # [n, B, ...]
+            per_input[k] = [v[:, i] for i in range(b)]
+        else:
+            v = [v] if n == 1 else v  # n lists of B values
+            per_input[k] = [[v[j][i] for j in range(n)] for i in range(b)]
+    return per_input, seed
+
+
+def generate_from_inputs(model_dir, source: str | None, values: list[str], targets, n: int, out: Path,
+                         seed: int | None = None, temperature: float = 1.0, **options) -> dict:
+    """Generate and write the outputs under `out`: images as one PNG per sample (and a grid per
+    input), vectors and signals as .npy files, text and labels as JSON values; everything is listed
+    in out/outputs.json. source None (and no values): joint samples from the prior.
     n (samples per input) is 1 to MAX_SAMPLES; caption words the model never saw raise an
     UnknownWordsWarning."""
-    from omnivae.report.figures import image_grid
-
     check_sample_count(n)
-    model = load_model(model_dir)
-    model.check_names([source], "--from")
-    targets = [t for t in model.names if t != source] if not targets else model.check_names(targets, "--to")
-    inputs = parse_inputs(model, source, values)
-    warn_unknown_words(model, source, inputs)
-    result = model.generate({source: inputs}, given=[source], targets=targets, n=n, **options)
+    model = load_model(model_dir) if not hasattr(model_dir, "modalities") else model_dir
+    if source is None:
+        if values:
+            raise InputError(f"inputs {values[:3]} need --from MODALITY (one of {model.names})")
+        inputs = {}
+    else:
+        inputs = {source: parse_inputs(model, source, values)}
+        warn_unknown_words(model, source, inputs[source])
+    result, seed = draws(model, inputs, targets, n, seed, temperature, **options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, list[str]] = {}
-    for name, value in result.items():
-        kind = model.modalities[name].kind
-        if kind == "image":
-            imgs = value if n > 1 else value.unsqueeze(0)  # [n,B,C,H,W]
-            paths = []
-            for i in range(imgs.shape[1]):
-                path = out / f"{name}_{i:03d}.png"
-                image_grid(imgs[:, i], path, nrow=n)
-                paths.append(str(path))
-            written[name] = paths
-        else:
-            rows = value if n > 1 else [value]
-            written[name] = [str(r.tolist() if isinstance(r, torch.Tensor) else r) for r in zip(*rows)]
-    (out / "outputs.json").write_text(json.dumps({"inputs": values, "outputs": written}, indent=2))
-    return written
+    written = {name: [model.modalities[name].write_items(items, out, f"{name}_{i:03d}")
+                      for i, items in enumerate(per_input)] for name, per_input in result.items()}
+    summary = {"from": source, "inputs": list(values), "n": n, "seed": seed, "temperature": temperature,
+               "outputs": written}
+    write_text(out / "outputs.json", json.dumps(summary, indent=2, allow_nan=False))
+    return summary

@@ -36,30 +36,26 @@ from omnivae.train.module import ADVICE, OmniModule
 
 def adversarial_modality(model: MultimodalModel, config: TrainConfig) -> str:
     """The image modality train.adversarial_* applies to (adversarial_modality, else the model's
-    first image modality); ConfigError if it does not exist, is not an image, or cannot be used."""
-    from omnivae.models.cvae import CVAE
-    from omnivae.models.stacked import StackedAE
-
+    first image modality that model.adversarial_problem allows); ConfigError if it does not
+    exist, is not an image, or the model rules the term out for it."""
     kinds = {n: model.modalities[n].kind for n in model.names}
     name = config.adversarial_modality
     if name is None:
-        images = [n for n, k in kinds.items() if k == "image"]
+        images = [n for n in model.names if model.modalities[n].adversarial]
         if not images:
             raise ConfigError(f"train.adversarial_weight > 0 sharpens an image modality, but the model has none "
                               f"(modalities: {kinds}); set adversarial_weight: 0")
-        name = images[0]
+        allowed = [n for n in images if model.adversarial_problem(n) is None]
+        name = (allowed or images)[0]
     elif name not in kinds:
         raise ConfigError(f"train.adversarial_modality {name!r} is not a modality of the model; "
                           f"it has {model.names}")
-    elif kinds[name] != "image":
+    elif not model.modalities[name].adversarial:
         raise ConfigError(f"train.adversarial_modality {name!r} is {kinds[name]!r}; the discriminator needs "
                           f"an image modality")
-    if isinstance(model, StackedAE):
-        raise ConfigError("train.adversarial_weight > 0 does not work with stacked_ae: its greedy stages train "
-                          "one layer pair at a time, and the adversarial term would train the whole stack")
-    if isinstance(model, CVAE) and name != model.config.target:
-        raise ConfigError(f"train.adversarial_modality {name!r}: cvae only generates its target "
-                          f"{model.config.target!r}")
+    problem = model.adversarial_problem(name)
+    if problem is not None:
+        raise ConfigError(f"train.adversarial_weight > 0 cannot sharpen {name!r}: {problem}")
     shape = list(model.modalities[name].spec.shape)
     depth = len(config.adversarial_channels)
     if min(shape[1:]) < 2 ** depth:

@@ -1,5 +1,5 @@
-"""Crash-safe checkpoints: each file carries a SHA-256 trailer and is written to a temporary
-file, flushed to disk and renamed, so a killed run never leaves a half-written checkpoint.
+"""Crash-safe checkpoints: each file carries a SHA-256 trailer and is written atomically
+(omnivae.atomic), so a killed run never leaves a half-written checkpoint.
 
 Before last.ckpt is replaced, the current one (if it passes its check) is kept as
 previous.ckpt; `resume_checkpoint` picks the newest good one of last, previous and best.
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
+from omnivae.atomic import replacing, write_bytes
 from omnivae.errors import ModelFileError
 
 MAGIC = b"OMNICKPT1"
@@ -28,29 +29,11 @@ class CheckpointWarning(UserWarning):
     """Resuming from an older checkpoint because the newer ones are damaged or missing."""
 
 
-def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write to path.tmp-PID, fsync, then os.replace: readers see the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
-
-
 def write_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    atomic_write_bytes(path, payload + hashlib.sha256(payload).digest() + MAGIC)
+    write_bytes(path, payload + hashlib.sha256(payload).digest() + MAGIC)
 
 
 def _check_blob(path: Path, size: int, magic: bytes, digest: bytes, actual: bytes) -> None:
@@ -105,14 +88,11 @@ def keep_previous(path: Path) -> None:
         verify_checkpoint(path)
     except (ModelFileError, OSError):
         return
-    target = path.with_name(PREVIOUS)
-    tmp = path.with_name(f".{PREVIOUS}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(path, tmp)
-    except OSError:
-        shutil.copyfile(path, tmp)
-    os.replace(tmp, target)
+    with replacing(path.with_name(PREVIOUS)) as tmp:
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
 
 
 def resume_checkpoint(run_dir: str | Path) -> Path | None:

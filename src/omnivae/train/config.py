@@ -1,7 +1,7 @@
 """Training options (one YAML section); every field has a safe default."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -12,28 +12,28 @@ LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # train.loggers names (trai
 
 
 class TrainConfig(StrictModel):
-    max_epochs: int = 20
-    max_steps: int = -1  # -1: no step limit
-    max_minutes: float | None = None  # wall-clock budget; training stops cleanly after it
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    max_epochs: PositiveInt = 20
+    max_steps: int = Field(default=-1, ge=-1)  # -1: no step limit
+    max_minutes: PositiveFloat | None = None  # wall-clock budget; training stops cleanly after it
+    batch_size: PositiveInt = 128
+    lr: NonNegativeFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0  # L2 penalty (Adam weight decay)
     fused_optimizer: bool = True  # Adam's fused kernel (one call for all parameters); False: torch's default
-    val_fraction: float = 0.1  # used when no validation split is given
-    patience: int | None = 5  # early stopping on val/loss; None disables it
-    grad_clip: float | None = 10.0  # max gradient norm; None disables clipping
-    kl_warmup_epochs: float = 0.0  # beta rises linearly from 0 to its value over these epochs
-    seed: int = 0
+    val_fraction: float = Field(default=0.1, ge=0, lt=1)  # used when no validation split is given
+    patience: Annotated[int, Field(ge=0)] | None = 5  # early stopping on val/loss; None disables it
+    grad_clip: PositiveFloat | None = 10.0  # max gradient norm; None disables clipping
+    kl_warmup_epochs: NonNegativeFloat = 0.0  # beta rises linearly from 0 to its value over these epochs
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     accelerator: str = "cpu"
     devices: int | str = 1
-    num_nodes: int = 1
+    num_nodes: PositiveInt = 1
     strategy: str = "auto"  # e.g. "ddp" or "ddp_spawn" (with accelerator cpu: gloo)
     precision: str = "32-true"  # "bf16-mixed" for autocast (fast on CPUs with AMX or AVX512-BF16, and on GPUs)
     compile: bool = False  # torch.compile the training objective (needs a C++ compiler on CPU)
-    num_threads: int | None = None  # torch threads per process; None: all cores / processes
-    num_workers: int = 0  # DataLoader workers (in-memory data needs none)
+    num_threads: PositiveInt | None = None  # torch threads per process; None: all cores / processes
+    num_workers: int = Field(default=0, ge=0)  # DataLoader workers (in-memory data needs none)
     progress: bool = True  # rich progress bar
-    log_every_n_steps: int = 50
+    log_every_n_steps: PositiveInt = 50
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient stops the run, or skips the update
     tensorboard: bool = True  # false drops "tensorboard" from the loggers, default or listed
     # experiment tracking (docs/tracking.md): Lightning loggers by name, from LOGGERS; null: csv + tensorboard
@@ -47,6 +47,13 @@ class TrainConfig(StrictModel):
     adversarial_lr: PositiveFloat = 2e-4  # the discriminator's Adam learning rate (betas 0.5, 0.9)
     adversarial_channels: list[PositiveInt] = Field(default=[32, 64], min_length=1)  # PatchGAN conv widths
     adversarial_warmup_epochs: NonNegativeFloat = 0.0  # the term's weight rises linearly from 0 over these epochs
+
+    @field_validator("max_steps")
+    @classmethod
+    def _step_limit(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be >= 1, or -1 for no step limit")
+        return v
 
     @field_validator("checkpoint_every_n_steps")
     @classmethod

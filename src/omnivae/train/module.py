@@ -40,6 +40,7 @@ class OmniModule(L.LightningModule):
         self.skipped = 0  # updates dropped because of non-finite numbers (saved in checkpoints)
         self._bad_loss: str | None = None  # set by training_step, read before the optimiser step
         self._model_epoch: int | None = None
+        self._log_step = 0  # the logger step of the current batch (set in on_train_batch_start)
         # epoch sums of the loss terms, weighted by batch size: tensors on the device, so a
         # step adds to them without a host sync or a call into Lightning's logging machinery
         self._named_parameters: list | None = None  # filled on first use (after any device move)
@@ -71,13 +72,16 @@ class OmniModule(L.LightningModule):
         return min(1.0, self.global_step / self.warmup_steps)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # the logger step of this batch: optimiser steps so far, one a batch (counted before
+        # the step; a manual-optimisation module steps inside training_step)
+        self._log_step = self.global_step
         # here rather than on_train_epoch_start, which Lightning skips after a mid-epoch resume
         if self._model_epoch != self.current_epoch:
             self._model_epoch = self.current_epoch
             self.model.on_train_epoch_start(self.current_epoch)
 
     def _distributed(self) -> bool:
-        return self._trainer is not None and self.trainer.world_size > 1
+        return self.trainer.world_size > 1  # only called from hooks the trainer runs
 
     def training_step(self, batch: Batch, batch_idx: int):
         self._bad_loss = None
@@ -103,9 +107,8 @@ class OmniModule(L.LightningModule):
 
     def _accumulate(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
         """Add a step's loss terms to the epoch sums; write them to the loggers only on logging
-        steps (every log_every_n_steps), straight through Lightning's logger connector (same
-        rows, step numbers and epoch column as self.log). Lightning's self.log costs about a
-        millisecond per call on a CPU, and whatever it holds is re-read after every batch."""
+        steps (_is_logging_step). Lightning's self.log costs about a millisecond per call on a
+        CPU, and whatever it holds is re-read after every batch."""
         names = tuple(terms)
         values = torch.stack(list(terms.values())).detach()  # one stack and one add a step
         if names in self._sums:
@@ -113,11 +116,26 @@ class OmniModule(L.LightningModule):
         else:
             self._sums[names] = values * batch_size
         self._epoch_count += batch_size
-        connector = self._trainer._logger_connector if self._trainer is not None else None
-        if connector is not None and connector.should_update_logs:
+        if self._is_logging_step():
             # step values stay local (no per-step communication); converted to numbers here only
             step = {f"train/{k}_step": v for k, v in zip(names, values.tolist())}
-            connector.log_metrics({**step, "beta_scale": float(self.beta_scale())})
+            self._log_steps({**step, "beta_scale": float(self.beta_scale())})
+
+    def _is_logging_step(self) -> bool:
+        """Lightning's rule for on_step values: every log_every_n_steps batches (batch i logs when
+        (i + 1) % n == 0), and on the batch where training is asked to stop."""
+        if not self.loggers:  # also: no trainer attached
+            return False
+        every = self.trainer.log_every_n_steps
+        return bool(every) and ((self._log_step + 1) % every == 0 or self.trainer.should_stop)
+
+    def _log_steps(self, metrics: dict[str, float]) -> None:
+        """One row to every logger through the public Logger API, as self.log would write it: at
+        the batch's step, with an epoch column."""
+        row = {**metrics, "epoch": self.current_epoch}
+        for logger in self.loggers:
+            logger.log_metrics(row, step=self._log_step)
+            logger.save()
 
     @property
     def _epoch_sums(self) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, Timer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from omnivae.atomic import remove_temporary_files
 from omnivae.data.tensors import TensorData, batch_loader
 from omnivae.models.base import MultimodalModel
 from omnivae.train.adversarial import select_module
@@ -101,11 +102,14 @@ def make_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer
     # best.ckpt: the best epoch so far; last.ckpt (LastCheckpoint, after it in order): every
     # epoch end and every checkpoint_every_n_steps steps, for resuming
     callbacks = [BestCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
-                                 mode="min", save_top_k=1, save_last=False, enable_version_counter=False),
+                                 mode="min", save_top_k=1, save_last=False, enable_version_counter=False,
+                                 save_on_train_epoch_end=not has_val),  # with validation: after it, only
                  LastCheckpoint(last_checkpoint(run_dir), config.checkpoint_every_n_steps),
                  RandomState(config.seed)]
     if config.patience is not None and has_val:
-        callbacks.append(ConfiguredEarlyStopping(monitor=monitor, patience=config.patience, mode="min"))
+        # checked after validation only: a run stopped by max_steps mid-epoch has no val/loss to read
+        callbacks.append(ConfiguredEarlyStopping(monitor=monitor, patience=config.patience, mode="min",
+                                                 check_on_train_epoch_end=False))
     if config.max_minutes is not None:
         callbacks.append(Timer(duration={"minutes": config.max_minutes}, interval="step"))
     if config.progress:
@@ -142,8 +146,7 @@ def launched_as_worker() -> bool:
 
 def remove_stale_temp_files(run_dir: Path) -> None:
     """Temporary files of writes that a crash interrupted (the real files are intact)."""
-    for tmp in (run_dir / "checkpoints").glob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)
+    remove_temporary_files(run_dir / "checkpoints")
 
 
 # Lightning's start-up chatter that says nothing about this run (hardware lines, a product tip)

@@ -48,7 +48,60 @@ class TextSpec(ModalitySpec):
 
 class TextModality(Modality):
     kind = "text"
+    continuous_features = False
     spec_class = TextSpec
+
+    # -- reading training data (class methods: no model exists yet) ----------------------
+    # RawData form: a list of captions, None where missing (blank strings count as missing)
+    _word = re.compile(r"[\w']+")  # summaries count runs of letters, digits, _ and ' as words
+
+    @classmethod
+    def claims_array(cls, arr: np.ndarray) -> bool:
+        return arr.dtype.kind == "U"
+
+    @classmethod
+    def read_array(cls, name, arr, classes=None, present=None):
+        """A unicode array (or a list: a Parquet column) of captions."""
+        if isinstance(arr, np.ndarray) and arr.dtype.kind != "U":
+            raise InputError(f"text array {name!r} has dtype {arr.dtype}; expected unicode strings ('<U')")
+        values = [None if v is None or not str(v).strip() else str(v) for v in list(arr)]
+        return values, np.array([v is not None for v in values], dtype=bool), None
+
+    @classmethod
+    def read_column(cls, table, column, classes=None):
+        from omnivae.data.folder import text_column
+
+        values = text_column(table, column)
+        return values, np.array([v is not None for v in values], dtype=bool), None
+
+    @classmethod
+    def stack_values(cls, column: list) -> list:
+        return list(column)
+
+    @classmethod
+    def raw_array(cls, values) -> np.ndarray:
+        """A unicode array, "" where a caption is missing."""
+        return np.array(["" if v is None else str(v) for v in values], dtype=str)
+
+    @classmethod
+    def summarize(cls, values, present, class_names=None) -> dict:
+        """Vocabulary (distinct lower-cased words), distinct captions, caption lengths in words."""
+        captions = [values[i] for i in np.flatnonzero(present)]
+        words = [cls._word.findall(c.lower()) for c in captions]
+        lengths = np.array([len(w) for w in words]) if words else np.zeros(0)
+        stats = {"vocab_size": len({w for ws in words for w in ws}), "distinct_captions": len(set(captions))}
+        if len(lengths):
+            stats.update({"words_min": int(lengths.min()), "words_mean": float(lengths.mean()),
+                          "words_max": int(lengths.max())})
+        return stats
+
+    @classmethod
+    def summary_line(cls, entry: dict) -> str:
+        if "words_mean" not in entry:
+            return "no captions"
+        return (f"vocabulary {entry['vocab_size']} words; captions of {entry['words_min']}-"
+                f"{entry['words_max']} words (mean {entry['words_mean']:.1f}); "
+                f"{entry['distinct_captions']} distinct")
 
     def __init__(self, name: str, spec: TextSpec, latent_dim: int, tokenizer: Tokenizer | None = None):
         super().__init__(name, spec, latent_dim)
@@ -177,6 +230,50 @@ class TextModality(Modality):
         if self.spec.tokenizer == "word":  # "triangle , big" -> "triangle, big"
             texts = [SPACE_BEFORE_PUNCTUATION.sub(r"\1", t) for t in texts]
         return texts
+
+    # -- user inputs and outputs ---------------------------------------------------------
+    display = "caption"
+
+    def read_cli(self, values: list[str]) -> list[str]:
+        return list(values)
+
+    def read_json(self, values: list, where: list[str], limits) -> list[str]:
+        for w, v in zip(where, values):
+            if not isinstance(v, str):
+                raise InputError(f"{w}: modality {self.name!r} is text: expected a string, got {type(v).__name__}")
+            if len(v) > limits.max_text_chars:
+                raise InputError(f"{w}: {len(v)} characters; at most {limits.max_text_chars}")
+        return list(values)
+
+    @classmethod
+    def describe(cls, value) -> str:
+        return str(value)
+
+    def write_items(self, items, folder, stem: str) -> dict:
+        return {"values": list(items)}
+
+    def unknown_words(self, values) -> list[str]:
+        """The words of `values` that the tokenizer maps to <unk>, in order, once each."""
+        from omnivae.modalities.text.tokenizer import UNK
+
+        if self.tokenizer is None:
+            return []
+        found: list[str] = []
+        for caption in values:
+            if not isinstance(caption, str) or not caption.strip():
+                continue
+            enc = self.tokenizer.encode(caption, add_special_tokens=False)
+            for i, (start, end) in zip(enc.ids, enc.offsets):
+                word = caption[start:end].strip(" \u2581")
+                if i == UNK and word and word not in SPECIALS and word not in found:
+                    found.append(word)
+        return found
+
+    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int):
+        """Generated captions parsed back into attributes (built-in data sources with a caption parser)."""
+        from omnivae.metrics.coherence import caption_scorer
+
+        return caption_scorer(self, raw)
 
     # -- networks ---------------------------------------------------------------------
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,146 @@
+"""One owner for each modality kind: data sources, tasks, metrics, serving, training and the CLI
+ask the kind's Modality class (omnivae.modalities) for what they need (reading, writing, scoring,
+capabilities) instead of comparing kind names, so a new kind is one file plus `register_modality`."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+
+import omnivae
+from omnivae.data.arrays import load_arrays, save_npz
+from omnivae.errors import InputError
+from omnivae.modalities import MODALITY_KINDS, Modality, ModalitySpec, register_modality
+
+SRC = Path(omnivae.__file__).parent
+KIND_NAMES = {"image", "text", "categorical", "vector", "signal"}
+# every module outside modalities/ (the one place that knows the kinds)
+SCANNED = [p for p in sorted(SRC.rglob("*.py")) if not p.relative_to(SRC).as_posix().startswith("modalities/")]
+
+
+def _strings(node: ast.AST) -> list[str]:
+    """String constants of a comparison operand, including those of a tuple/list/set of them."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [s for e in node.elts for s in _strings(e)]
+    return []
+
+
+NAMED = {"modalities", "targets", "mask"}  # RawData dicts keyed by modality name: `"image" in raw.modalities`
+
+
+def _names_a_modality(node: ast.Compare) -> bool:
+    """`"x" in raw.modalities`: a test of a modality's name (a key of a by-name dict), not of a kind."""
+    return all(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops) and \
+        isinstance(node.comparators[-1], ast.Attribute) and node.comparators[-1].attr in NAMED
+
+
+def kind_comparisons(source: str) -> list[tuple[int, str]]:
+    """(line, names) of every comparison (==, !=, in, not in, match case) against a kind name."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        operands = []
+        if isinstance(node, ast.Compare) and not _names_a_modality(node):
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.MatchValue):
+            operands = [node.value]
+        names = sorted({s for o in operands for s in _strings(o)} & KIND_NAMES)
+        if names:
+            found.append((node.lineno, ", ".join(names)))
+    return found
+
+
+def test_the_scanner_finds_kind_comparisons():
+    code = ('if kind == "text": pass\nif kinds[m] in ("image", "vector"): pass\n'
+            'x = a if "signal" != k else b\nif kind == "target": pass\nif d.kind in "fiu": pass\n'
+            'if "image" not in raw.modalities: pass\nmatch kind:\n    case "vector": pass\n')
+    assert [line for line, _ in kind_comparisons(code)] == [1, 2, 3, 8]
+
+
+def test_no_module_outside_modalities_compares_kind_names():
+    problems = []
+    for path in SCANNED:
+        source = path.read_text(encoding="utf-8")
+        lines = source.splitlines()
+        for line, names in kind_comparisons(source):
+            problems.append(f"{path.relative_to(SRC.parent)}:{line}: compares with {names}: {lines[line - 1].strip()}")
+    assert not problems, "ask the kind's Modality class instead:\n" + "\n".join(problems)
+
+
+# -- a kind defined in a test: one class plus register_modality ---------------------------------
+class ToySpec(ModalitySpec):
+    kind: Literal["toy"] = "toy"
+    dim: int = 3
+
+
+class ToyModality(Modality):
+    """3-vectors stored as integers in tenths; a row whose first entry is negative is missing."""
+
+    kind = "toy"
+    spec_class = ToySpec
+    calls: list[str] = []
+
+    @classmethod
+    def claims_array(cls, arr):
+        return False  # only read when a schema names the kind
+
+    @classmethod
+    def read_array(cls, name, arr, classes=None, present=None):
+        cls.calls.append(name)
+        if not isinstance(arr, np.ndarray) or arr.shape[1:] != (3,):
+            raise InputError(f"toy array {name!r} must be [N, 3], got {getattr(arr, 'shape', None)}")
+        return arr.astype(np.float32) / 10, arr[:, 0] >= 0, None
+
+    @classmethod
+    def raw_array(cls, values):
+        return np.round(np.asarray(values) * 10).astype(np.int64)
+
+    @classmethod
+    def summarize(cls, values, present, class_names=None):
+        return {"shape": [3], "dtype": "toy"}
+
+
+@pytest.fixture
+def toy_kind():
+    register_modality(ToyModality)
+    ToyModality.calls.clear()
+    yield ToyModality
+    MODALITY_KINDS.pop("toy", None)
+
+
+def test_a_registered_kind_is_read_by_its_own_class(toy_kind, tmp_path):
+    x = np.array([[10, 20, 30], [-1, 0, 0], [5, 5, 5], [0, 1, 2]])
+    label = np.array([0, 1, 1, 0])
+    np.savez(tmp_path / "toy.npz", x=x, label=label)
+    raw = load_arrays(tmp_path / "toy.npz", schema={"x": "toy"})
+    assert toy_kind.calls == ["x"]
+    assert raw.kinds == {"x": "toy", "label": "categorical"}
+    assert np.allclose(raw.modalities["x"], x / 10) and raw.modalities["x"].dtype == np.float32
+    assert raw.mask["x"].tolist() == [True, False, True, True]
+
+    # written by the class's raw_array in omnivae's layout, read back by read_array with the kind recorded
+    back = load_arrays(save_npz(raw, tmp_path / "again.npz"))
+    assert back.kinds == raw.kinds and toy_kind.calls == ["x", "x"]
+    assert np.allclose(back.modalities["x"], raw.modalities["x"]) and back.mask["x"].tolist() == [True, False, True, True]
+
+    from omnivae.data.inspect import describe
+
+    assert describe(raw)["modalities"]["x"]["dtype"] == "toy"
+
+
+def test_a_kind_without_array_reading_says_so(tmp_path):
+    class Plain(Modality):
+        kind = "plain"
+        spec_class = ToySpec
+
+    register_modality(Plain)
+    try:
+        np.savez(tmp_path / "p.npz", x=np.zeros((2, 3)))
+        with pytest.raises(InputError, match="kind 'plain' cannot be read from an array"):
+            load_arrays(tmp_path / "p.npz", schema={"x": "plain"})
+    finally:
+        MODALITY_KINDS.pop("plain", None)
