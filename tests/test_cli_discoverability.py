@@ -102,3 +102,24 @@ def test_set_has_one_meaning_on_every_verb(tmp_path):
                                  "--set", "train.max_epoch=1"])
     assert result.exit_code == 2 and "did you mean 'max_epochs'" in said(result)
     assert not (tmp_path / "r").exists()
+
+
+def test_data_hints_are_spelled_for_the_command_line_and_work(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with open(folder / "metadata.jsonl", "w") as f:
+        for i in range(12):
+            Image.fromarray(np.full((8, 8), 20 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+            f.write(json.dumps({"file_name": f"{i}.png", "odd": i if i % 2 else f"x{i}"}) + "\n")
+    base = ["train", "--data", str(folder), "--out", str(tmp_path / "run"), "--set", "train.max_steps=1",
+            "--set", "train.progress=false"]
+    result = runner.invoke(app, base)
+    hint = "--set data.options.kinds.odd=text"
+    assert result.exit_code == 2 and hint in said(result), said(result)
+    result = runner.invoke(app, [*base, "--set", "data.options.kinds.odd=ignore"])  # the hint, as given
+    assert result.exit_code == 0, said(result)

@@ -188,7 +188,8 @@ def infer_array_kind(name: str, arr: np.ndarray) -> str:
     found = next((k for k in kinds if kind_class(k).claims_array(arr)), None)
     if found is None:
         raise InputError(f"array {name!r} of shape {list(arr.shape)} and dtype {arr.dtype} has no obvious kind; "
-                         f"give it one with schema={{{name!r}: 'vector'}} (kinds: {list(kinds)})")
+                         f"give it one with --set data.options.schema.{name}=vector (in Python: schema={{{name!r}: "
+                         f"'vector'}}; kinds: {list(kinds)})")
     return found
 
 

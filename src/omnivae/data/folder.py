@@ -184,11 +184,12 @@ def infer_kind(table: Table, name: str) -> str | None:
         first = {t: next(i for i, r in enumerate(table.rows) if _type(r.get(name)) == t) for t in sorted(types)}
         examples = ", ".join(f"{t} ({table.where(i)})" for t, i in first.items())
         raise InputError(f"column {name!r} of {table.file.name}: cannot infer its kind, it mixes "
-                         f"value types {examples}. Pass kinds={{{name!r}: 'text'}} (or 'categorical', "
-                         "'vector', 'ignore') to say what it holds.")
+                         f"value types {examples}. Say what it holds with --set data.options.kinds.{name}=text "
+                         f"(or categorical, vector, ignore; in Python: kinds={{{name!r}: 'text'}})")
     if len(present) >= 10 and len(set(present)) == len(present) and not any(" " in str(v) for v in present):
         warnings.warn(f"column {name!r} of {table.file.name}: every value is distinct, so it is read as "
-                      f"{kind}; if it is an identifier, pass kinds={{{name!r}: 'ignore'}}", DataWarning, stacklevel=4)
+                      f"{kind}; if it is an identifier, skip it with --set data.options.kinds.{name}=ignore "
+                      f"(in Python: kinds={{{name!r}: 'ignore'}})", DataWarning, stacklevel=4)
     return kind
 
 
@@ -447,7 +448,8 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
     kinds, classes = dict(kinds or {}), dict(classes or {})
     if image_column not in table.columns:
         raise InputError(f"{table.file.name} has no {image_column!r} column (the image file names); "
-                         f"its columns are {table.columns}. Pass image_column= to name it.")
+                         f"its columns are {table.columns}. Name it with --set data.options.image_column=COLUMN "
+                         "(in Python: image_column=)")
     unknown = sorted((set(kinds) | set(classes)) - set(table.columns))
     if unknown:
         raise InputError(f"kinds/classes name column(s) {unknown} that {table.file.name} lacks; "
@@ -467,7 +469,7 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
         name = FILE_MODALITY if column == image_column else column
         if name in plan.kinds or (name == FILE_MODALITY and column != image_column):
             raise InputError(f"column {column!r} clashes with the image modality's name {FILE_MODALITY!r}; pass "
-                             f"kinds={{{column!r}: 'ignore'}} or rename it")
+                             f"--set data.options.kinds.{column}=ignore (in Python: kinds={{{column!r}: 'ignore'}}) or rename it")
         reader = kind_class(kind)  # a "target" column is read like a categorical one
         if reader.column_names_files:
             plan.kinds[name], plan.mask[name] = kind, np.zeros(len(table.rows), dtype=bool)
