@@ -17,7 +17,7 @@ SRC = Path(omnivae.__file__).parent
 # os.replace / mkstemp call sites in files other owners are switching to omnivae.atomic; remove
 # an entry once its file uses omnivae.atomic (new files never belong here)
 PENDING_ATOMIC: set[str] = set()  # files not yet switched to omnivae.atomic (none left)
-OTHER_RENAMES = {"run.py"}  # takes an old run folder away whole before deleting it (not a write)
+OTHER_RENAMES = {"run_folder.py"}  # takes an old run folder away whole before deleting it (not a write)
 
 
 def sources(exclude: tuple[str, ...] = ()) -> dict[str, str]:

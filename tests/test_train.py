@@ -14,6 +14,7 @@ import yaml
 
 import omnivae
 import omnivae.run
+import omnivae.run_folder
 from omnivae import ConfigError, LossOutput, ModelFileError, TrainingError, build_model
 from omnivae.data.tensors import TensorData
 from omnivae.run import train_run
@@ -354,13 +355,13 @@ def test_resume_after_a_crash_inside_the_model_swap(fresh_run):
 
 
 def test_run_yaml_is_written_atomically_after_the_model(tmp_path, tiny_source, monkeypatch):
-    real = omnivae.run.atomic_write_bytes
+    real = omnivae.run_folder.atomic_write_bytes
 
     def killed(path, payload):  # the process dies as it writes run.yaml (the run marker is written before)
         if Path(path).name == "run.yaml":
             raise Stop
         real(path, payload)
-    monkeypatch.setattr(omnivae.run, "atomic_write_bytes", killed)
+    monkeypatch.setattr(omnivae.run_folder, "atomic_write_bytes", killed)
     with pytest.raises(Stop):
         train_run(run_config(), tmp_path / "run")
     assert (tmp_path / "run" / "model" / "config.json").is_file() and not (tmp_path / "run" / "run.yaml").exists()

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from omnivae.errors import InputError
+from omnivae.data.raw import presence_mask  # noqa: F401 (used here and by models)
 
 
 @dataclass
@@ -34,22 +34,6 @@ class Batch:
 
     def select(self, names) -> "Batch":
         return Batch({n: self.data[n] for n in names}, {n: self.mask[n] for n in names if n in self.mask})
-
-
-def presence_mask(value: Any, what: str) -> np.ndarray:
-    """A user's mask -> bool array. Only True/False or 0/1 are accepted: a plain cast to bool would
-    read any string, NaN or 0.5 as True, and torch's own cast fails with a bare error on strings."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        value = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
-    try:
-        arr = np.asarray(value)
-    except (ValueError, TypeError):  # ragged nesting
-        arr = np.asarray(None)
-    if arr.dtype.kind not in "biuf" or arr.dtype.kind != "b" and not np.isin(arr, (0, 1)).all():
-        shown = f"dtype {arr.dtype}" if arr.dtype.kind != "O" else type(value).__name__
-        raise InputError(f"{what} must hold True/False (or 0/1) per example, got {shown}: {str(value)[:60]}")
-    return arr.astype(bool)
 
 
 @dataclass

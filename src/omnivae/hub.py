@@ -23,6 +23,7 @@ from omnivae.atomic import replacing_folder
 from omnivae.errors import ConfigError, ModelFileError, OmniVAEError
 from omnivae.io import ALLOWED_SUFFIXES, CONFIG_FILE, WEIGHTS_FILE, check_folder_contents, read_header, \
     recover_model_folder
+from omnivae.run_folder import RunFolder
 from omnivae.version import __version__
 
 HUB_PREFIX = "hf://"
@@ -113,7 +114,7 @@ def hub_errors(action: str, repo_id: str, endpoint: str | None, revision: str | 
 
 def find_run_dir(model_dir: Path) -> Path | None:
     """RUN/model belongs to a run folder (run.yaml beside it; metrics.json and figures/ when evaluated)."""
-    return model_dir.parent if (model_dir.parent / "run.yaml").is_file() else None
+    return model_dir.parent if RunFolder(model_dir.parent).has_config() else None
 
 
 def flat_numbers(value: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -126,7 +127,7 @@ def flat_numbers(value: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
 
 
 def data_summary(run_dir: Path) -> list[str]:
-    run = yaml.safe_load((run_dir / "run.yaml").read_text(encoding="utf-8")) or {}
+    run = RunFolder(run_dir).saved_config() or {}
     data = run.get("data") or {}
     lines = [f"- source: `{data.get('source', '?')}`"]
     for key, value in (data.get("options") or {}).items():

@@ -1,15 +1,12 @@
 """A training run: data + model + training options -> a run folder.
 
-run_dir/omnivae-run.json (marks the folder as a run: only such folders are ever replaced),
-run.yaml (the resolved config), model/ (the saved model), checkpoints/, logs/ (CSV and
-TensorBoard), and whatever evaluation writes (metrics.json, figures/).
+The folder's layout (marker, config, model/, checkpoints/, logs/) is omnivae.run_folder's;
+evaluation adds what it writes (metrics.json, figures/).
 """
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,26 +15,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from omnivae.atomic import write_bytes as atomic_write_bytes
-from omnivae.config import StrictModel, read_config_file
+from omnivae.config import StrictModel
 from omnivae.data.raw import RawData
 from omnivae.data.sources import DataConfig, load_source
 from omnivae.data.tensors import TensorData
 from omnivae.errors import ConfigError, ModelFileError
-from omnivae.io import CONFIG_FILE, FORMAT, UntrainedModelWarning, load_model, recover_model_folder, save_model
+from omnivae.io import UntrainedModelWarning, load_model, save_model
 from omnivae.modalities import infer_spec
 from omnivae.models import MODELS, build_model, model_config_from_dict
 from omnivae.models.base import ModelConfig, MultimodalModel
+from omnivae.run_folder import CONFIG, RunFolder
 from omnivae.train.adversarial import select_module
 from omnivae.train.callbacks import LastCheckpoint
 from omnivae.train.checkpoint import read_checkpoint
 from omnivae.train.config import TrainConfig
 from omnivae.train.trainer import fit, launched_as_worker
-from omnivae.version import __version__
 
-RUN_MARKER = "omnivae-run.json"
 # what `--resume` may change (train_run(config, run_dir, resume=True)): how long training goes on
 # and how it is run and logged; anything else (model, data, optimiser, seed) would silently not
 # apply to the restored state, or make the checkpoint mean something else, so it is refused
@@ -97,59 +91,6 @@ def resolve_model_config(model: dict[str, Any], raw: RawData) -> ModelConfig:
     return model_config_from_dict({**model, "modalities": specs})
 
 
-def is_run_folder(path: Path) -> bool:
-    """True for a folder an omnivae run wrote: it holds omnivae-run.json (written first by every
-    run since the marker exists) or, for older runs, an omnivae model folder model/config.json
-    (written before anything else but the marker; also as .model.old-* after a killed save)."""
-    path = Path(path)
-    if (path / RUN_MARKER).is_file():
-        return True
-    for header in [path / "model" / CONFIG_FILE, *path.glob(f".model.old-*/{CONFIG_FILE}")]:
-        try:
-            if header.is_file() and json.loads(header.read_text(encoding="utf-8")).get("format") == FORMAT:
-                return True
-        except (OSError, ValueError, AttributeError):
-            continue
-    return False
-
-
-def check_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse, before anything is touched, a --out that is a file, a non-empty folder without
-    --overwrite, or (with --overwrite) a non-empty folder that is not an omnivae run folder."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run folder {run_dir} exists and is a file, not a folder; choose another --out")
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
-        return
-    if not is_run_folder(run_dir):
-        raise ConfigError(f"folder {run_dir} already exists and is not an omnivae run folder (it has no "
-                          f"{RUN_MARKER} and no model/ written by omnivae), so it is left as it is, even with "
-                          "--overwrite: choose another --out, or empty the folder yourself")
-    if not overwrite:
-        raise ConfigError(f"run folder {run_dir} already exists and is not empty; pass --resume to "
-                          "continue it, --overwrite to replace it, or choose another --out")
-
-
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if not (run_dir / "run.yaml").is_file():
-            raise ConfigError(f"cannot resume: {run_dir} holds no run.yaml (not a run folder, or its run was "
-                              "killed while starting: train it again with --overwrite)")
-        return
-    check_run_dir(run_dir, overwrite)
-    for leftover in run_dir.parent.glob(f".{run_dir.name}.replaced-*"):  # a replace killed while deleting
-        shutil.rmtree(leftover, ignore_errors=True)
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        # one rename takes the old run away whole (a kill cannot leave half a run that is no
-        # longer recognisable as one), then it is deleted
-        trash = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}-{time.time_ns()}")
-        os.replace(run_dir, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    marker = {"format": "omnivae-run", "omnivae_version": __version__,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_bytes(run_dir / RUN_MARKER, (json.dumps(marker, indent=2) + "\n").encode())
-
-
 def config_leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
     """{"train.max_epochs": 3, ...}: the leaves of nested dicts (lists and scalars are leaves)."""
     if isinstance(tree, dict) and tree:
@@ -183,7 +124,7 @@ def resume_config(saved: dict[str, Any], changes: dict[str, Any] | RunConfig, wh
         shown = "; ".join(f"{k}: {'(not set)' if changed[k][0] is _UNSET else repr(changed[k][0])} -> "
                           f"{changed[k][1]!r}" for k in refused)
         raise ConfigError(f"cannot change {', '.join(refused)} when resuming ({shown}): the checkpoint was "
-                          "trained with the values in run.yaml. On resume only these may change: "
+                          f"trained with the values in {CONFIG}. On resume only these may change: "
                           + ", ".join(RESUMABLE_KEYS) + ". Start a new run (another --out) for anything else.")
     merged = json.loads(json.dumps(saved))
     for key, (_, value) in changed.items():
@@ -214,16 +155,6 @@ def check_model_name(section: dict) -> None:
         raise ConfigError(f"unknown model {name!r}{did_you_mean(name, MODELS)}; known models: {sorted(MODELS)}")
 
 
-def tidy_run_dir(run_dir: Path) -> None:
-    """Before resuming: put back a model folder whose save was killed mid-swap, then drop the
-    temporary files and folders that killed writes left."""
-    recover_model_folder(run_dir / "model")
-    for tmp in run_dir.glob(".model.*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-    for tmp in run_dir.glob(".run.yaml.tmp-*"):
-        tmp.unlink(missing_ok=True)
-
-
 def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool = False,
               overwrite: bool = False) -> RunResult:
     """Load data, build (or restore) the model, train it, save the best weights to run_dir/model.
@@ -235,36 +166,37 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
     SIGTERM / SIGINT stop training with last.ckpt written and raise TrainingInterrupted;
     model/ then keeps the initial weights, marked untrained (loading them warns)."""
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     writer = not launched_as_worker()  # rank zero prepared the folder before the other ranks started
     if resume:
-        prepare_run_dir(run_dir, resume, overwrite)
-        saved = read_config_file(run_dir / "run.yaml")
+        folder.check_resumable()
+        saved = folder.read_config()
         merged = saved if config is None else resume_config(saved, config, "the resume changes")
-        config = RunConfig.from_dict(merged, "run.yaml" if merged is saved else "run.yaml with the resume changes")
+        config = RunConfig.from_dict(merged, CONFIG if merged is saved else f"{CONFIG} with the resume changes")
         if writer:
-            tidy_run_dir(run_dir)
+            folder.tidy()
             if merged != saved:  # later resumes go on with the changed values
-                atomic_write_bytes(run_dir / "run.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+                folder.write_config(config.to_dict())
     else:
         if isinstance(config, dict) or config is None:
             config = RunConfig.from_dict(config or {}, "run config")
         if writer:
-            check_run_dir(run_dir, overwrite)  # refuse early; nothing is touched until the model is built
+            folder.check_new(overwrite)  # refuse early; nothing is touched until the model is built
         check_model_name(config.model)  # before the data are loaded or generated (that may take a while)
     seed_everything(config.train.seed)
     splits = split_data(load_source(config.data), config)
     if resume:
         with warnings.catch_warnings():  # the initial weights of an unfinished run are what resuming expects
             warnings.simplefilter("ignore", UntrainedModelWarning)
-            model = load_model(run_dir / "model")
+            model = load_model(folder.model)
     else:
         model = build_model(resolve_model_config(config.model, splits.train), splits.train)
         config = config.model_copy(update={"model": model.config.to_dict()})
         select_module(model, config.train)  # train options that do not fit the model fail here too
-        if writer:  # run.yaml last: a folder with run.yaml always has its model folder
-            prepare_run_dir(run_dir, resume, overwrite)
-            save_model(model, run_dir / "model", extra={"trained": False})
-            atomic_write_bytes(run_dir / "run.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+        if writer:  # the config last: a folder with a saved config always has its model folder
+            folder.create(overwrite)
+            save_model(model, folder.model, extra={"trained": False})
+            folder.write_config(config.to_dict())
     train = TensorData.from_raw(model, splits.train)
     val = TensorData.from_raw(model, splits.val) if len(splits.val) else None
     started = time.monotonic()
@@ -283,25 +215,21 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
             from omnivae.priors.conditional import fit_conditional_prior
 
             fit_conditional_prior(model, train, seed=config.train.seed)
-        save_model(model, run_dir / "model")
-        record_training(run_dir, time.monotonic() - started, result.trainer, splits)
+        save_model(model, folder.model)
+        record_training(folder, time.monotonic() - started, result.trainer, splits)
     return RunResult(model.eval(), run_dir, splits, config, steps_trained=steps_trained)
 
 
 
-def record_training(run_dir: Path, seconds: float, trainer, splits: Splits) -> None:
+def record_training(folder: RunFolder, seconds: float, trainer, splits: Splits) -> None:
     """Add this training call's wall time (summed over resumed attempts), the run's epochs and steps
-    and its split sizes to omnivae-run.json, for the report."""
-    path = run_dir / RUN_MARKER
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        marker = {}
-    before = (marker.get("training") or {}).get("wall_seconds", 0.0)
-    marker["training"] = {"wall_seconds": round(before + seconds, 3), "epochs": trainer.current_epoch,
-                          "steps": trainer.global_step, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          "examples": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}}
-    atomic_write_bytes(path, (json.dumps(marker, indent=2) + "\n").encode())
+    and its split sizes to the run's training record, for the report."""
+    before = folder.training_record().get("wall_seconds", 0.0)
+    folder.write_training_record({
+        "wall_seconds": round(before + seconds, 3), "epochs": trainer.current_epoch, "steps": trainer.global_step,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "examples": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}})
+
 
 def load_weights_from_checkpoint(model: MultimodalModel, path: str | Path) -> None:
     state = read_checkpoint(path)["state_dict"]

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from omnivae.errors import ConfigError
+from omnivae.run_folder import RunFolder
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -61,8 +62,9 @@ def out_file(path: Path, inputs: list[Path | None], force: bool | None = None) -
 
 def run_inputs(model: Path | None, run: Path | None, data: str | None) -> list[Path | None]:
     """What a verb over a trained model reads: the model folder, the run's config, a data file."""
-    model_dir = model if model is not None else (run / "model" if run is not None else None)
-    return [model_dir, run / "run.yaml" if run is not None else None, Path(data) if data is not None else None]
+    folder = RunFolder(run) if run is not None else None
+    model_dir = model if model is not None else (folder.model if folder is not None else None)
+    return [model_dir, folder.config_file if folder is not None else None, Path(data) if data is not None else None]
 
 
 @contextmanager

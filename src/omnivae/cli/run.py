@@ -11,9 +11,10 @@ import yaml
 from rich.table import Table
 
 from omnivae.cli.app import app, console, fail
-from omnivae.data.shapes import LEVELS
 from omnivae.errors import ConfigError, OmniVAEError
+from omnivae.run_folder import RunFolder
 
+SHAPES_LEVELS = ("easy", "medium", "hard", "partial")  # omnivae.data.shapes.LEVELS, named here so --help needs no numpy
 MAX_SEED = 2**32 - 1  # numpy's seeds; torch takes larger ones, but one range for every verb
 
 
@@ -53,7 +54,7 @@ def interrupted(exc, run_dir: Path) -> None:
     name = signal.Signals(exc.signum).name
     saved = f"checkpoint saved at step {exc.step}: {exc.checkpoint}" if exc.checkpoint is not None else \
         "no new checkpoint (the last one written is kept)"
-    console.print(f"[yellow]interrupted[/] by {name}: {saved}. {run_dir}/model holds no trained weights from "
+    console.print(f"[yellow]interrupted[/] by {name}: {saved}. {RunFolder(run_dir).model} holds no trained weights from "
                   f"this attempt. Continue with: omnivae train --resume {run_dir}")
     raise typer.Exit(code=exc.exit_code)
 
@@ -69,7 +70,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run folder to write (an existing omnivae run folder there "
                                                      "is replaced; any other non-empty folder is refused)."),
     minutes: float = typer.Option(4.0, min=0.01, help="Training time budget in minutes."),
-    level: str = typer.Option("partial", help=f"Shapes difficulty level: {', '.join(LEVELS)}."),
+    level: str = typer.Option("partial", help=f"Shapes difficulty level: {', '.join(SHAPES_LEVELS)}."),
     model: str = typer.Option("mopoe", help="Model family (mvae, mmvae, mopoe)."),
     n: int = typer.Option(6000, help="Number of synthetic examples."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed for data and training."),
@@ -151,7 +152,7 @@ def train(
             interrupted(exc, run_dir)
         raise typer.Exit(code=exc.exit_code)
     except KeyboardInterrupt:  # Ctrl+C outside the training loop (setting up, or saving the result)
-        hint = (f"continue with: omnivae train --resume {run_dir}" if (run_dir / "run.yaml").is_file()
+        hint = (f"continue with: omnivae train --resume {run_dir}" if RunFolder(run_dir).has_config()
                 else "nothing was trained")
         console.print(f"[yellow]interrupted[/] outside the training loop; {hint}")
         raise typer.Exit(code=130)
@@ -165,7 +166,7 @@ def train(
                       f"max_steps {t.max_steps}, max_minutes {t.max_minutes}, or early stopping); nothing more was "
                       "trained. Train further with e.g. --set train.max_epochs=N")
         return
-    console.print(f"[green]trained[/] {result.config.model['model']}; model saved in {result.run_dir / 'model'}")
+    console.print(f"[green]trained[/] {result.config.model['model']}; model saved in {RunFolder(result.run_dir).model}")
 
 
 def data_section(data: str) -> dict:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
-import yaml
 from rich.table import Table
 
 from omnivae.cli.app import app, console, fail
@@ -52,21 +49,16 @@ def load_model_and_data(model_dir: Optional[Path], run_dir: Optional[Path], data
     from omnivae.data.sources import DataConfig, load_source
     from omnivae.io import load_model
     from omnivae.run import RunConfig, split_data
+    from omnivae.run_folder import RunFolder
 
+    folder = RunFolder(run_dir) if run_dir is not None else None
     if model_dir is None:
-        if run_dir is None:
+        if folder is None:
             raise ConfigError("give --model DIR (a saved model folder) or --run RUN_DIR")
-        model_dir = Path(run_dir) / "model"
+        model_dir = folder.model
     model = load_model(model_dir)
-    if run_dir is not None and data is None:
-        path = Path(run_dir) / "run.yaml"
-        if not path.is_file():
-            raise ConfigError(f"{run_dir} is not a run folder: run.yaml is missing")
-        try:
-            raw_cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        config = RunConfig.from_dict(apply_overrides(raw_cfg, sets), str(path))
+    if folder is not None and data is None:
+        config = RunConfig.from_dict(apply_overrides(folder.read_config(), sets), str(folder.config_file))
         splits = split_data(load_source(config.data), config)
         return LoadedData(model, _parts(splits), "test")
     if data is None:
@@ -279,6 +271,8 @@ def retrieve(
                                                      "score": score, "results": rows}, indent=2))
         if shown == "picture":
             from omnivae.report.figures import retrieval_examples
+
+            import numpy as np
 
             imgs = np.asarray(raw.modalities[gallery])[result.indices]
             queries = list(value) if m.modalities[query].display == "caption" else \

@@ -11,11 +11,26 @@ from typing import Any
 
 import numpy as np
 
-from omnivae.batch import presence_mask
 from omnivae.errors import InputError
 
 ROLES = ("target", "ignore")  # what a data column may be besides a modality: labels only, or skipped
 TARGET_READ_AS = "categorical"  # a "target" column is read as that kind reads it, kept as labels only
+
+
+def presence_mask(value: Any, what: str) -> np.ndarray:
+    """A user's mask -> bool array. Only True/False or 0/1 are accepted: a plain cast to bool would
+    read any string, NaN or 0.5 as True, and torch's own cast fails with a bare error on strings."""
+    if hasattr(value, "detach"):  # a torch tensor (torch is not imported here: `import omnivae` stays light)
+        value = value.detach().cpu()
+        value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError):  # ragged nesting
+        arr = np.asarray(None)
+    if arr.dtype.kind not in "biuf" or arr.dtype.kind != "b" and not np.isin(arr, (0, 1)).all():
+        shown = f"dtype {arr.dtype}" if arr.dtype.kind != "O" else type(value).__name__
+        raise InputError(f"{what} must hold True/False (or 0/1) per example, got {shown}: {str(value)[:60]}")
+    return arr.astype(bool)
 
 
 def known_kinds() -> tuple[str, ...]:

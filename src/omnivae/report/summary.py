@@ -6,18 +6,16 @@ runs trained before that entry existed."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from omnivae.report.common import PathLike
 from omnivae.report.curves import read_rows
+from omnivae.run_folder import RunFolder
 
-RUN_FILE = "omnivae-run.json"
 # the training options shown in the configuration table (run.yaml, shown whole below it, has all)
 TRAIN_KEYS = ("max_epochs", "max_steps", "max_minutes", "batch_size", "lr", "weight_decay", "patience",
               "val_fraction", "kl_warmup_epochs", "grad_clip", "seed", "precision", "accelerator", "devices",
@@ -40,29 +38,18 @@ def read_summary(model_config: dict[str, Any], run_dir: PathLike | None = None,
                  metrics_csv: PathLike | None = None) -> RunSummary:
     """The run's config and training record; missing pieces are left out, never an error."""
     run_dir = Path(run_dir) if run_dir is not None else None
+    folder = RunFolder(run_dir) if run_dir is not None else None
     config, source = {"model": model_config}, "the model's config.json (no run folder given)"
-    if run_dir is not None and (run_dir / "run.yaml").is_file():
-        try:
-            loaded = yaml.safe_load((run_dir / "run.yaml").read_text(encoding="utf-8"))
-            if isinstance(loaded, dict):
-                config, source = loaded, f"{run_dir / 'run.yaml'}"
-        except (OSError, yaml.YAMLError):
-            pass
+    saved = folder.saved_config() if folder is not None else None
+    if saved is not None:
+        config, source = saved, str(folder.config_file)
     summary = RunSummary(config, source, run_dir=run_dir)
-    record = _json(run_dir / RUN_FILE).get("training") if run_dir is not None else None
-    if isinstance(record, dict) and record:
-        summary.training, summary.training_source = dict(record), str(run_dir / RUN_FILE)
+    record = folder.training_record() if folder is not None else {}
+    if record:
+        summary.training, summary.training_source = record, str(folder.marker)
     elif metrics_csv is not None:
         summary.training, summary.training_source = counts_from_csv(metrics_csv), f"{Path(metrics_csv).name} (logs)"
     return summary
-
-
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def counts_from_csv(metrics_csv: PathLike) -> dict[str, int]:

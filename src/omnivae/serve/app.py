@@ -44,12 +44,13 @@ def load(model_dir, index, sets, split):
     from omnivae.cli.tasks import _check_split, load_model_and_data
     from omnivae.data.raw import RawData
     from omnivae.io import load_model
+    from omnivae.run_folder import RunFolder
 
     if index is None or isinstance(index, RawData):
         return load_model(model_dir), index
     _check_split(split)
     path = Path(str(index))
-    run_dir = path if (path / "run.yaml").is_file() else None
+    run_dir = path if RunFolder(path).has_config() else None
     loaded = load_model_and_data(Path(model_dir), run_dir, None if run_dir else str(index), list(sets))
     return loaded.model, loaded.get(split)
 

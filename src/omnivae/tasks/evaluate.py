@@ -25,9 +25,9 @@ from omnivae.metrics.coherence import (
 
 def combined_metrics_csv(run_dir: Path, out: Path) -> Path | None:
     """All CSV metric files of a (possibly resumed) run as one file."""
-    from omnivae.train.trainer import metrics_files
+    from omnivae.run_folder import RunFolder
 
-    files = metrics_files(run_dir)
+    files = RunFolder(run_dir).metrics_files()
     if not files:
         return None
     rows, keys = [], []

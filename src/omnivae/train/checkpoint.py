@@ -19,10 +19,10 @@ from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
 from omnivae.atomic import replacing, write_bytes
 from omnivae.errors import ModelFileError
+from omnivae.run_folder import LAST, PREVIOUS, RunFolder
 
 MAGIC = b"OMNICKPT1"
 TRAILER = 32 + len(MAGIC)
-LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
 
 
 class CheckpointWarning(UserWarning):
@@ -99,11 +99,8 @@ def resume_checkpoint(run_dir: str | Path) -> Path | None:
     """The checkpoint to resume from: last.ckpt if it passes its check, else previous.ckpt,
     else the newest best*.ckpt, with a CheckpointWarning naming what was skipped and why.
     None if the run has no checkpoint at all; ModelFileError if none of them is good."""
-    folder = Path(run_dir) / "checkpoints"
-    best = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    candidates = [p for p in (folder / LAST, folder / PREVIOUS, *best) if p.is_file()]
     problems = []
-    for path in candidates:
+    for path in RunFolder(run_dir).resume_candidates():
         try:
             verify_checkpoint(path)
         except ModelFileError as exc:

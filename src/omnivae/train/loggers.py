@@ -13,11 +13,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import lightning as L
-import yaml
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from omnivae.errors import ConfigError
+from omnivae.run_folder import RunFolder
 from omnivae.train.config import LOGGERS, TrainConfig
 
 DEFAULT_LOGGERS = ("csv", "tensorboard")
@@ -81,12 +81,13 @@ def wandb_logger(config: TrainConfig, run_dir: Path) -> Logger:
 
 def build_loggers(config: TrainConfig, run_dir: Path) -> list[Logger]:
     run_dir = Path(run_dir)
+    logs = RunFolder(run_dir).logs.name  # RUN/logs: the loggers add no version subfolder
     loggers: list[Logger] = []
     for name in logger_names(config):
         if name == "csv":
-            loggers.append(CSVLogger(run_dir, name="logs", version=""))
+            loggers.append(CSVLogger(run_dir, name=logs, version=""))
         elif name == "tensorboard":
-            loggers.append(TensorBoardLogger(run_dir, name="logs", version="", default_hp_metric=False))
+            loggers.append(TensorBoardLogger(run_dir, name=logs, version="", default_hp_metric=False))
         elif name == "mlflow":
             loggers.append(mlflow_logger(config, run_dir))
         elif name == "wandb":
@@ -96,12 +97,8 @@ def build_loggers(config: TrainConfig, run_dir: Path) -> list[Logger]:
 
 def run_params(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
     """The run config as written to RUN/run.yaml; without one (fit called directly), the training options."""
-    path = Path(run_dir) / "run.yaml"
-    if path.is_file():
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict):
-            return data
-    return {"train": config.to_dict()}
+    saved = RunFolder(run_dir).saved_config()
+    return saved if saved is not None else {"train": config.to_dict()}
 
 
 class LogRunConfig(L.Callback):

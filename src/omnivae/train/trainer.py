@@ -14,9 +14,9 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, Timer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from omnivae.atomic import remove_temporary_files
 from omnivae.data.tensors import TensorData, batch_loader
 from omnivae.models.base import MultimodalModel
+from omnivae.run_folder import RunFolder
 from omnivae.train.adversarial import select_module
 from omnivae.train.callbacks import LastCheckpoint, RandomState, TrainingInterrupted
 from omnivae.train.checkpoint import AtomicCheckpointIO, CheckpointWarning, resume_checkpoint
@@ -77,34 +77,21 @@ class FitResult:
     last_checkpoint: Path
 
 
-def last_checkpoint(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints" / "last.ckpt"
-
-
-def keep_previous_metrics(run_dir: Path) -> None:
-    """Lightning's CSV logger would delete metrics.csv on resume: move it to metrics.part-N.csv."""
-    current = run_dir / "logs" / "metrics.csv"
-    if current.is_file():
-        n = len(list(current.parent.glob("metrics.part-*.csv")))
-        current.rename(current.with_name(f"metrics.part-{n:03d}.csv"))
-
-
-def metrics_files(run_dir: str | Path) -> list[Path]:
-    """The run's CSV metrics in order: earlier attempts first, then the current one."""
-    logs = Path(run_dir) / "logs"
-    parts = sorted(logs.glob("metrics.part-*.csv"))
-    return parts + ([logs / "metrics.csv"] if (logs / "metrics.csv").is_file() else [])
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint written at every epoch end, for resuming (RunFolder.last_checkpoint)."""
+    return RunFolder(run_dir).last_checkpoint
 
 
 def make_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer:
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     monitor = "val/loss" if has_val else "train/loss_epoch"
     # best.ckpt: the best epoch so far; last.ckpt (LastCheckpoint, after it in order): every
     # epoch end and every checkpoint_every_n_steps steps, for resuming
-    callbacks = [BestCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
+    callbacks = [BestCheckpoint(dirpath=folder.checkpoints, filename=folder.best_checkpoint.stem, monitor=monitor,
                                  mode="min", save_top_k=1, save_last=False, enable_version_counter=False,
                                  save_on_train_epoch_end=not has_val),  # with validation: after it, only
-                 LastCheckpoint(last_checkpoint(run_dir), config.checkpoint_every_n_steps),
+                 LastCheckpoint(folder.last_checkpoint, config.checkpoint_every_n_steps),
                  RandomState(config.seed)]
     if config.patience is not None and has_val:
         # checked after validation only: a run stopped by max_steps mid-epoch has no val/loss to read
@@ -144,11 +131,6 @@ def launched_as_worker() -> bool:
                for k in ("LOCAL_RANK", "NODE_RANK", "GLOBAL_RANK", "RANK"))
 
 
-def remove_stale_temp_files(run_dir: Path) -> None:
-    """Temporary files of writes that a crash interrupted (the real files are intact)."""
-    remove_temporary_files(run_dir / "checkpoints")
-
-
 # Lightning's start-up chatter that says nothing about this run (hardware lines, a product tip)
 # and warnings about choices made on purpose here; real warnings still show
 LIGHTNING_NOISE = (r".*isinstance\(treespec, LeafSpec\).*", r".*overridden `transfer_batch_to_device`.*",
@@ -174,6 +156,7 @@ def fit(model: MultimodalModel, train: TensorData, val: TensorData | None, confi
     """Train `model` in place; with resume, continue from the newest intact checkpoint in
     run_dir/checkpoints (last.ckpt, else previous.ckpt, else best.ckpt, with a warning)."""
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     # train.adversarial_weight > 0: AdversarialModule (train/adversarial.py), checked against the model
     # here (ConfigError) before anything is touched; it clips gradients itself (manual optimisation),
     # so its Trainer gets no gradient_clip_val
@@ -186,8 +169,8 @@ def fit(model: MultimodalModel, train: TensorData, val: TensorData | None, confi
             warnings.warn(f"{run_dir} has no checkpoint yet: training starts from the beginning",
                           CheckpointWarning, stacklevel=2)
         if not launched_as_worker():  # the run folder is rank zero's
-            remove_stale_temp_files(run_dir)
-            keep_previous_metrics(run_dir)
+            folder.remove_temporary_checkpoints()
+            folder.keep_previous_metrics()
     set_threads(config)
     model.train()
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -201,6 +184,6 @@ def fit(model: MultimodalModel, train: TensorData, val: TensorData | None, confi
                         ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
     except SIGTERMException:  # Lightning's own SIGTERM stop (LastCheckpoint handles it first on one process)
         raise TrainingInterrupted(signal.SIGTERM, trainer.global_step, None) from None
-    ckpt = last_checkpoint(run_dir)
+    ckpt = folder.last_checkpoint
     best = next((c.best_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     return FitResult(module, trainer, best or None, ckpt)
