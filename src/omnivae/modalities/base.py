@@ -10,15 +10,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from omnivae.config import NonNegativeFloat, StrictModel
 from omnivae.distributions import Gaussian, clamp_logvar
 from omnivae.errors import InputError
+
+
+# a dropout rate of a modality's networks: 0 (the default) builds no dropout layers at all
+DropoutRate = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 
 
 class ModalitySpec(StrictModel):
@@ -382,14 +387,23 @@ class StandardizedModality(Modality):
         return x
 
 
-def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """Linear layers of the given sizes with activations between them (none at the end)."""
+def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU, dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers of the given sizes with activations between them (none at the end); with
+    dropout > 0, an nn.Dropout after each hidden activation (none at 0: the same modules as before)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(act())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+def dropped(layers: list[nn.Module], p: float, module: type[nn.Module]) -> list[nn.Module]:
+    """`layers` followed by a dropout module (nn.Dropout, nn.Dropout1d, nn.Dropout2d) of rate p;
+    `layers` unchanged at p = 0, so a network without dropout has exactly its former modules."""
+    return [*layers, module(p)] if p else layers
 
 
 def flatten_codes(z: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from omnivae.config import PositiveInt
 from omnivae.errors import InputError
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import Modality, ModalitySpec, flatten_codes, full_precision, mlp, numeric_array
+from omnivae.modalities.base import DropoutRate, Modality, ModalitySpec, flatten_codes, full_precision, mlp, \
+    numeric_array
 
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -20,6 +21,7 @@ class CategoricalSpec(ModalitySpec):
     num_classes: int
     classes: list[str] | None = None  # names; lets users pass strings
     hidden: list[PositiveInt] = [128]
+    dropout: DropoutRate = 0.0  # nn.Dropout after every hidden activation of encoder and decoder (0: none)
 
 
 class CategoricalModality(Modality):
@@ -111,8 +113,8 @@ class CategoricalModality(Modality):
             raise self._error(f"num_classes must be at least 2, got {spec.num_classes}")
         if spec.classes is not None and len(spec.classes) != spec.num_classes:
             raise self._error(f"{len(spec.classes)} class names for num_classes={spec.num_classes}")
-        self.encoder = mlp([spec.num_classes, *spec.hidden, 2 * latent_dim])
-        self.decoder = mlp([latent_dim, *reversed(spec.hidden), spec.num_classes])
+        self.encoder = mlp([spec.num_classes, *spec.hidden, 2 * latent_dim], dropout=spec.dropout)
+        self.decoder = mlp([latent_dim, *reversed(spec.hidden), spec.num_classes], dropout=spec.dropout)
 
     def prepare(self, raw) -> torch.Tensor:
         if isinstance(raw, np.ndarray) and raw.dtype.kind == "U":

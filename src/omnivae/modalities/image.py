@@ -13,6 +13,11 @@ Architectures (`arch`):
   resolved when the spec is built, so a saved config records the network actually used.
 No BatchNorm anywhere: batches mix examples whose modality is missing (placeholders), and eval
 outputs must not depend on the batch.
+
+`dropout` p > 0 adds, after every hidden activation, nn.Dropout2d on feature maps (whole
+channels are dropped: neighbouring pixels are correlated, so dropping single ones barely
+regularises; Tompson et al. 2015) and nn.Dropout on dense layers; never on an output layer.
+At p = 0 no dropout module is built: the networks are exactly those without the option.
 """
 from __future__ import annotations
 
@@ -29,8 +34,8 @@ from torch import nn
 
 from omnivae.config import PositiveFloat, PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import Modality, ModalitySpec, check_finite, flatten_codes, full_precision, mlp, \
-    numeric_array
+from omnivae.modalities.base import DropoutRate, Modality, ModalitySpec, check_finite, dropped, flatten_codes, \
+    full_precision, mlp, numeric_array
 
 
 RESNET_MIN_SIDE = 48  # arch "auto": images whose smaller side is at least this get the resnet
@@ -59,6 +64,7 @@ class ImageSpec(ModalitySpec):
     likelihood: Literal["bernoulli", "gaussian", "laplace"] = "bernoulli"
     scale: PositiveFloat = 0.1  # gaussian/laplace pixel scale
     learn_scale: bool = False
+    dropout: DropoutRate = 0.0  # rate after every hidden activation of encoder and decoder (0: none)
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> "ImageSpec":
@@ -75,12 +81,12 @@ class ImageSpec(ModalitySpec):
 
 
 class ConvEncoder(nn.Module):
-    def __init__(self, shape, channels, out_dim):
+    def __init__(self, shape, channels, out_dim, dropout: float = 0.0):
         super().__init__()
         c, h, w = shape
         layers, sizes = [], [(h, w)]
         for c_out in channels:
-            layers += [nn.Conv2d(c, c_out, 4, 2, 1), nn.ReLU()]
+            layers += dropped([nn.Conv2d(c, c_out, 4, 2, 1), nn.ReLU()], dropout, nn.Dropout2d)
             c, h, w = c_out, (h - 2) // 2 + 1, (w - 2) // 2 + 1
             sizes.append((h, w))
         self.convs, self.sizes, self.flat = nn.Sequential(*layers), sizes, (c, h, w)
@@ -91,10 +97,10 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    def __init__(self, shape, channels, sizes, flat, latent_dim):
+    def __init__(self, shape, channels, sizes, flat, latent_dim, dropout: float = 0.0):
         super().__init__()
         self.flat = flat
-        self.fc = nn.Sequential(nn.Linear(latent_dim, math.prod(flat)), nn.ReLU())
+        self.fc = nn.Sequential(*dropped([nn.Linear(latent_dim, math.prod(flat)), nn.ReLU()], dropout, nn.Dropout))
         outs = list(reversed(channels[:-1])) + [shape[0]]
         layers, c = [], flat[0]
         for i, c_out in enumerate(outs):
@@ -102,7 +108,7 @@ class ConvDecoder(nn.Module):
             pad = (h - 2 * h_in, w - 2 * w_in)
             layers.append(nn.ConvTranspose2d(c, c_out, 4, 2, 1, output_padding=pad))
             if i < len(outs) - 1:
-                layers.append(nn.ReLU())
+                layers += dropped([nn.ReLU()], dropout, nn.Dropout2d)
             c = c_out
         self.deconvs = nn.Sequential(*layers)
 
@@ -151,14 +157,15 @@ class ResNetEncoder(nn.Module):
     """Stem conv3x3 (width channels[0]) at full size; stage k: stride-2 conv3x3 to width
     channels[k-1], `blocks` residual blocks; flatten + Linear to out_dim."""
 
-    def __init__(self, shape, channels, blocks, out_dim):
+    def __init__(self, shape, channels, blocks, out_dim, dropout: float = 0.0):
         super().__init__()
         self.sizes = resnet_stages(shape, channels)
         widths = [channels[0], *channels[:len(self.sizes) - 1]]  # stem, then one per stage
         self.widths = widths
-        layers: list[nn.Module] = [conv_norm_act(shape[0], widths[0])]
+        layers: list[nn.Module] = dropped([conv_norm_act(shape[0], widths[0])], dropout, nn.Dropout2d)
         for c_in, c_out in zip(widths[:-1], widths[1:]):
-            layers += [conv_norm_act(c_in, c_out, stride=2), *(ResBlock(c_out) for _ in range(blocks))]
+            stage = [conv_norm_act(c_in, c_out, stride=2), *(ResBlock(c_out) for _ in range(blocks))]
+            layers += dropped(stage, dropout, nn.Dropout2d)
         self.convs = nn.Sequential(*layers)
         self.flat = (widths[-1], *self.sizes[-1])
         self.head = nn.Linear(math.prod(self.flat), out_dim)
@@ -172,15 +179,18 @@ class ResNetEncoder(nn.Module):
 class UpStage(nn.Module):
     """Residual blocks at this stage's size, then nearest upsampling to exactly `size` + conv3x3."""
 
-    def __init__(self, c_in: int, c_out: int, blocks: int, size: tuple[int, int], last: bool):
+    def __init__(self, c_in: int, c_out: int, blocks: int, size: tuple[int, int], last: bool,
+                 dropout: float = 0.0):
         super().__init__()
         self.blocks = nn.Sequential(*(ResBlock(c_in) for _ in range(blocks)))
         self.size = tuple(size)
         self.conv = nn.Conv2d(c_in, c_out, 3, 1, 1) if last else conv_norm_act(c_in, c_out)
+        if dropout and not last:  # registered only when used: p = 0 leaves the module list as it was
+            self.drop = nn.Dropout2d(dropout)
 
     def forward(self, x):
-        x = F.interpolate(self.blocks(x), size=self.size, mode="nearest")
-        return self.conv(x)
+        x = self.conv(F.interpolate(self.blocks(x), size=self.size, mode="nearest"))
+        return self.drop(x) if "drop" in self._modules else x
 
 
 class ResNetDecoder(nn.Module):
@@ -189,14 +199,16 @@ class ResNetDecoder(nn.Module):
     previous stage's width; the last stage's conv outputs the image channels (logits), so
     the output is exactly [C, H, W] whatever H and W."""
 
-    def __init__(self, shape, widths, sizes, blocks, latent_dim):
+    def __init__(self, shape, widths, sizes, blocks, latent_dim, dropout: float = 0.0):
         super().__init__()
         self.flat = (widths[-1], *sizes[-1])
-        self.fc = nn.Sequential(nn.Linear(latent_dim, math.prod(self.flat)), nn.SiLU())
+        fc = [nn.Linear(latent_dim, math.prod(self.flat)), nn.SiLU()]
+        self.fc = nn.Sequential(*dropped(fc, dropout, nn.Dropout))
         stages, n = [], len(sizes) - 1
         for k in range(n, 0, -1):  # stage k: widths[k] at sizes[k] -> widths[k-1] (image channels last) at sizes[k-1]
             last = k == 1
-            stages.append(UpStage(widths[k], shape[0] if last else widths[k - 1], blocks, sizes[k - 1], last))
+            stages.append(UpStage(widths[k], shape[0] if last else widths[k - 1], blocks, sizes[k - 1], last,
+                                  dropout))
         self.stages = nn.Sequential(*stages)
 
     def forward(self, z):
@@ -251,19 +263,20 @@ class ImageModality(Modality):
         # specs resolve "auto" and unset channels themselves; a model_copy(update=...) may not
         arch = resolve_arch(spec.arch, shape)
         channels = list(spec.channels or DEFAULT_CHANNELS.get(arch, DEFAULT_CHANNELS["conv"]))
+        p = spec.dropout
         if arch == "resnet":
-            self.encoder = ResNetEncoder(shape, channels, spec.blocks, 2 * latent_dim)
+            self.encoder = ResNetEncoder(shape, channels, spec.blocks, 2 * latent_dim, p)
             e = self.encoder
-            self.decoder = ResNetDecoder(shape, e.widths, e.sizes, spec.blocks, latent_dim)
+            self.decoder = ResNetDecoder(shape, e.widths, e.sizes, spec.blocks, latent_dim, p)
         elif arch == "conv":
             if min(shape[1:]) < 2 ** len(channels):
                 raise self._error(f"image {shape} is too small for {len(channels)} stride-2 layers")
-            self.encoder = ConvEncoder(shape, channels, 2 * latent_dim)
+            self.encoder = ConvEncoder(shape, channels, 2 * latent_dim, p)
             e = self.encoder
-            self.decoder = ConvDecoder(shape, channels, e.sizes, e.flat, latent_dim)
+            self.decoder = ConvDecoder(shape, channels, e.sizes, e.flat, latent_dim, p)
         else:
-            self.encoder = nn.Sequential(nn.Flatten(), mlp([n_pix, *spec.hidden, 2 * latent_dim]))
-            self.decoder = mlp([latent_dim, *reversed(spec.hidden), n_pix])
+            self.encoder = nn.Sequential(nn.Flatten(), mlp([n_pix, *spec.hidden, 2 * latent_dim], dropout=p))
+            self.decoder = mlp([latent_dim, *reversed(spec.hidden), n_pix], dropout=p)
         self.log_scale = nn.Parameter(torch.tensor(math.log(spec.scale)), requires_grad=spec.learn_scale)
 
     def prepare(self, raw) -> torch.Tensor:

@@ -1,5 +1,9 @@
 """1-D signals [B,C,L] (time series, audio frames, spectra): Conv1d (or MLP) encoder and
-decoder built from the length, Gaussian or Laplace likelihood on per-channel standardised values."""
+decoder built from the length, Gaussian or Laplace likelihood on per-channel standardised values.
+
+`dropout` p > 0 adds, after every hidden activation, nn.Dropout1d on conv feature maps (whole
+channels: neighbouring time steps are correlated, so dropping single values barely regularises)
+and nn.Dropout on dense layers; never on an output layer. At p = 0 no dropout module is built."""
 from __future__ import annotations
 
 import math
@@ -12,8 +16,8 @@ from torch import nn
 
 from omnivae.config import PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import ModalitySpec, StandardizedModality, check_finite, flatten_codes, \
-    full_precision, mlp
+from omnivae.modalities.base import DropoutRate, ModalitySpec, StandardizedModality, check_finite, \
+    dropped, flatten_codes, full_precision, mlp
 
 
 class SignalSpec(ModalitySpec):
@@ -25,15 +29,16 @@ class SignalSpec(ModalitySpec):
     likelihood: Literal["gaussian", "laplace"] = "gaussian"
     learn_scale: bool = True  # per-channel scale of the likelihood (starts at 1 = the data's std)
     standardize: bool = True  # per-channel mean/std learned from training data in fit()
+    dropout: DropoutRate = 0.0  # rate after every hidden activation of encoder and decoder (0: none)
 
 
 class ConvEncoder1d(nn.Module):
-    def __init__(self, shape, channels, out_dim):
+    def __init__(self, shape, channels, out_dim, dropout: float = 0.0):
         super().__init__()
         c, length = shape
         layers, self.lengths = [], [length]
         for c_out in channels:
-            layers += [nn.Conv1d(c, c_out, 4, 2, 1), nn.ReLU()]
+            layers += dropped([nn.Conv1d(c, c_out, 4, 2, 1), nn.ReLU()], dropout, nn.Dropout1d)
             c, length = c_out, (length - 2) // 2 + 1
             self.lengths.append(length)
         self.convs, self.flat = nn.Sequential(*layers), (c, length)
@@ -44,17 +49,17 @@ class ConvEncoder1d(nn.Module):
 
 
 class ConvDecoder1d(nn.Module):
-    def __init__(self, shape, channels, lengths, flat, latent_dim):
+    def __init__(self, shape, channels, lengths, flat, latent_dim, dropout: float = 0.0):
         super().__init__()
         self.flat = flat
-        self.fc = nn.Sequential(nn.Linear(latent_dim, math.prod(flat)), nn.ReLU())
+        self.fc = nn.Sequential(*dropped([nn.Linear(latent_dim, math.prod(flat)), nn.ReLU()], dropout, nn.Dropout))
         outs = list(reversed(channels[:-1])) + [shape[0]]
         layers, c = [], flat[0]
         for i, c_out in enumerate(outs):
             l_in, l_out = lengths[-1 - i], lengths[-2 - i]
             layers.append(nn.ConvTranspose1d(c, c_out, 4, 2, 1, output_padding=l_out - 2 * l_in))
             if i < len(outs) - 1:
-                layers.append(nn.ReLU())
+                layers += dropped([nn.ReLU()], dropout, nn.Dropout1d)
             c = c_out
         self.deconvs = nn.Sequential(*layers)
 
@@ -94,12 +99,13 @@ class SignalModality(StandardizedModality):
             if length < 2 ** len(spec.channels):
                 raise self._error(f"length {length} is too short for {len(spec.channels)} stride-2 layers "
                                   f"(needs >= {2 ** len(spec.channels)}); use fewer channels or arch 'mlp'")
-            self.encoder = ConvEncoder1d(shape, spec.channels, 2 * latent_dim)
+            self.encoder = ConvEncoder1d(shape, spec.channels, 2 * latent_dim, spec.dropout)
             e = self.encoder
-            self.decoder = ConvDecoder1d(shape, spec.channels, e.lengths, e.flat, latent_dim)
+            self.decoder = ConvDecoder1d(shape, spec.channels, e.lengths, e.flat, latent_dim, spec.dropout)
         else:
-            self.encoder = nn.Sequential(nn.Flatten(), mlp([c * length, *spec.hidden, 2 * latent_dim]))
-            self.decoder = nn.Sequential(mlp([latent_dim, *reversed(spec.hidden), c * length]),
+            self.encoder = nn.Sequential(nn.Flatten(), mlp([c * length, *spec.hidden, 2 * latent_dim],
+                                                           dropout=spec.dropout))
+            self.decoder = nn.Sequential(mlp([latent_dim, *reversed(spec.hidden), c * length], dropout=spec.dropout),
                                          nn.Unflatten(1, shape))
         self.log_scale = nn.Parameter(torch.zeros(c, 1), requires_grad=spec.learn_scale)
         self.register_buffer("mean", torch.zeros(c, 1))

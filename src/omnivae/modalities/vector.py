@@ -10,8 +10,8 @@ from torch import nn
 
 from omnivae.config import PositiveInt
 from omnivae.modalities import likelihoods
-from omnivae.modalities.base import ModalitySpec, StandardizedModality, check_finite, flatten_codes, \
-    full_precision, mlp
+from omnivae.modalities.base import DropoutRate, ModalitySpec, StandardizedModality, check_finite, \
+    flatten_codes, full_precision, mlp
 
 
 class VectorSpec(ModalitySpec):
@@ -21,6 +21,7 @@ class VectorSpec(ModalitySpec):
     likelihood: Literal["gaussian", "laplace"] = "gaussian"
     standardize: bool = True  # learn mean/std from training data in fit()
     learn_scale: bool = True
+    dropout: DropoutRate = 0.0  # nn.Dropout after every hidden activation of encoder and decoder (0: none)
 
 
 class VectorModality(StandardizedModality):
@@ -56,8 +57,8 @@ class VectorModality(StandardizedModality):
 
     def __init__(self, name: str, spec: VectorSpec, latent_dim: int):
         super().__init__(name, spec, latent_dim)
-        self.encoder = mlp([spec.dim, *spec.hidden, 2 * latent_dim])
-        self.decoder = mlp([latent_dim, *reversed(spec.hidden), spec.dim])
+        self.encoder = mlp([spec.dim, *spec.hidden, 2 * latent_dim], dropout=spec.dropout)
+        self.decoder = mlp([latent_dim, *reversed(spec.hidden), spec.dim], dropout=spec.dropout)
         self.log_scale = nn.Parameter(torch.zeros(spec.dim), requires_grad=spec.learn_scale)
         self.register_buffer("mean", torch.zeros(spec.dim))
         self.register_buffer("std", torch.ones(spec.dim))

@@ -42,6 +42,8 @@ def point_code(mu: torch.Tensor, present: torch.Tensor | None = None) -> Gaussia
 class SingleModalityModel(MultimodalModel):
     """Shared by the one-modality deterministic models: the check and the point code."""
 
+    deterministic_codes = True
+
     def check_config(self) -> None:
         if len(self.names) != 1:
             raise ConfigError(f"model {self.config.model!r} takes exactly one modality, got {self.names}; "

@@ -78,6 +78,7 @@ class MultimodalModel(nn.Module):
     paper: ClassVar[str] = ""  # its reference
     supports_free_bits: ClassVar[bool] = False  # True where the objective applies config.free_bits
     supports_conditional_prior: ClassVar[bool] = True  # False where codes are not decoded alone (conditions)
+    deterministic_codes: ClassVar[bool] = False  # True where codes are points (autoencoders: no KL prior)
 
     def __init__(self, config: ModelConfig, modalities: dict[str, nn.Module] | None = None):
         super().__init__()

@@ -46,6 +46,7 @@ class MultimodalAE(MultimodalModel):
     about = "deterministic multimodal autoencoder"
     paper = "Ngiam et al. 2011, Multimodal deep learning"
     config_class = MultimodalAEConfig
+    deterministic_codes = True
 
     def fuse(self, mu, logvar, present) -> Gaussian:
         return point_code(mean_code(mu, present), present.any(0))

@@ -220,34 +220,26 @@ class Service:
 
     @torch.no_grad()
     def interpolate(self, req: InterpolateRequest) -> dict:
+        from omnivae.tasks.latent import interpolate_values
+
         steps = self.at_most(req.steps, self.limits.max_steps, "steps")
         target = self.target(req.target)
-        code = self.codes({req.modality: model_values(self.model, req.modality, [req.a, req.b], self.limits)})
-        ts = torch.linspace(0.0, 1.0, steps)
-        path = (1 - ts)[:, None] * code[0] + ts[:, None] * code[1]
-        out = self.model.decode_full_code(path, [target])[target]
-        return {"target": target, "kind": self.kinds[target], "t": ts.tolist(),
-                "outputs": [self.item(target, out[i]) for i in range(steps)]}
+        values = {req.modality: model_values(self.model, req.modality, [req.a, req.b], self.limits)}
+        found = interpolate_values(self.model, values, target, steps, req.path)
+        return {"target": target, "kind": self.kinds[target], "t": found.t, "path": found.path,
+                "outputs": [self.item(target, found.outputs[i]) for i in range(steps)]}
 
     @torch.no_grad()
     def traverse(self, req: TraverseRequest) -> dict:
+        from omnivae.tasks.latent import check_dim, traverse
+
         steps = self.at_most(req.steps, self.limits.max_steps, "steps")
-        target, width = self.target(req.target), self.model.full_code_dim()
-        if req.dim >= width:
-            raise InputError(f"dim is {req.dim}; the code has {width} dimensions (0..{width - 1})")
-        if req.inputs:
-            values = batch_inputs(self.model, req.inputs, self.limits)
-            if len(next(iter(values.values()))) != 1:
-                raise InputError("traverse starts from one input: give one value per modality")
-            base = self.codes(values)[0]
-        else:
-            base = torch.zeros(width, device=self.model.device)
-        grid = torch.linspace(req.low, req.high, steps)
-        codes = base.repeat(steps, 1)
-        codes[:, req.dim] = grid.to(codes)
-        out = self.model.decode_full_code(codes, [target])[target]
-        return {"target": target, "kind": self.kinds[target], "dim": req.dim, "values": grid.tolist(),
-                "outputs": [self.item(target, out[i]) for i in range(steps)]}
+        target = self.target(req.target)
+        check_dim(self.model, req.dim)
+        values = batch_inputs(self.model, req.inputs, self.limits) if req.inputs else None
+        found = traverse(self.model, req.dim, target, values, req.low, req.high, steps)
+        return {"target": target, "kind": self.kinds[target], "dim": req.dim, "values": found.t,
+                "outputs": [self.item(target, found.outputs[i]) for i in range(steps)]}
 
 
 def validation_message(exc: RequestValidationError) -> tuple[int, str]:

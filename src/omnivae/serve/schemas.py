@@ -64,6 +64,9 @@ class InterpolateRequest(Request):
     b: Any = Field(..., description="Second input.")
     target: str | None = Field(None, description="Modality to decode to (default: the first image modality).")
     steps: int = Field(8, ge=2)
+    path: Literal["auto", "linear", "spherical"] = Field(
+        "auto", description="How the codes are joined: spherical, linear, or auto (linear for deterministic "
+                            "autoencoders, else spherical).")
 
 
 class TraverseRequest(Request):

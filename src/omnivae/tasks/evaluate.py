@@ -21,6 +21,7 @@ from omnivae.metrics.coherence import (
     conditional_coherence,
     joint_coherence,
 )
+from omnivae.metrics.reconstruction import reconstruction_metrics
 
 
 def combined_metrics_csv(run_dir: Path, out: Path) -> Path | None:
@@ -86,6 +87,7 @@ def _evaluate(model, train, test, out_dir, run_dir, n_eval, scorer_epochs, seed,
         "coherence": conditional_coherence(model, test_data, scorers, n_max=n_eval,
                                            mean=not model.uses_conditional_prior("auto")),
         "joint_coherence": joint_coherence(model, scorers, n=n_eval),
+        "reconstruction": reconstruction_metrics(model, test_data, n_max=n_eval),
     }
     if model.uses_conditional_prior("auto"):
         metrics["coherence_posterior_mean"] = conditional_coherence(model, test_data, scorers, n_max=n_eval)
@@ -465,6 +467,9 @@ def figure_sections(model, test: RawData, data: TensorData, fig_dir: Path, figur
     z = model.encode(data.batch(torch.arange(min(3000, len(test))))).numpy()
     classes = test.info.get("classes", {})
     sections.append(latent_section(z, test.targets, classes, fig_dir / "latent_map.png"))
+    from omnivae.report.latent_paths import latent_paths_section
+
+    sections.append(latent_paths_section(model, data, fig_dir))
     return sections
 
 

@@ -120,7 +120,8 @@ class AdversarialModule(OmniModule):
         beta = self.beta_scale()
         if self.cfg.compile and self.warmup_steps:  # as OmniModule: a changing float would retrace
             beta = torch.tensor(beta, device=self.device)
-        out = self._objective(batch, beta)
+        batch = self.augmented(batch)  # the discriminator sees the augmented real images too
+        out = self.penalized(self._objective(batch, beta))
         weight = self.cfg.adversarial_weight * self.adversarial_scale()
         with torch.set_grad_enabled(weight > 0):  # during the warm-up only the discriminator uses the fakes
             fake, real = adversarial_images(self.model, batch, self.image)

@@ -11,13 +11,27 @@ from omnivae.config import NonNegativeFloat, PositiveFloat, PositiveInt, StrictM
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # train.loggers names (train/loggers.py)
 
 
+class AugmentConfig(StrictModel):
+    """Random changes to the training batch's images (never to validation or test data); all off by default."""
+
+    shift: Annotated[int, Field(ge=0)] = 0  # random translation by up to this many pixels each way (edges replicated)
+    flip: bool = False  # random horizontal flips; off by default: flips change the meaning of digits and text
+    noise: NonNegativeFloat = 0.0  # std of Gaussian pixel noise in [0, 1] units (clamped to [0, 1])
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.flip or self.noise)
+
+
 class TrainConfig(StrictModel):
     max_epochs: PositiveInt = 20
     max_steps: int = Field(default=-1, ge=-1)  # -1: no step limit
     max_minutes: PositiveFloat | None = None  # wall-clock budget; training stops cleanly after it
     batch_size: PositiveInt = 128
     lr: NonNegativeFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0  # L2 penalty (Adam weight decay)
+    weight_decay: NonNegativeFloat = 0.0  # L2 penalty: torch.optim.Adam's weight_decay (added to the gradients)
+    l1_weight: NonNegativeFloat = 0.0  # L1 penalty: this times the sum of |w| over weights (not biases or norms)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)  # training-image augmentation (train/augment.py)
     fused_optimizer: bool = True  # Adam's fused kernel (one call for all parameters); False: torch's default
     val_fraction: float = Field(default=0.1, ge=0, lt=1)  # used when no validation split is given
     patience: Annotated[int, Field(ge=0)] | None = 5  # early stopping on val/loss; None disables it

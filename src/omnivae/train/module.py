@@ -12,10 +12,12 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from omnivae.batch import Batch
+from omnivae.batch import Batch, LossOutput
 from omnivae.errors import ConfigError, TrainingError
 from omnivae.models.base import MultimodalModel
+from omnivae.train.augment import augment_batch
 from omnivae.train.config import TrainConfig
+from omnivae.train.penalties import l1_penalty, penalized_weights
 
 ADVICE = ("The last good checkpoint is kept; lower the learning rate, enable grad_clip, check the "
           "data for extreme values, or set on_nonfinite: skip")
@@ -44,6 +46,7 @@ class OmniModule(L.LightningModule):
         # epoch sums of the loss terms, weighted by batch size: tensors on the device, so a
         # step adds to them without a host sync or a call into Lightning's logging machinery
         self._named_parameters: list | None = None  # filled on first use (after any device move)
+        self._l1_weights: list | None = None  # the weights the L1 penalty sums (on first use)
         self._sums: dict[tuple[str, ...], torch.Tensor] = {}  # term names -> their stacked sums
         self._epoch_count = 0
         # torch.compile traces the objective on first use (and once more for a differently
@@ -83,12 +86,27 @@ class OmniModule(L.LightningModule):
     def _distributed(self) -> bool:
         return self.trainer.world_size > 1  # only called from hooks the trainer runs
 
+    def augmented(self, batch: Batch) -> Batch:
+        """The training batch with its images augmented (train.augment); validation never comes here."""
+        return augment_batch(self.model, batch, self.cfg.augment) if self.cfg.augment.active else batch
+
+    def penalized(self, out: LossOutput) -> LossOutput:
+        """The objective plus the L1 weight penalty (train.l1_weight), logged as the term "l1";
+        the term "loss" stays the model's objective, comparable with val/loss."""
+        if not self.cfg.l1_weight:
+            return out
+        if self._l1_weights is None:
+            self._l1_weights = penalized_weights(self.model)
+        l1 = self.cfg.l1_weight * l1_penalty(self._l1_weights)
+        return LossOutput(out.total + l1, {**out.terms, "l1": l1.detach()})
+
     def training_step(self, batch: Batch, batch_idx: int):
         self._bad_loss = None
         beta = self.beta_scale()
         if self.cfg.compile and self.warmup_steps:  # a changing Python float would retrace every step
             beta = torch.tensor(beta, device=self.device)
-        out = self._objective(batch, beta)
+        batch = self.augmented(batch)
+        out = self.penalized(self._objective(batch, beta))
         if not torch.isfinite(out.total):
             bad = [k for k, v in out.terms.items() if not torch.isfinite(v).all()]
             problem = (f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}, "

@@ -1,0 +1,87 @@
+"""Reconstruction error on held-out data: mean squared error (and PSNR for images) of the decoded
+posterior mean against the input, from all modalities together and from each other one alone.
+
+Which modalities are measured is the modality's to say: pictures (`display == "picture"`) get the
+MSE of pixels in [0, 1] and PSNR = 10 log10(1 / MSE) in dB; numeric kinds (`display` None, with
+continuous features: vectors, signals) get the MSE in the data's own units and in the standardised
+units the encoder reads (`mse_standardized`, 1.0 = as good as predicting the training mean).
+Labels and captions are not measured here (coherence scores them). The MSE pools every value of
+every scored example (the PSNR is that of the pooled MSE, not a mean of per-image PSNRs)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from omnivae.data.tensors import TensorData
+from omnivae.errors import InputError
+
+
+def measured(modality) -> bool:
+    """Whether this metric applies to a modality: pictures and plain numbers."""
+    return modality.display == "picture" or (modality.display is None and modality.continuous_features)
+
+
+@torch.no_grad()
+def reconstruction_metrics(model, data: TensorData, n_max: int = 1000, batch_size: int = 500) -> dict:
+    """{target: {"mse", "psnr_db" (pictures) or "mse_standardized" (numbers), "n", "from": {source:
+    the same from that modality alone}}} over the first n_max examples where the target is present.
+    Reconstructions decode the posterior mean (model.generate(mean=True)); "from" lists each other
+    modality of the data on the examples where both are present (left out when there is none). A
+    source the model cannot generate from (e.g. a cvae's target) is left out."""
+    names = [m for m in model.names if m in data.data]
+    n = min(len(data), n_max)
+    head = data.batch(torch.arange(n))
+    out = {}
+    for target in names:
+        modality = model.modalities[target]
+        if not measured(modality):
+            continue
+        rows = head.present(target)
+        scores = _scores(model, data, target, None, rows, batch_size)
+        if scores is None:
+            continue
+        sources = {}
+        for source in (m for m in names if m != target):
+            found = _scores(model, data, target, source, rows & head.present(source), batch_size)
+            if found is not None:
+                sources[source] = found
+        if sources:
+            scores["from"] = sources
+        out[target] = scores
+    return out
+
+
+def _scores(model, data: TensorData, target: str, source: str | None, rows: torch.Tensor,
+            batch_size: int) -> dict | None:
+    """Errors of `target` decoded from `source` (None: every modality of the batch) on `rows`."""
+    index = rows.nonzero().flatten()
+    if not len(index):
+        return None
+    modality = model.modalities[target]
+    picture = modality.display == "picture"
+    sq = sq_std = count = 0.0
+    for i in range(0, len(index), batch_size):
+        batch = data.batch(index[i:i + batch_size])
+        given = None if source is None else [source]
+        try:
+            gen = model.generate(batch, given=given, targets=[target], mean=True, raw=True)[target]
+        except InputError:
+            return None
+        truth = batch.data[target]
+        gen, truth = gen.reshape(truth.shape), truth.to(gen.device)
+        if picture:  # both in [0, 1]: the generated mean already, the input through its features
+            sq += float(((gen.float() - modality.features(truth).float()) ** 2).sum())
+        else:
+            sq += float(((gen.double() - truth.double()) ** 2).sum())
+            sq_std += float(((modality.features(gen).double() - modality.features(truth).double()) ** 2).sum())
+        count += truth.numel()
+    mse = sq / count
+    if picture:
+        return {"mse": mse, "psnr_db": psnr(mse), "n": len(index)}
+    return {"mse": mse, "mse_standardized": sq_std / count, "n": len(index)}
+
+
+def psnr(mse: float, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB: 10 log10(peak^2 / mse); inf for a perfect reconstruction."""
+    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
