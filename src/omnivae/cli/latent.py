@@ -2,13 +2,12 @@
 code dimension at a time). Each writes a figure, the decoded outputs and OUT/outputs.json."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from omnivae.cli.app import app, console, fail
+from omnivae.cli.app import app, console, reporting
 from omnivae.cli.tasks import DATA_HELP, SET_HELP, SPLIT_HELP, _check_split
 from omnivae.errors import ConfigError, InputError, OmniVAEError
 
@@ -59,38 +58,31 @@ def interpolate(
     Writes OUT/interpolation.png (the strip), each step's output as the target modality writes
     it (one PNG per image, values for captions and labels) and OUT/outputs.json."""
     from omnivae.cli.outputs import out_folder, removed_on_failure
-    from omnivae.cli.run import show_warnings
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            from omnivae.io import load_model
-            from omnivae.report.latent_paths import interpolation_strip
-            from omnivae.tasks.latent import PATHS, check_steps, interpolate_values
+    with reporting():
+        from omnivae.io import load_model
+        from omnivae.report.latent_paths import interpolation_strip
+        from omnivae.tasks.latent import PATHS, check_steps, interpolate_values
 
-            check_steps(steps, "--steps")
-            if path not in PATHS:
-                raise InputError(f"--path must be one of {', '.join(PATHS)}, got {path!r}")
-            if len(value) != 2:
-                raise InputError(f"interpolate joins two inputs; got {len(value)}: {value[:4]}")
-            out_folder(out, "outputs.json", "interpolate")
-            loaded = load_model(model)
-            inputs = read_inputs(loaded, source, value)
-            with removed_on_failure(out):
-                found = interpolate_values(loaded, {source: inputs}, to, steps, path)
-                mod = loaded.modalities[found.target]
-                out.mkdir(parents=True, exist_ok=True)
-                figure = interpolation_strip([found], out / "interpolation.png", mod.display == "picture",
-                                             [f"{value[0]} → {value[1]}"])
-                summary = {"from": source, "inputs": list(value), "target": found.target, "path": found.path,
-                           "steps": steps, "t": found.t, "figure": figure.name,
-                           "outputs": mod.write_items(found.outputs, out, found.target),
-                           "codes": found.codes.cpu().tolist()}
-                write_summary(out, summary)
-    except OmniVAEError as exc:
-        show_warnings(w for w in caught if issubclass(w.category, UserWarning))
-        fail(exc)
-    show_warnings(w for w in caught if issubclass(w.category, UserWarning))
+        check_steps(steps, "--steps")
+        if path not in PATHS:
+            raise InputError(f"--path must be one of {', '.join(PATHS)}, got {path!r}")
+        if len(value) != 2:
+            raise InputError(f"interpolate joins two inputs; got {len(value)}: {value[:4]}")
+        out_folder(out, "outputs.json", "interpolate")
+        loaded = load_model(model)
+        inputs = read_inputs(loaded, source, value)
+        with removed_on_failure(out):
+            found = interpolate_values(loaded, {source: inputs}, to, steps, path)
+            mod = loaded.modalities[found.target]
+            out.mkdir(parents=True, exist_ok=True)
+            figure = interpolation_strip([found], out / "interpolation.png", mod.display == "picture",
+                                         [f"{value[0]} → {value[1]}"])
+            summary = {"from": source, "inputs": list(value), "target": found.target, "path": found.path,
+                       "steps": steps, "t": found.t, "figure": figure.name,
+                       "outputs": mod.write_items(found.outputs, out, found.target),
+                       "codes": found.codes.cpu().tolist()}
+            write_summary(out, summary)
     console.print(f"{steps} {found.target} outputs on the {found.path} path; strip in {out / figure.name}, "
                   f"everything listed in {out / 'outputs.json'}", highlight=False)
 
@@ -120,47 +112,40 @@ def traverse(
     of the input (--from MODALITY VALUE) or at the prior mean. Writes OUT/traversals.png (one
     row per dimension), each row's outputs as the target modality writes them, and OUT/outputs.json."""
     from omnivae.cli.outputs import out_folder, removed_on_failure
-    from omnivae.cli.run import show_warnings
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            from omnivae.cli.tasks import load_model_and_data
-            from omnivae.report.latent_paths import traversal_grid
-            from omnivae.tasks.latent import check_range, check_steps, traverse_grid
+    with reporting():
+        from omnivae.cli.tasks import load_model_and_data
+        from omnivae.report.latent_paths import traversal_grid
+        from omnivae.tasks.latent import check_range, check_steps, traverse_grid
 
-            check_steps(steps, "--steps")
-            check_range(low, high)
-            _check_split(split)
-            chosen = parse_dims(dims)
-            values = list(value or [])
-            if values and source is None:
-                raise InputError(f"the input {values[0]!r} needs --from MODALITY")
-            if source is not None and len(values) != 1:
-                raise InputError(f"a traversal starts from one input; --from {source} got {len(values)}")
-            if model is None and run is None:
-                raise ConfigError("give --model DIR (a saved model folder) or --run RUN_DIR")
-            out_folder(out, "outputs.json", "traverse")
-            loaded = load_model_and_data(model, run, data, list(sets or []), need_data=False)
-            net = loaded.model
-            inputs = {source: read_inputs(net, source, values)} if source is not None else None
-            raw = loaded.get(split) if loaded.parts else None
-            with removed_on_failure(out):
-                rows = traverse_grid(net, chosen, to, inputs, data=raw, low=low, high=high, steps=steps)
-                target = rows[0].target
-                mod = net.modalities[target]
-                out.mkdir(parents=True, exist_ok=True)
-                figure = traversal_grid(rows, out / "traversals.png", mod.display == "picture")
-                written = [{"dim": r.dim, **mod.write_items(r.outputs, out, f"{target}_dim{r.dim:03d}")}
-                           for r in rows]
-                summary = {"from": source, "inputs": values, "target": target, "dims": [r.dim for r in rows],
-                           "chosen_by": "--dims" if chosen is not None else
-                           ("most active on the data" if raw is not None else "first dimensions"),
-                           "values": rows[0].t, "figure": figure.name, "rows": written}
-                write_summary(out, summary)
-    except OmniVAEError as exc:
-        show_warnings(w for w in caught if issubclass(w.category, UserWarning))
-        fail(exc)
-    show_warnings(w for w in caught if issubclass(w.category, UserWarning))
+        check_steps(steps, "--steps")
+        check_range(low, high)
+        _check_split(split)
+        chosen = parse_dims(dims)
+        values = list(value or [])
+        if values and source is None:
+            raise InputError(f"the input {values[0]!r} needs --from MODALITY")
+        if source is not None and len(values) != 1:
+            raise InputError(f"a traversal starts from one input; --from {source} got {len(values)}")
+        if model is None and run is None:
+            raise ConfigError("give --model DIR (a saved model folder) or --run RUN_DIR")
+        out_folder(out, "outputs.json", "traverse")
+        loaded = load_model_and_data(model, run, data, list(sets or []), need_data=False)
+        net = loaded.model
+        inputs = {source: read_inputs(net, source, values)} if source is not None else None
+        raw = loaded.get(split) if loaded.parts else None
+        with removed_on_failure(out):
+            rows = traverse_grid(net, chosen, to, inputs, data=raw, low=low, high=high, steps=steps)
+            target = rows[0].target
+            mod = net.modalities[target]
+            out.mkdir(parents=True, exist_ok=True)
+            figure = traversal_grid(rows, out / "traversals.png", mod.display == "picture")
+            written = [{"dim": r.dim, **mod.write_items(r.outputs, out, f"{target}_dim{r.dim:03d}")}
+                       for r in rows]
+            summary = {"from": source, "inputs": values, "target": target, "dims": [r.dim for r in rows],
+                       "chosen_by": "--dims" if chosen is not None else
+                       ("most active on the data" if raw is not None else "first dimensions"),
+                       "values": rows[0].t, "figure": figure.name, "rows": written}
+            write_summary(out, summary)
     console.print(f"{len(rows)} dimensions ({', '.join(str(r.dim) for r in rows)}) of {target}; grid in "
                   f"{out / figure.name}, everything listed in {out / 'outputs.json'}", highlight=False)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import signal
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +9,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from omnivae.cli.app import app, console, fail
+from omnivae.cli.app import app, console, fail, reporting
 from omnivae.errors import ConfigError, OmniVAEError
 from omnivae.run_folder import RunFolder
 
@@ -57,12 +56,6 @@ def interrupted(exc, run_dir: Path) -> None:
     console.print(f"[yellow]interrupted[/] by {name}: {saved}. {RunFolder(run_dir).model} holds no trained weights from "
                   f"this attempt. Continue with: omnivae train --resume {run_dir}")
     raise typer.Exit(code=exc.exit_code)
-
-
-def show_warnings(caught) -> None:
-    """Warnings raised while a verb ran, one line each on stderr."""
-    for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
 
 
 @app.command()
@@ -218,22 +211,16 @@ def generate(
     from omnivae.tasks.generate import check_sample_count, generate_from_inputs
 
     targets, values = split_names(to), list(value or [])
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            check_sample_count(n, "--n")
-            out_folder(out, "outputs.json", "generate")
-            swallowed = [v for v in values if targets and v not in targets and v in _model_names(model)]
-            if swallowed:
-                raise ConfigError(f"{swallowed[0]!r} was read as an input, but it names a modality: for several "
-                                  f"targets write --to {','.join(targets + swallowed)}")
-            with removed_on_failure(out):
-                summary = generate_from_inputs(model, source, values, targets, n, out, seed=seed,
-                                               temperature=temperature, strategy=strategy)
-    except OmniVAEError as exc:
-        show_warnings(w for w in caught if issubclass(w.category, UserWarning))
-        fail(exc)
-    show_warnings(w for w in caught if issubclass(w.category, UserWarning))
+    with reporting():
+        check_sample_count(n, "--n")
+        out_folder(out, "outputs.json", "generate")
+        swallowed = [v for v in values if targets and v not in targets and v in _model_names(model)]
+        if swallowed:
+            raise ConfigError(f"{swallowed[0]!r} was read as an input, but it names a modality: for several "
+                              f"targets write --to {','.join(targets + swallowed)}")
+        with removed_on_failure(out):
+            summary = generate_from_inputs(model, source, values, targets, n, out, seed=seed,
+                                           temperature=temperature, strategy=strategy)
     inputs = values or ["(joint sample)"]
     for name, entries in summary["outputs"].items():
         for given, entry in zip(inputs, entries):
