@@ -96,7 +96,7 @@ def _verbs(group, prefix=()):
 VERBS: dict[tuple[str, ...], object] = dict(_verbs(typer.main.get_command(app)))
 FILE_OUT = {"embed", "detect", "impute"}  # --out is a file; any other verb's --out is a folder
 OUTPUT_MARKERS = {"generate": "outputs.json", "evaluate": "metrics.json", "retrieve": "results.json",
-                  "pull": "config.json"}
+                  "interpolate": "outputs.json", "traverse": "outputs.json", "pull": "config.json"}
 DEFAULT_OUT = {"train": "runs/train"}  # given as None in the signature; the verb picks this one
 
 
