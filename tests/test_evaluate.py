@@ -2,6 +2,7 @@
 model, and metrics that do not apply are skipped with a reason instead of crashing."""
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -16,8 +17,10 @@ from omnivae.tasks.evaluate import Extra, evaluate_model
 
 SECTIONS = ("Metrics", "Latent probes", "Retrieval", "Retrieval examples", "Anomaly detection",
             "Highest anomaly scores", "Likelihood", "Fréchet distance", "Text to image", "Image to caption",
-            "Joint samples", "Reconstructions", "Latent space", "Training curves")
-NEW_KEYS = ("latent_probes", "retrieval", "anomaly", "log_likelihood", "frechet_distance", "skipped")
+            "Joint samples", "Reconstructions", "Latent space", "Latent space paths", "Training curves",
+            "Overfitting", "Configuration", "Data", "Training time")
+NEW_KEYS = ("latent_probes", "retrieval", "anomaly", "log_likelihood", "frechet_distance", "reconstruction",
+            "skipped")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,8 @@ def test_evaluate_model_reports_every_metric_and_section(trained, tmp_path):
     ll = metrics["log_likelihood"]
     assert ll["k"] == 10 and ll["joint"] < 0 and ll["joint"] < ll["text"]
     assert ll["joint"] == pytest.approx(ll["image"] + ll["image->text"], abs=2.0)  # chain rule, up to noise
+    rec = metrics["reconstruction"]["image"]  # PSNR is 10 log10(1 / MSE) on [0, 1] pixels
+    assert 0 < rec["mse"] < 0.1 and rec["psnr_db"] == pytest.approx(10 * math.log10(1 / rec["mse"]), rel=1e-4)
     fd = metrics["frechet_distance"]["image"]
     assert fd["text->image"] < fd["prior_samples"] or fd["text->image"] < 5.0
     images = check_report(out / "report.html", SECTIONS)
