@@ -17,6 +17,8 @@ from omnivae.modalities import MODALITY_KINDS, Modality, ModalitySpec, register_
 
 SRC = Path(omnivae.__file__).parent
 KIND_NAMES = {"image", "text", "categorical", "vector", "signal"}
+# words that stand in for a kind (how a kind is shown): choosing by them is choosing by kind
+STAND_INS = {"picture", "pictures", "caption", "captions", "label", "labels", "audio", "sound"}
 # every module outside modalities/ (the one place that knows the kinds)
 SCANNED = [p for p in sorted(SRC.rglob("*.py")) if not p.relative_to(SRC).as_posix().startswith("modalities/")]
 
@@ -48,7 +50,7 @@ def kind_comparisons(source: str) -> list[tuple[int, str]]:
             operands = [node.left, *node.comparators]
         elif isinstance(node, ast.MatchValue):
             operands = [node.value]
-        names = sorted({s for o in operands for s in _strings(o)} & KIND_NAMES)
+        names = sorted({s for o in operands for s in _strings(o)} & (KIND_NAMES | STAND_INS))
         if names:
             found.append((node.lineno, ", ".join(names)))
     return found
@@ -57,8 +59,21 @@ def kind_comparisons(source: str) -> list[tuple[int, str]]:
 def test_the_scanner_finds_kind_comparisons():
     code = ('if kind == "text": pass\nif kinds[m] in ("image", "vector"): pass\n'
             'x = a if "signal" != k else b\nif kind == "target": pass\nif d.kind in "fiu": pass\n'
-            'if "image" not in raw.modalities: pass\nmatch kind:\n    case "vector": pass\n')
-    assert [line for line, _ in kind_comparisons(code)] == [1, 2, 3, 8]
+            'if "image" not in raw.modalities: pass\nmatch kind:\n    case "vector": pass\n'
+            'if m.display == "picture": pass\nshown = [n for n in names if show[n] in ("caption", "x")]\n')
+    assert sorted(line for line, _ in kind_comparisons(code)) == [1, 2, 3, 8, 9, 10]
+
+
+def display_reads(source: str) -> list[int]:
+    """Lines that read a `.display` attribute (the kind's old show-as word): capabilities replace it."""
+    return [n.lineno for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Attribute) and n.attr == "display"]
+
+
+def test_no_module_outside_modalities_reads_a_display_word():
+    assert display_reads("a = mod.display\nb = mod.pictures\n") == [1]
+    problems = [f"{p.relative_to(SRC.parent)}:{line}" for p in SCANNED for line in display_reads(p.read_text("utf-8"))]
+    assert not problems, "use the kind's capabilities (pictures, free_text, drawable) or methods instead:\n" + \
+        "\n".join(problems)
 
 
 def test_no_module_outside_modalities_compares_kind_names():

@@ -80,8 +80,8 @@ class _StubTextModel:
     """decode(z) writes a caption from the sign of z's first coordinate (or ignores z)."""
 
     def __init__(self, uses_z: bool):
-        self.modalities = {"text": SimpleNamespace(kind="text", display="caption"),
-                           "image": SimpleNamespace(kind="image", display="picture")}
+        self.modalities = {"text": SimpleNamespace(kind="text", free_text=True),
+                           "image": SimpleNamespace(kind="image", free_text=False)}
         self.uses_z, self.device = uses_z, torch.device("cpu")
 
     def decode(self, z, targets, **options):

@@ -206,8 +206,8 @@ def describe(raw, i: int, skip: str) -> str:
     """A short text for gallery item i: its caption (if any other text modality) and targets."""
     from omnivae.modalities import MODALITY_KINDS
 
-    parts = [str(raw.modalities[n][i]) for n, k in raw.kinds.items()
-             if MODALITY_KINDS[k].display == "caption" and n != skip and raw.mask[n][i]]
+    parts = [MODALITY_KINDS[k].describe(raw.modalities[n][i]) for n, k in raw.kinds.items()
+             if MODALITY_KINDS[k].free_text and n != skip and raw.mask[n][i]]
     classes = raw.info.get("classes", {})
     for t, v in raw.targets.items():
         names = classes.get(t)
@@ -252,14 +252,14 @@ def retrieve(
         fail(exc)
     from omnivae.modalities import MODALITY_KINDS
 
-    shown = MODALITY_KINDS[raw.kinds[gallery]].display if gallery in raw.kinds else None
+    shown = MODALITY_KINDS[raw.kinds[gallery]]
     rows = []
     for q, text in enumerate(value):
         table = Table(title=f"{query}: {text}")
-        for col in ("rank", "index", "score", gallery if shown == "caption" else "item"):
+        for col in ("rank", "index", "score", gallery if shown.free_text else "item"):
             table.add_column(col)
         for r, (i, s) in enumerate(zip(result.indices[q], result.scores[q])):
-            item = str(raw.modalities[gallery][i]) if shown == "caption" else describe(raw, int(i), gallery)
+            item = shown.describe(raw.modalities[gallery][i]) if shown.free_text else describe(raw, int(i), gallery)
             table.add_row(str(r + 1), str(int(i)), f"{float(s):.4g}", item)
             rows.append({"query": text, "rank": r + 1, "index": int(i), "score": float(s), "item": item})
         console.print(table)
@@ -269,13 +269,13 @@ def retrieve(
 
         write_text(out / "results.json", json.dumps({"query_modality": query, "gallery_modality": gallery,
                                                      "score": score, "results": rows}, indent=2))
-        if shown == "picture":
+        if shown.pictures:
             from omnivae.report.figures import retrieval_examples
 
             import numpy as np
 
             imgs = np.asarray(raw.modalities[gallery])[result.indices]
-            queries = list(value) if m.modalities[query].display == "caption" else \
+            queries = list(value) if m.modalities[query].free_text else \
                 m.modalities[query].to_output(m.modalities[query].accept(parse_inputs(m, query, value)))
             retrieval_examples(queries, imgs, result.scores, out / "retrieval.png")
         console.print(f"[green]wrote[/] {out}/results.json")

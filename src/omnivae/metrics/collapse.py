@@ -88,7 +88,7 @@ def caption_sensitivity(model, text_name: str, z: torch.Tensor, **options) -> fl
     unless `options` say otherwise). Near 1/N: the decoder ignores z (posterior collapse)."""
     if text_name not in getattr(model, "modalities", {}):
         raise ValueError(f"text_name: the model has no modality {text_name!r}; it has {list(model.modalities)}")
-    if model.modalities[text_name].display != "caption":
+    if not model.modalities[text_name].free_text:
         raise ValueError(f"text_name: modality {text_name!r} is {model.modalities[text_name].kind!r}, not text")
     _check_codes("z", z)
     captions = model.decode(z.to(model.device), [text_name], **options)[text_name]

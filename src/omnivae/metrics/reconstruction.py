@@ -1,11 +1,11 @@
 """Reconstruction error on held-out data: mean squared error (and PSNR for images) of the decoded
 posterior mean against the input, from all modalities together and from each other one alone.
 
-Which modalities are measured is the modality's to say: pictures (`display == "picture"`) get the
-MSE of pixels in [0, 1] and PSNR = 10 log10(1 / MSE) in dB; numeric kinds (`display` None, with
-continuous features: vectors, signals) get the MSE in the data's own units and in the standardised
-units the encoder reads (`mse_standardized`, 1.0 = as good as predicting the training mean).
-Labels and captions are not measured here (coherence scores them). The MSE pools every value of
+Which modalities are measured, and how, is the modality's to say (`Modality.squared_errors`):
+pictures get the MSE of pixels in [0, 1] and PSNR = 10 log10(1 / MSE) in dB; numeric kinds
+(vectors, signals) get the MSE in the data's own units and in the standardised units the encoder
+reads (`mse_standardized`, 1.0 = as good as predicting the training mean). Labels and captions
+are not measured here (coherence scores them). The MSE pools every value of
 every scored example (the PSNR is that of the pooled MSE, not a mean of per-image PSNRs)."""
 from __future__ import annotations
 
@@ -15,11 +15,6 @@ import torch
 
 from omnivae.data.tensors import TensorData
 from omnivae.errors import InputError
-
-
-def measured(modality) -> bool:
-    """Whether this metric applies to a modality: pictures and plain numbers."""
-    return modality.display == "picture" or (modality.display is None and modality.continuous_features)
 
 
 @torch.no_grad()
@@ -34,8 +29,7 @@ def reconstruction_metrics(model, data: TensorData, n_max: int = 1000, batch_siz
     head = data.batch(torch.arange(n))
     out = {}
     for target in names:
-        modality = model.modalities[target]
-        if not measured(modality):
+        if not model.modalities[target].measures_reconstruction:
             continue
         rows = head.present(target)
         scores = _scores(model, data, target, None, rows, batch_size)
@@ -59,8 +53,8 @@ def _scores(model, data: TensorData, target: str, source: str | None, rows: torc
     if not len(index):
         return None
     modality = model.modalities[target]
-    picture = modality.display == "picture"
-    sq = sq_std = count = 0.0
+    sums: dict[str, float] = {}
+    count = 0
     for i in range(0, len(index), batch_size):
         batch = data.batch(index[i:i + batch_size])
         given = None if source is None else [source]
@@ -69,17 +63,14 @@ def _scores(model, data: TensorData, target: str, source: str | None, rows: torc
         except InputError:
             return None
         truth = batch.data[target]
-        gen, truth = gen.reshape(truth.shape), truth.to(gen.device)
-        if picture:  # both in [0, 1]: the generated mean already, the input through its features
-            sq += float(((gen.float() - modality.features(truth).float()) ** 2).sum())
-        else:
-            sq += float(((gen.double() - truth.double()) ** 2).sum())
-            sq_std += float(((modality.features(gen).double() - modality.features(truth).double()) ** 2).sum())
+        errors = modality.squared_errors(gen.reshape(truth.shape), truth)
+        for key, value in errors.items():
+            sums[key] = sums.get(key, 0.0) + value
         count += truth.numel()
-    mse = sq / count
-    if picture:
-        return {"mse": mse, "psnr_db": psnr(mse), "n": len(index)}
-    return {"mse": mse, "mse_standardized": sq_std / count, "n": len(index)}
+    out = {key: value / count for key, value in sums.items()}
+    if modality.pictures:
+        out["psnr_db"] = psnr(out["mse"])
+    return {**out, "n": len(index)}
 
 
 def psnr(mse: float, peak: float = 1.0) -> float:

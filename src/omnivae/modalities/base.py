@@ -194,9 +194,35 @@ class Modality(nn.Module):
         """Differentiable decoded means [N, ...] of codes z [N,D] (for kinds with `adversarial`)."""
         raise self._error("has no differentiable decoded mean for a discriminator")
 
-    # how figures, listings and the served page show a value: "picture", "caption" (free text),
-    # "label" (a short string such as a class name) or None (numbers: not drawn)
-    display: ClassVar[str | None] = None
+    # how figures, listings and the served page show values (capabilities, not kind names):
+    # values are pictures [C,H,W] (drawn as images, thumbnails, corrupted by the anomaly benchmark,
+    # augmented by shifts and flips, scored by PSNR)
+    pictures: ClassVar[bool] = False
+    # values are free text (captions: quoted in listings, decoded for collapse checks)
+    free_text: ClassVar[bool] = False
+    # figures can draw values: pictures, or one short text each (`describe`: captions, class names)
+    drawable: ClassVar[bool] = False
+
+    def drawn(self, x: torch.Tensor) -> Any:
+        """Model-space values [N,...] -> what a figure draws: pictures [N,C,H,W] in [0,1] for
+        kinds with `pictures`, else one short text per value (`describe`); None when not drawable."""
+        if not self.drawable:
+            return None
+        out = self.to_output(x)
+        if self.pictures:
+            return out
+        return [self.describe(v) for v in (out.tolist() if isinstance(out, torch.Tensor) else out)]
+
+    def squared_errors(self, generated: torch.Tensor, truth: torch.Tensor) -> dict[str, float] | None:
+        """Sums of squared reconstruction errors of generated values (raw, like the data) against
+        model-space truth, by metric name ("mse": in the data's units; kinds may add more);
+        None when reconstruction error does not apply (labels, captions). Default: None."""
+        return None
+
+    @property
+    def measures_reconstruction(self) -> bool:
+        """Whether this kind defines `squared_errors` (so reconstruction metrics apply)."""
+        return type(self).squared_errors is not Modality.squared_errors
 
     def read_cli(self, values: list[str]) -> Any:
         """Command-line strings -> what `prepare` accepts. Default (numeric kinds): each value is a
@@ -385,6 +411,14 @@ class StandardizedModality(Modality):
     def with_channels(self, x: torch.Tensor) -> torch.Tensor:
         """Add an axis the user may leave out (a single feature or channel); default: none."""
         return x
+
+    def squared_errors(self, generated: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+        """In the data's units ("mse") and in the standardised units the encoder reads
+        ("mse_standardized": 1.0 = as good as predicting the training mean)."""
+        truth = truth.to(generated.device)
+        return {"mse": float(((generated.double() - truth.double()) ** 2).sum()),
+                "mse_standardized": float(((self.features(generated).double()
+                                            - self.features(truth).double()) ** 2).sum())}
 
 
 def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU, dropout: float = 0.0) -> nn.Sequential:

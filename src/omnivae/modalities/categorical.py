@@ -182,7 +182,7 @@ class CategoricalModality(Modality):
         return [self.spec.classes[i] for i in x.tolist()]
 
     # -- user inputs and outputs ---------------------------------------------------------
-    display = "label"
+    drawable = True  # as class names
 
     def read_cli(self, values: list[str]):
         """Class names (with declared classes) or integer indices."""

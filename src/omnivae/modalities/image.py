@@ -346,8 +346,13 @@ class ImageModality(Modality):
         """Differentiable mean images [N,C,H,W] in [0,1]."""
         return torch.sigmoid(self.decode(z))
 
+    def squared_errors(self, generated: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+        """Pixels in [0, 1]: the generated mean as it is, the input through `features`."""
+        truth = truth.to(generated.device)
+        return {"mse": float(((generated.float() - self.features(truth).float()) ** 2).sum())}
+
     # -- user inputs and outputs ---------------------------------------------------------
-    display = "picture"
+    pictures = drawable = True
 
     def read_cli(self, values: list[str]):
         """Image files (PNG, JPEG, ...; converted and resized to the model's shape) or .npy arrays."""

@@ -112,7 +112,7 @@ def latent_paths_section(model, data, fig_dir: PathLike, target: str | None = No
 
     data, fig_dir = as_tensor_data(model, data), Path(fig_dir)
     target = default_target(model, target)
-    picture = model.modalities[target].display == "picture"
+    picture = model.modalities[target].pictures
     title = "Latent space paths"
     if len(data) < 2:
         return Section(title, "Latent space paths need at least two test examples.")

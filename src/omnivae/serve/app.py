@@ -78,27 +78,23 @@ class Service:
                 self.scores = AnomalyDetector(model).score(data)
 
     # -- helpers ------------------------------------------------------------------------------
-    WANTED = {"picture": "image", "caption": "text"}  # what the caption endpoint needs, in the user's words
-
-    def first(self, display: str, name: str | None, what: str) -> str:
-        """The modality named `name` (checked to show as `display`: a picture or a caption), else the first such."""
-        shown = {n: self.model.modalities[n].display for n in self.model.names}
-        wanted = self.WANTED.get(display, display)
+    def first(self, capability: str, wanted: str, name: str | None, what: str) -> str:
+        """The modality named `name` (checked to have `capability`, e.g. "pictures"), else the first
+        such; `wanted` names it in the user's words ("image")."""
+        able = [n for n in self.model.names if getattr(self.model.modalities[n], capability)]
         if name is not None:
             self.model.check_names([name], what)
-            if shown[name] != display:
+            if name not in able:
                 raise InputError(f"{what} {name!r} is a {self.kinds[name]} modality, not {wanted}")
             return name
-        for n, d in shown.items():
-            if d == display:
-                return n
-        raise InputError(f"this model has no {wanted} modality (it has {self.kinds})")
+        if not able:
+            raise InputError(f"this model has no {wanted} modality (it has {self.kinds})")
+        return able[0]
 
     def target(self, name: str | None) -> str:
-        if name is not None:
-            return self.model.check_names([name], "target")[0]
-        images = [n for n in self.model.names if self.model.modalities[n].display == "picture"]
-        return (images or self.model.names)[0]
+        from omnivae.tasks.latent import default_target
+
+        return default_target(self.model, name)
 
     def at_most(self, value: int, limit: int, what: str) -> int:
         if value > limit:
@@ -124,11 +120,11 @@ class Service:
         for name, kind in raw.kinds.items():
             if not raw.mask[name][i]:
                 continue
-            display = MODALITY_KINDS[kind].display
-            if display == "picture" and out["thumbnail"] is None:
+            shown = MODALITY_KINDS[kind]
+            if shown.pictures and out["thumbnail"] is None:
                 out["thumbnail"] = self.indexed(name, i)
-            if display == "caption" and out["caption"] is None:
-                out["caption"] = str(raw.modalities[name][i])
+            if shown.free_text and out["caption"] is None:
+                out["caption"] = shown.describe(raw.modalities[name][i])
         out["description"] = describe(raw, int(i), skip="")
         return out
 
@@ -166,8 +162,8 @@ class Service:
 
     @torch.no_grad()
     def caption(self, req: CaptionRequest) -> dict:
-        image = self.first("picture", req.modality, "modality")
-        text = self.first("caption", req.target, "target")
+        image = self.first("pictures", "image", req.modality, "modality")
+        text = self.first("free_text", "text", req.target, "target")
         values = {image: model_values(self.model, image, [req.image], self.limits)}
         seed = req.seed if req.seed is not None else secrets.randbits(31)
         with seeded(seed):

@@ -212,7 +212,7 @@ def corrupted_images(raw: RawData, fraction: float = 0.1, seed: int = 0, modalit
     side, filled with a random grey). Returns the new RawData and is_anomaly [N]."""
     from omnivae.modalities import MODALITY_KINDS
 
-    images = [n for n, k in raw.kinds.items() if MODALITY_KINDS[k].display == "picture"]
+    images = [n for n, k in raw.kinds.items() if MODALITY_KINDS[k].pictures]
     modality = modality or (images[0] if images else None)
     if modality is None or modality not in images:
         raise InputError(f"corrupted_images needs an image modality; the data has kinds {raw.kinds}")

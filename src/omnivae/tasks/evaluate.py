@@ -161,7 +161,10 @@ class Extra:
         self.n = min(len(test), n_eval)
         self.names = [m for m in model.names if m in test_data.data]
         self.kinds = {m: model.modalities[m].kind for m in self.names}
-        self.display = {m: model.modalities[m].display for m in self.names}  # how figures show each
+        mods = {m: model.modalities[m] for m in self.names}  # how figures show each: its capabilities
+        self.images = [m for m in self.names if mods[m].pictures]
+        self.texts = [m for m in self.names if mods[m].free_text]
+        self.drawable = [m for m in self.names if mods[m].drawable]
         self.sections: list = []
         self.skipped: dict[str, str] = {}
         self._figures: list = []  # figure sections of the metric being computed
@@ -270,19 +273,15 @@ class Extra:
 
     def _items(self, name: str, x: torch.Tensor):
         """Model-space values -> what a figure can draw (images, or strings), else Skip."""
-        display = self.display[name]
-        out = self.model.modalities[name].to_output(x)
-        if display == "picture":
-            return out
-        if display in ("caption", "label"):
-            return [str(v) for v in (out.tolist() if isinstance(out, torch.Tensor) else out)]
-        raise Skip(f"modality {name!r} ({self.kinds[name]}) cannot be drawn")
+        out = self.model.modalities[name].drawn(x)
+        if out is None:
+            raise Skip(f"modality {name!r} ({self.kinds[name]}) cannot be drawn")
+        return out
 
     def retrieval_figures(self) -> None:
         from omnivae.tasks.retrieve import RetrievalIndex
 
-        drawable = [m for m in self.names if self.display[m] is not None]
-        images = [m for m in drawable if self.display[m] == "picture"]
+        drawable, images = self.drawable, self.images
         others = [m for m in drawable if m not in images[:1]]
         pairs = [(o, images[0]) for o in others[:1]] if images else list(zip(drawable[:1], drawable[1:2]))
         if not pairs:
@@ -319,9 +318,8 @@ class Extra:
         if len(self.names) > 1:
             for m in (self.names if len(self.names) > 2 else self.names[-1:]):
                 benchmarks[f"mismatched_{m}"] = mismatched_pairs(test, m, self.ANOMALY_FRACTION, self.seed)
-        for m in self.names:
-            if self.display[m] == "picture":
-                benchmarks[f"corrupted_{m}"] = corrupted_images(test, self.ANOMALY_FRACTION, self.seed, modality=m)
+        for m in self.images:
+            benchmarks[f"corrupted_{m}"] = corrupted_images(test, self.ANOMALY_FRACTION, self.seed, modality=m)
         if not benchmarks:
             raise Skip("needs two modalities (mismatched pairs) or an image modality (corrupted images)")
         out, shown = {}, False
@@ -344,14 +342,13 @@ class Extra:
 
     def anomaly_figure(self, key: str, raw: RawData, scores: dict, table: dict) -> bool:
         best = max(table, key=lambda s: table[s]["auroc"])
-        images = [m for m in self.names if self.display[m] == "picture"]
-        texts = [m for m in self.names if self.display[m] == "caption"]
+        images, texts = self.images, self.texts
         if not images and not texts:
             return False
         s = np.nan_to_num(scores[best], nan=-np.inf)
         order = np.argsort(-s, kind="stable")[:8]
         img = raw.modalities[images[0]][order] if images else None
-        txt = [str(raw.modalities[texts[0]][i]) for i in order] if texts else None
+        txt = [self.model.modalities[texts[0]].describe(raw.modalities[texts[0]][i]) for i in order] if texts else None
         path = self.figures.anomaly_examples(img, txt, s[order], self.fig_dir / "anomalies.png", k=8)
         self.add_figure("Highest anomaly scores",
                         f"The 8 test examples with the highest {best} score among the {key.replace('_', ' ')} "
@@ -374,7 +371,7 @@ class Extra:
     def frechet(self) -> dict:
         from omnivae.metrics.fid import frechet_distance
 
-        images = [m for m in self.names if self.display[m] == "picture"]
+        images = self.images
         if not images:
             raise Skip("no image modality")
         out = {}
@@ -436,9 +433,8 @@ def distinct_rows(raw: RawData, name: str, present: np.ndarray, k: int) -> list[
 
 def figure_sections(model, test: RawData, data: TensorData, fig_dir: Path, figures, Section) -> list:
     sections = []
-    shown = {n: model.modalities[n].display for n in model.names}
-    images = [n for n, d in shown.items() if d == "picture"]
-    texts = [n for n, d in shown.items() if d == "caption"]
+    images = [n for n in model.names if model.modalities[n].pictures]
+    texts = [n for n in model.names if model.modalities[n].free_text]
     k = min(16, len(test))
     batch = data.batch(torch.arange(k))
     if images and texts:

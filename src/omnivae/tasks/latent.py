@@ -70,7 +70,7 @@ def default_target(model, target: str | None) -> str:
     """`target`, checked; by default the first image modality (else the first modality)."""
     if target is not None:
         return model.check_names([target], "target")[0]
-    images = [n for n in model.names if model.modalities[n].display == "picture"]
+    images = [n for n in model.names if model.modalities[n].pictures]
     return (images or model.names)[0]
 
 

@@ -2,7 +2,7 @@
 picture modalities of a training batch (never to validation or test data), batched on the
 tensors: one gather per modality for shifts and flips, one noise draw.
 
-Which modalities are images is the modality's to say (`display == "picture"`: a [B,C,H,W]
+Which modalities are images is the modality's to say (its `pictures` capability: a [B,C,H,W]
 tensor of uint8 pixels or floats in [0, 1]). Shifts and flips keep the dtype (uint8 stays
 uint8); noise needs floats, so with noise > 0 uint8 pixels become floats in [0, 1] (the
 modality's own `features`, which image modalities accept as input)."""
@@ -16,7 +16,7 @@ from omnivae.train.config import AugmentConfig
 
 def picture_names(model, batch: Batch) -> list[str]:
     """The batch's modalities that the model shows as pictures."""
-    return [name for name in batch.data if getattr(model.modalities[name], "display", None) == "picture"]
+    return [name for name in batch.data if model.modalities[name].pictures]
 
 
 def augment_batch(model, batch: Batch, config: AugmentConfig, generator: torch.Generator | None = None) -> Batch:

@@ -48,7 +48,7 @@ class CollapseMonitor(Callback):
                 rows = present[i]
                 if int(rows.sum()) >= 2:
                     out[f"collapse/active_units/{name}"] = float(active_units(mu[i][rows], self.threshold))
-        texts = [m for m in model.names if model.modalities[m].display == "caption"]
+        texts = [m for m in model.names if model.modalities[m].free_text]
         for name in texts:
             key = "collapse/distinct_captions" + ("" if len(texts) == 1 else f"/{name}")
             out[key] = caption_sensitivity(model, name, joint.mu)

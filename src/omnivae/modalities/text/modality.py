@@ -232,7 +232,7 @@ class TextModality(Modality):
         return texts
 
     # -- user inputs and outputs ---------------------------------------------------------
-    display = "caption"
+    free_text = drawable = True
 
     def read_cli(self, values: list[str]) -> list[str]:
         return list(values)
