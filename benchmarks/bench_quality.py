@@ -36,6 +36,7 @@ import common as c  # noqa: E402
 from omnivae.data.tensors import TensorData  # noqa: E402
 from omnivae.errors import InputError  # noqa: E402
 from omnivae.metrics.coherence import build_scorers, caption_scorer, conditional_coherence, joint_coherence  # noqa: E402,E501
+from omnivae.metrics.classifier import CACHE_FORMAT  # noqa: E402
 from omnivae.metrics.fid import frechet_distance  # noqa: E402
 from omnivae.metrics.likelihood import estimate_log_likelihoods  # noqa: E402
 from omnivae.metrics.samples import laplacian_sharpness, open_attribute_diversity  # noqa: E402
@@ -45,7 +46,8 @@ from omnivae.tasks.evaluate import classifier_features  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = REPO / "docs" / "quality"
-MULTIMODAL = ["mvae", "mmvae", "mopoe", "jmvae", "mvtcae", "mmvae_plus", "multimodal_ae"]
+MULTIMODAL = ["mvae", "mmvae", "mopoe", "jmvae", "mvtcae", "mmvae_plus", "multimodal_ae",
+              "dmvae", "telbo", "crmvae", "cmvae", "jnf", "nexus", "mhvae"]
 
 # name -> data config, models, epochs; budgets chosen so the whole benchmark fits in an hour here
 WORKLOADS = {
@@ -199,7 +201,8 @@ def run(workload: str, model_name: str, args) -> dict:
         seconds = time.perf_counter() - start
     model = result.model
     row = {"workload": workload, "model": model_name, "epochs": epochs, "train_seconds": round(seconds, 1),
-           "train_examples": len(result.splits.train), "config": model.config.to_dict()}
+           "train_examples": len(result.splits.train), "config": model.config.to_dict(),
+           "scorer_format": CACHE_FORMAT}  # 4: one classifier per modality, a head per attribute
     start = time.perf_counter()
     figures = args.out / "quality-grids" if args.quick else FIGURES  # quick runs never replace the docs' grids
     row.update(evaluate(model, result.splits, workload, model_name.replace("+", "-"), args.n_eval, args.quick, figures))

@@ -98,7 +98,7 @@ def test_metrics_that_do_not_apply_are_skipped(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_cli_evaluate_on_the_run_test_split(trained, tmp_path):
+def test_cli_evaluate_on_the_run_test_split(trained, tmp_path, monkeypatch):
     from omnivae.cli import app
 
     out = tmp_path / "cli_eval"
@@ -110,6 +110,18 @@ def test_cli_evaluate_on_the_run_test_split(trained, tmp_path):
     for key in NEW_KEYS:
         assert key in metrics
     check_report(out / "report.html", SECTIONS)
+    cached = sorted(p.name for p in (trained.run_dir / "scorers").iterdir())
+    assert any(n.endswith(".safetensors") for n in cached), cached
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the evaluation classifier was trained again")
+
+    monkeypatch.setattr("omnivae.metrics.classifier.train_classifier", boom)  # a second evaluation reuses it
+    again = CliRunner().invoke(app, ["evaluate", "--run", str(trained.run_dir), "--out", str(tmp_path / "again"),
+                                     "--n-eval", "200", "--scorer-epochs", "1"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["coherence"] == metrics["coherence"]
+    monkeypatch.undo()
     result = CliRunner().invoke(app, ["evaluate", "--model", str(trained.run_dir / "model"), "--data", "shapes",
                                       "--set", "data.options.n=300", "--set", "data.options.image_size=16",
                                       "--out", str(tmp_path / "e2"), "--n-eval", "30", "--scorer-epochs", "1"])

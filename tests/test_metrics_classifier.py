@@ -146,3 +146,41 @@ def test_augment_trains_on_degraded_copies(image_data):
 def test_augment_is_for_images_only():
     with pytest.raises(InputError, match="augment"):
         train_classifier(torch.randn(8, 4), torch.tensor([0, 1] * 4), "mlp", 2, epochs=1, augment=True)
+
+
+def two_attribute_images(n, seed):
+    """Attribute "column": which horizontal quarter holds the square; "bright": its brightness (2 levels)."""
+    x, column = square_images(n, seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    bright = torch.randint(0, 2, (n,), generator=gen)
+    x = torch.where(x > 0.5, torch.where(bright[:, None, None, None] == 1, 1.0, 0.6), x)
+    return x, {"column": column, "bright": bright}
+
+
+def test_one_network_learns_every_attribute_with_missing_labels():
+    """A head per attribute over one shared trunk; -1 (unknown) labels are left out of a head's loss,
+    so hiding half of one attribute's labels still teaches it; predict gives a dict."""
+    x, y = two_attribute_images(800, 0)
+    xt, yt = two_attribute_images(200, 1)
+    hidden = y["bright"].clone()
+    hidden[::2] = -1
+    clf = train_classifier(x, {"column": y["column"], "bright": hidden}, "conv", epochs=4, batch_size=64)
+    assert clf.spec["classes"] == {"column": 4, "bright": 2}
+    pred = predict(clf, xt)
+    assert set(pred) == {"column", "bright"}
+    assert (pred["column"] == yt["column"]).float().mean() > 0.95
+    assert (pred["bright"] == yt["bright"]).float().mean() > 0.9
+    assert clf.embed(xt[:3]).shape == (3, 128)  # the shared features (Frechet distance reads them)
+
+
+def test_multi_head_classifier_round_trips_through_the_cache(tmp_path):
+    x, y = two_attribute_images(64, 2)
+    built = cached_classifier(tmp_path, "two", lambda: train_classifier(x, y, "conv", epochs=1))
+    loaded = cached_classifier(tmp_path, "two", lambda: pytest.fail("rebuilt a valid cache entry"))
+    for key, value in predict(built, x).items():
+        assert torch.equal(predict(loaded, x)[key], value)
+
+
+def test_unknown_labels_are_refused_without_attribute_names():
+    with pytest.raises(InputError, match="labels in \\[0, 2\\)"):
+        train_classifier(torch.rand(4, 3), torch.tensor([0, 1, -1, 1]), "mlp", 2, epochs=1)

@@ -7,6 +7,8 @@ RUN/run.yaml          the resolved run config, written after the first model/
 RUN/model/            the saved model (omnivae.io)
 RUN/checkpoints/      best.ckpt, last.ckpt and previous.ckpt (omnivae.train.checkpoint)
 RUN/logs/             metrics.csv, metrics.part-NNN.csv of earlier attempts, TensorBoard files
+RUN/scorers/          evaluation classifiers (safetensors + JSON), keyed by what they learned from,
+                      so evaluating the run again reuses them
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from omnivae.errors import ConfigError
 from omnivae.version import __version__
 
 MARKER, CONFIG, MODEL, CHECKPOINTS, LOGS = "omnivae-run.json", "run.yaml", "model", "checkpoints", "logs"
+SCORERS = "scorers"
 BEST, LAST, PREVIOUS = "best.ckpt", "last.ckpt", "previous.ckpt"
 METRICS = "metrics.csv"  # Lightning's CSVLogger writes RUN/logs/metrics.csv
 
@@ -70,6 +73,11 @@ class RunFolder:
     @property
     def logs(self) -> Path:
         return self.path / LOGS
+
+    @property
+    def scorers(self) -> Path:
+        """Where evaluation keeps its trained classifiers."""
+        return self.path / SCORERS
 
     @property
     def metrics_csv(self) -> Path:

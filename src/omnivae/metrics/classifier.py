@@ -11,6 +11,7 @@ import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,82 +21,133 @@ from torch import nn
 from omnivae.atomic import replacing
 from omnivae.errors import InputError
 
-KINDS = ("conv", "mlp", "tokens")  # images [N,C,H,W], feature vectors [N,D], token ids [N,L]
-CACHE_FORMAT = 3  # 2: image scorers train on degraded copies too; 3: kinds named conv/mlp
+CACHE_FORMAT = 4  # 2: image scorers train on degraded copies; 3: kinds named conv/mlp; 4: one net, a head per attribute
 
 
-class ImageClassifier(nn.Module):
-    """Three conv blocks and adaptive pooling to 4x4, so any H, W >= 16 works."""
+class Classifier(nn.Module):
+    """A trunk shared by every attribute (`embed`: inputs -> features [N, F]) and one linear head
+    per attribute; `forward` gives {attribute: logits}. Subclasses build the trunk for their inputs
+    and say which inputs they take (`check`) and what their constructor needs from them (`args_for`)."""
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32):
+    augmentable: ClassVar[bool] = False  # trains on `degrade`d copies when asked (images)
+
+    def __init__(self, trunk: nn.Module, width: int, classes: dict[str, int]):
         super().__init__()
-        self.features = nn.Sequential(
+        self.trunk = trunk
+        self.heads = nn.ModuleList(nn.Linear(width, n) for n in classes.values())
+        self.names = list(classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.embed(x)
+        return {name: head(h) for name, head in zip(self.names, self.heads)}
+
+    @classmethod
+    def args_for(cls, x: torch.Tensor, vocab_size: int | None) -> dict:
+        return {}
+
+    @classmethod
+    def check(cls, x: torch.Tensor, spec: dict) -> None:
+        """Float inputs with finite values; subclasses add their shape."""
+        if not x.is_floating_point():
+            raise InputError(f"x: expected a float tensor for kind {spec['kind']!r}, received {x.dtype}")
+        if not torch.isfinite(x).all():
+            raise InputError("x: expected finite values, received NaN or inf")
+
+
+class ImageClassifier(Classifier):
+    """Three conv blocks and adaptive pooling to 4x4 (so any H, W >= 16 works), then 128 features."""
+
+    augmentable = True
+
+    def __init__(self, in_channels: int, classes: dict[str, int], width: int = 32):
+        trunk = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-        )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * width, 128), nn.ReLU(),
-                                  nn.Linear(128, num_classes))
+            nn.Flatten(), nn.Linear(32 * width, 128), nn.ReLU())
+        super().__init__(trunk, 128, classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    @classmethod
+    def args_for(cls, x, vocab_size):
+        return {"in_channels": x.shape[1]}
 
-
-class VectorClassifier(nn.Module):
-    """Two-hidden-layer MLP over [N, D] vectors."""
-
-    def __init__(self, in_dim: int, num_classes: int, hidden: int = 128):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
-                                 nn.ReLU(), nn.Linear(hidden, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    @classmethod
+    def check(cls, x, spec):
+        super().check(x, spec)
+        if x.ndim != 4 or min(x.shape[2:]) < 16:
+            raise InputError(f"x: expected images [N, C, H, W] with H, W >= 16, received {tuple(x.shape)}")
 
 
-class TokenClassifier(nn.Module):
-    """Mean of token embeddings (pad id 0 ignored) followed by an MLP."""
+class VectorClassifier(Classifier):
+    """Two hidden layers over [N, D] vectors."""
 
-    def __init__(self, vocab_size: int, num_classes: int, dim: int = 64):
-        super().__init__()
-        self.embed = nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=0)
-        self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, num_classes))
+    def __init__(self, in_dim: int, classes: dict[str, int], hidden: int = 128):
+        trunk = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        super().__init__(trunk, hidden, classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+    @classmethod
+    def args_for(cls, x, vocab_size):
+        return {"in_dim": x.shape[1]}
+
+    @classmethod
+    def check(cls, x, spec):
+        super().check(x, spec)
+        if x.ndim != 2:
+            raise InputError(f"x: expected vectors [N, D], received {tuple(x.shape)}")
 
 
-def build_classifier(kind: str, **args) -> nn.Module:
+class TokenClassifier(Classifier):
+    """Mean of token embeddings (pad id 0 ignored), then one hidden layer."""
+
+    def __init__(self, vocab_size: int, classes: dict[str, int], dim: int = 64):
+        trunk = nn.Sequential(nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=0), nn.Linear(dim, dim),
+                              nn.ReLU())
+        super().__init__(trunk, dim, classes)
+
+    @classmethod
+    def args_for(cls, x, vocab_size):
+        if vocab_size is None or vocab_size < 2:
+            raise InputError(f"vocab_size: expected an int >= 2 for kind 'tokens', received {vocab_size!r}")
+        return {"vocab_size": vocab_size}
+
+    @classmethod
+    def check(cls, x, spec):
+        if x.ndim != 2 or x.is_floating_point() or x.dtype == torch.bool:
+            raise InputError(f"x: expected integer token ids [N, L], received {tuple(x.shape)} {x.dtype}")
+        vocab = spec.get("vocab_size")
+        if vocab is not None and (x.min() < 0 or x.max() >= vocab):
+            raise InputError(f"x: expected token ids in [0, {vocab}), received [{int(x.min())}, {int(x.max())}]")
+
+
+# images [N,C,H,W], feature vectors [N,D], token ids [N,L]
+CLASSIFIERS: dict[str, type[Classifier]] = {"conv": ImageClassifier, "mlp": VectorClassifier,
+                                            "tokens": TokenClassifier}
+SINGLE = "class"  # the head of a classifier trained on one label tensor
+
+
+def classifier_class(kind: str) -> type[Classifier]:
+    if kind not in CLASSIFIERS:
+        raise InputError(f"kind: expected one of {tuple(CLASSIFIERS)}, received {kind!r}")
+    return CLASSIFIERS[kind]
+
+
+def build_classifier(kind: str, classes: dict[str, int], single: bool = False, **args) -> Classifier:
     """Rebuild an untrained classifier from its JSON-able spec; `clf.spec` records it."""
-    classes = {"conv": ImageClassifier, "mlp": VectorClassifier, "tokens": TokenClassifier}
-    if kind not in classes:
-        raise InputError(f"kind: expected one of {KINDS}, received {kind!r}")
-    clf = classes[kind](**args)
-    clf.spec = {"kind": kind, **args}
+    clf = classifier_class(kind)(classes=classes, **args)
+    clf.spec = {"kind": kind, "classes": dict(classes), "single": single, **args}
     return clf
 
 
-def _check_inputs(x, kind: str, vocab_size: int | None = None) -> None:
-    """Validate x for a classifier kind; raises InputError naming shape and dtype."""
+def _check_inputs(x, spec: dict) -> None:
+    """Validate x for a classifier spec; raises InputError naming shape and dtype."""
     if not isinstance(x, torch.Tensor):
         raise InputError(f"x: expected a torch.Tensor, received {type(x).__name__}")
     if x.shape[:1] == (0,):
         raise InputError(f"x: expected a non-empty batch, received shape {tuple(x.shape)}")
-    if kind == "tokens":
-        if x.ndim != 2 or x.is_floating_point() or x.dtype == torch.bool:
-            raise InputError(f"x: expected integer token ids [N, L], received {tuple(x.shape)} {x.dtype}")
-        if vocab_size is not None and (x.min() < 0 or x.max() >= vocab_size):
-            raise InputError(f"x: expected token ids in [0, {vocab_size}), received "
-                             f"[{int(x.min())}, {int(x.max())}]")
-        return
-    if not x.is_floating_point():
-        raise InputError(f"x: expected a float tensor for kind {kind!r}, received {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise InputError("x: expected finite values, received NaN or inf")
-    if kind == "conv" and (x.ndim != 4 or min(x.shape[2:]) < 16):
-        raise InputError(f"x: expected images [N, C, H, W] with H, W >= 16, received {tuple(x.shape)}")
-    if kind == "mlp" and x.ndim != 2:
-        raise InputError(f"x: expected vectors [N, D], received {tuple(x.shape)}")
+    CLASSIFIERS[spec["kind"]].check(x, spec)
 
 
 def degrade(x: torch.Tensor, generator: torch.Generator | None = None, max_sigma: float = 1.2,
@@ -119,40 +171,32 @@ def degrade(x: torch.Tensor, generator: torch.Generator | None = None, max_sigma
 
 
 def train_classifier(
-    x: torch.Tensor, y: torch.Tensor, kind: str, num_classes: int, epochs: int = 10,
+    x: torch.Tensor, y, kind: str, num_classes=None, epochs: int = 10,
     seed: int = 0, batch_size: int = 128, vocab_size: int | None = None, lr: float = 1e-3,
     augment: bool = False,
-) -> nn.Module:
+) -> Classifier:
     """Fit a small classifier with Adam on CPU; returns it in eval mode.
 
-    Images are meant to be floats in [0, 1]; other ranges are accepted (e.g. generated samples).
-    augment=True (images only) trains on `degrade`d copies of half of each batch.
+    y: integer labels [N] (with num_classes an int), or {attribute: labels [N]} with -1 where an
+    attribute is unknown (num_classes a dict, or None to count them): one network, a head per
+    attribute, each head's loss over the examples that know its attribute. Images are meant to
+    be floats in [0, 1]; other ranges are accepted (e.g. generated samples). augment=True
+    (images only) trains on `degrade`d copies of half of each batch.
     """
-    if kind not in KINDS:
-        raise InputError(f"kind: expected one of {KINDS}, received {kind!r}")
-    if kind == "tokens" and (vocab_size is None or vocab_size < 2):
-        raise InputError(f"vocab_size: expected an int >= 2 for kind 'tokens', received {vocab_size!r}")
-    _check_inputs(x, kind, vocab_size)
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise InputError(f"num_classes: expected an int >= 2, received {num_classes!r}")
-    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
-        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise InputError(f"y: expected integer labels [{x.shape[0]}], received {shape}")
-    if y.min() < 0 or y.max() >= num_classes:
-        raise InputError(
-            f"y: expected labels in [0, {num_classes}), received [{int(y.min())}, {int(y.max())}]"
-        )
+    cls = classifier_class(kind)
+    args = cls.args_for(x, vocab_size)
+    _check_inputs(x, {"kind": kind, **args})
+    single = not isinstance(y, dict)
+    labels, classes = _labels(x, {SINGLE: y} if single else y,
+                              {SINGLE: num_classes} if single else num_classes, missing_ok=not single)
     if epochs < 1 or batch_size < 1:
         raise InputError(f"epochs, batch_size: expected positive ints, received {epochs!r}, {batch_size!r}")
-    args = {"conv": {"in_channels": x.shape[1]}, "mlp": {"in_dim": x.shape[1]},
-            "tokens": {"vocab_size": vocab_size}}[kind]
-    if augment and kind != "conv":
+    if augment and not cls.augmentable:
         raise InputError(f"augment: only image (conv) classifiers are augmented, received kind {kind!r}")
-    y = y.long()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed + 1)
-        clf = build_classifier(kind, num_classes=num_classes, **args)
+        clf = build_classifier(kind, classes, single, **args)
         opt = torch.optim.Adam(clf.parameters(), lr=lr)
         clf.train()
         for _ in range(epochs):
@@ -160,26 +204,64 @@ def train_classifier(
             for start in range(0, x.shape[0], batch_size):
                 idx = order[start : start + batch_size]
                 xb = degrade(x[idx], gen) if augment else x[idx]
-                loss = F.cross_entropy(clf(xb), y[idx])
+                logits = clf(xb)
+                loss = sum(F.cross_entropy(logits[t], labels[t][idx], ignore_index=-1, reduction="sum")
+                           / (labels[t][idx] >= 0).sum().clamp_min(1) for t in classes)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
     return clf.eval()
 
 
+def _labels(x: torch.Tensor, y: dict, num_classes: dict | None, missing_ok: bool
+            ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Checked label tensors and class counts per attribute."""
+    if not y:
+        raise InputError("y: expected at least one attribute")
+    labels, classes = {}, {}
+    for name, v in y.items():
+        if not isinstance(v, torch.Tensor) or v.shape != (x.shape[0],) or v.is_floating_point():
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise InputError(f"y: expected integer labels [{x.shape[0]}], received {shape}")
+        v = v.long()
+        n = (num_classes or {}).get(name)
+        if n is None:
+            n = int(v.max()) + 1
+        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+            raise InputError(f"num_classes: expected an int >= 2, received {n!r}")
+        low = -1 if missing_ok else 0
+        if v.min() < low or v.max() >= n:
+            raise InputError(f"y: expected labels in [{low}, {n}), received [{int(v.min())}, {int(v.max())}]")
+        labels[name], classes[name] = v, n
+    return labels, classes
+
+
 @torch.no_grad()
-def predict(clf: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Predicted class ids (LongTensor [N]) in batches, with the classifier in eval mode."""
+def predict(clf: Classifier, x: torch.Tensor, batch_size: int = 1024):
+    """Predicted class ids in batches, with the classifier in eval mode: LongTensor [N] for a
+    classifier trained on one label tensor, else {attribute: LongTensor [N]}."""
     spec = getattr(clf, "spec", None)
     if spec is None:
         raise InputError("clf: expected a classifier from train_classifier/build_classifier")
-    _check_inputs(x, spec["kind"], spec.get("vocab_size"))
+    _check_inputs(x, spec)
     expected = spec.get("in_channels", spec.get("in_dim"))
     if expected is not None and x.shape[1] != expected:
         raise InputError(f"x: expected size {expected} in dim 1, received shape {tuple(x.shape)}")
     clf.eval()
-    return torch.cat([clf(x[i : i + batch_size]).argmax(dim=1)
-                      for i in range(0, x.shape[0], batch_size)]).long()
+    parts = [clf(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    out = {t: torch.cat([p[t].argmax(dim=1) for p in parts]).long() for t in clf.names}
+    return out[SINGLE] if spec.get("single") else out
+
+
+def training_key(x: torch.Tensor, y: dict[str, torch.Tensor], **settings) -> str:
+    """A file-name-safe key for a classifier trained on x and y with `settings`: the SHA-256 of
+    them all (and of CACHE_FORMAT), so any change of data, labels or settings trains anew."""
+    digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **settings}, sort_keys=True).encode())
+    for t in [x, *(y[k] for k in sorted(y))]:
+        digest.update(str((tuple(t.shape), str(t.dtype))).encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps(sorted(y)).encode())
+    return f"{settings.get('kind', 'clf')}-{digest.hexdigest()[:24]}"
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:

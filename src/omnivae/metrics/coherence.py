@@ -49,37 +49,45 @@ def caption_scorer(modality, raw: RawData) -> Scorer | None:
 
 
 def classifier_scorer(x: torch.Tensor, raw: RawData, kind: str, epochs: int, seed: int,
-                      augment: bool = False) -> Scorer:
-    """One small classifier (of the metric's kind: "conv" for images, "mlp" for vectors) per varied attribute
-    of `raw`, trained on features x; augment trains image classifiers on blurred copies too."""
-    from omnivae.metrics.classifier import predict, train_classifier
+                      augment: bool = False, cache_dir=None) -> Scorer | None:
+    """One small classifier (of the metric's kind: "conv" for images, "mlp" for vectors) with a head
+    per varied attribute of `raw` (a shared trunk: one network to train and run, not one per
+    attribute), trained on features x; augment trains image classifiers on blurred copies too.
+    With cache_dir, the trained network is kept there under a key that hashes its inputs, labels
+    and settings, and reused when they are the same."""
+    from omnivae.metrics.classifier import cached_classifier, predict, train_classifier, training_key
 
-    clfs = {}
-    for t in varied_targets(raw):
-        y = torch.as_tensor(raw.targets[t])
-        known = y >= 0  # -1: label missing for that example
-        clfs[t] = train_classifier(x[known], y[known], kind=kind, num_classes=int(y.max()) + 1,
-                                   epochs=epochs, seed=seed, augment=augment)
+    y = {t: torch.as_tensor(raw.targets[t]).long() for t in varied_targets(raw)}  # -1: label missing
+    if not y:
+        return None
+
+    def train():
+        return train_classifier(x, y, kind=kind, epochs=epochs, seed=seed, augment=augment)
+
+    key = training_key(x, y, kind=kind, epochs=epochs, seed=seed, augment=augment)
+    clf = train() if cache_dir is None else cached_classifier(cache_dir, key, train)
 
     def score(gen: torch.Tensor) -> dict[str, torch.Tensor]:
-        # real images arrive as uint8 pixels, generated ones as floats in [0, 1]: the classifiers
-        # were trained on the latter (the modality's features)
-        x = gen.float().div(255.0) if gen.dtype == torch.uint8 else gen.float()
-        return {t: predict(c, x) for t, c in clfs.items()}
+        # real images arrive as uint8 pixels, generated ones as floats in [0, 1]: the classifier
+        # was trained on the latter (the modality's features)
+        return predict(clf, gen.float().div(255.0) if gen.dtype == torch.uint8 else gen.float())
 
-    score.classifiers = clfs  # evaluation's Frechet distance reuses their features
+    score.classifier = clf  # evaluation's Frechet distance reuses its features
     return score
 
 
-def build_scorers(model, train: RawData, epochs: int = 3, seed: int = 0, max_examples: int = 20000) -> dict[str, Scorer]:
-    """One scorer per modality that can be scored, trained/fitted on training data."""
+def build_scorers(model, train: RawData, epochs: int = 3, seed: int = 0, max_examples: int = 20000,
+                  cache_dir=None) -> dict[str, Scorer]:
+    """One scorer per modality that can be scored, trained/fitted on training data (trained
+    networks kept in, and reused from, `cache_dir` when given)."""
     raw = train.subset(np.arange(min(len(train), max_examples)))
     data = TensorData.from_raw(model, raw)
     scorers: dict[str, Scorer] = {}
     for name in model.names:
         present = raw.mask[name]
         rows = raw.subset(np.nonzero(present)[0])
-        s = model.modalities[name].scorer(rows, data.data[name][torch.from_numpy(present)], epochs, seed)
+        s = model.modalities[name].scorer(rows, data.data[name][torch.from_numpy(present)], epochs, seed,
+                                          cache_dir=cache_dir)
         if s is not None:
             scorers[name] = s
     return scorers

@@ -68,6 +68,12 @@ class Modality(nn.Module):
         return False
 
     @classmethod
+    def claims_files(cls, names: list[str]) -> bool:
+        """Whether a metadata column of file names holds this kind's files (audio: every name ends
+        in .wav); the folder reader then reads that column with `read_column`. Default: never."""
+        return False
+
+    @classmethod
     def read_array(cls, name: str, arr: Any, classes: list | None = None, present: np.ndarray | None = None
                    ) -> tuple[Any, np.ndarray, list[str] | None]:
         """One array of an .npz / .npy folder / Parquet column -> (values, presence mask, class names
@@ -281,10 +287,12 @@ class Modality(nn.Module):
         """Words of text inputs that the model never saw in training (text overrides this)."""
         return []
 
-    def scorer(self, raw: Any, x: torch.Tensor, epochs: int, seed: int):
+    def scorer(self, raw: Any, x: torch.Tensor, epochs: int, seed: int, cache_dir: Path | None = None):
         """What coherence scores this modality's generations with: a function of model-space values
         -> {attribute: predicted labels}, fitted on training data (`raw`, `x` its model tensors of
-        the rows where this modality is present); None when this kind cannot be scored."""
+        the rows where this modality is present); None when this kind cannot be scored. Trained
+        networks may be kept in `cache_dir` (omnivae.metrics.classifier.cached_classifier), keyed
+        by what they were trained on, so a second evaluation of the same run reuses them."""
         return None
 
     # -- files saved next to the weights (tokenizers); JSON text only ------------------

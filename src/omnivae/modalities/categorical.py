@@ -206,7 +206,7 @@ class CategoricalModality(Modality):
     def write_items(self, items, folder, stem: str) -> dict:
         return {"values": [self.json_item(v) for v in items]}
 
-    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int):
+    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int, cache_dir=None):
         """Generated labels are their own prediction for every attribute they equal in the data."""
         from omnivae.metrics.coherence import varied_targets
 

@@ -397,8 +397,8 @@ class ImageModality(Modality):
             entry["grid"] = f"{stem}.png"
         return entry
 
-    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int):
+    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int, cache_dir=None):
         """A small CNN per attribute, trained on blurred and sharp copies of the real images."""
         from omnivae.metrics.coherence import classifier_scorer
 
-        return classifier_scorer(self.features(x), raw, "conv", epochs, seed, augment=True)
+        return classifier_scorer(self.features(x), raw, "conv", epochs, seed, augment=True, cache_dir=cache_dir)

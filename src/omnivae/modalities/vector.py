@@ -100,14 +100,16 @@ class VectorModality(StandardizedModality):
         return out * self.std + self.mean
 
     # -- user inputs and outputs (the numeric defaults of Modality, plus scoring) -----------
-    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int):
+    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int, cache_dir=None):
         """A small MLP per attribute on standardised vectors; generations are standardised the same way."""
         from omnivae.metrics.coherence import classifier_scorer
 
-        inner = classifier_scorer(self.features(x.float()), raw, "mlp", epochs, seed)
+        inner = classifier_scorer(self.features(x.float()), raw, "mlp", epochs, seed, cache_dir=cache_dir)
+        if inner is None:
+            return None
 
         def score(gen: torch.Tensor):
             return inner(self.features(gen.float()))
 
-        score.classifiers = inner.classifiers
+        score.classifier = inner.classifier
         return score

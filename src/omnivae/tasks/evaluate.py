@@ -22,12 +22,11 @@ from omnivae.metrics.coherence import (
     joint_coherence,
 )
 from omnivae.metrics.reconstruction import reconstruction_metrics
+from omnivae.run_folder import RunFolder
 
 
 def combined_metrics_csv(run_dir: Path, out: Path) -> Path | None:
     """All CSV metric files of a (possibly resumed) run as one file."""
-    from omnivae.run_folder import RunFolder
-
     files = RunFolder(run_dir).metrics_files()
     if not files:
         return None
@@ -78,7 +77,9 @@ def _evaluate(model, train, test, out_dir, run_dir, n_eval, scorer_epochs, seed,
     test_data = TensorData.from_raw(model, test)
     total = len(EVALUATION_STEPS)
     progress(EVALUATION_STEPS[0], total)
-    scorers = build_scorers(model, train, epochs=scorer_epochs, seed=seed, max_examples=scorer_examples)
+    cache = RunFolder(run_dir).scorers if run_dir is not None else None  # a second evaluation reuses them
+    scorers = build_scorers(model, train, epochs=scorer_epochs, seed=seed, max_examples=scorer_examples,
+                            cache_dir=cache)
     progress(EVALUATION_STEPS[1], total)
     metrics = {
         "model": model.config.model,
@@ -393,21 +394,15 @@ class Extra:
 
 
 def classifier_features(scorer):
-    """Penultimate-layer features of the image classifiers inside a coherence scorer,
-    concatenated; None when the scorer holds no classifier."""
-    if scorer is None:
-        return None
-    clfs = getattr(scorer, "classifiers", None)
-    if not clfs or not all(hasattr(c, "features") and hasattr(c, "head") for c in clfs.values()):
+    """The features (the shared trunk's output, before the attribute heads) of the classifier
+    inside a coherence scorer; None when the scorer holds no classifier."""
+    clf = getattr(scorer, "classifier", None)
+    if clf is None:
         return None
 
     @torch.no_grad()
     def features(x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        parts = []
-        for i in range(0, len(x), batch_size):
-            xi = x[i:i + batch_size].float()
-            parts.append(torch.cat([c.head[:-1](c.features(xi)) for c in clfs.values()], dim=1))
-        return torch.cat(parts)
+        return torch.cat([clf.embed(x[i:i + batch_size].float()) for i in range(0, len(x), batch_size)])
 
     return features
 

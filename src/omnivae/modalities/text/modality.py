@@ -269,7 +269,7 @@ class TextModality(Modality):
                     found.append(word)
         return found
 
-    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int):
+    def scorer(self, raw, x: torch.Tensor, epochs: int, seed: int, cache_dir=None):
         """Generated captions parsed back into attributes (built-in data sources with a caption parser)."""
         from omnivae.metrics.coherence import caption_scorer
 
