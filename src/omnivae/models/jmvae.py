@@ -47,20 +47,11 @@ from omnivae.models.base import ModelConfig, MultimodalModel
 JOINT_ATTRIBUTE = "_jmvae_joint"  # q(z|X) attached to the mu that encode_unimodal returns
 
 
-class JMVAEConfig(ModelConfig):
-    model: Literal["jmvae"] = "jmvae"
-    # weight of sum_m KL(q(z|X) || q_m(z|x_m)), the unimodal encoders' only objective. 0.1 (the paper: 0.01
-    # with long training) gave usable unimodal posteriors in 3-6 epochs on shapes easy; 1.0 did no better
-    alpha: float = 0.1
+class JointEncoderConfig(ModelConfig):
+    """Options of a joint encoder network over the raw inputs (jmvae, and the models built on it)."""
+
     joint_features: PositiveInt = 128  # per-modality feature width in the joint encoder (even)
     joint_hidden: list[PositiveInt] = [128]  # hidden widths of the joint encoder's MLP over the features
-
-    @field_validator("alpha")
-    @classmethod
-    def _non_negative(cls, v: float) -> float:
-        if not v >= 0 or v == float("inf"):
-            raise ValueError(f"alpha must be a finite number >= 0, got {v}")
-        return v
 
     @field_validator("joint_features")
     @classmethod
@@ -68,6 +59,20 @@ class JMVAEConfig(ModelConfig):
         if v % 2:
             raise ValueError(f"joint_features must be even (each feature network is a modality encoder, "
                              f"which outputs 2 * its latent size), got {v}")
+        return v
+
+
+class JMVAEConfig(JointEncoderConfig):
+    model: Literal["jmvae"] = "jmvae"
+    # weight of sum_m KL(q(z|X) || q_m(z|x_m)), the unimodal encoders' only objective. 0.1 (the paper: 0.01
+    # with long training) gave usable unimodal posteriors in 3-6 epochs on shapes easy; 1.0 did no better
+    alpha: float = 0.1
+
+    @field_validator("alpha")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        if not v >= 0 or v == float("inf"):
+            raise ValueError(f"alpha must be a finite number >= 0, got {v}")
         return v
 
 

@@ -80,6 +80,10 @@ class MMVAEPlus(MMVAE):
         scale = self.private_log_scale[i].exp()
         return torch.randn(*lead, scale.shape[0], dtype=scale.dtype, device=scale.device) * scale
 
+    def shared_log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) of shared codes z [...,latent_dim] -> [...]: N(0, I) (cmvae: a mixture)."""
+        return log_standard_normal(z)
+
     def decoder_codes(self, name, z, mu, logvar, present, from_prior: bool = False) -> torch.Tensor:
         """[z, w_n]: w_n a draw from modality n's private posterior where x_n is present (and z
         comes from the posteriors), else from its auxiliary prior r_n."""
@@ -175,7 +179,7 @@ class MMVAEPlus(MMVAE):
         any_present = present.any(0)
         log_q = mixture_log_prob(shared, q_mu[..., :d], q_logvar[..., :d], present) \
             + log_normal(private, q_mu[..., d:].unsqueeze(1), q_logvar[..., d:].unsqueeze(1))  # [M,K,B]
-        log_p = log_standard_normal(codes)
+        log_p = self.shared_log_prior(shared) + log_standard_normal(private)
         log_w = rec + cfg.beta * beta_scale * (log_p - log_q)
         presentf = present.to(mu.dtype)
         count = presentf.sum(0).clamp_min(1.0)
