@@ -73,7 +73,7 @@ def test_unfitted_prior_is_standard_normal_and_bad_arguments_raise():
     with pytest.raises(ConfigError, match="components"):
         build_prior({"kind": "gmm", "components": 0}, D)
     with pytest.raises(ConfigError, match="kind"):
-        build_prior({"kind": "flow"}, D)
+        build_prior({"kind": "vq"}, D)
 
 
 def test_prior_state_alone_round_trips_through_json_and_safetensors(tmp_path):

@@ -1,7 +1,10 @@
-"""Priors for sampling: N(0, I) by default, or a Gaussian mixture fitted after training.
+"""Priors for sampling: N(0, I) by default, or a density fitted after training on the
+training set's codes: a Gaussian mixture (kind "gmm", on the posterior means) or a
+normalising flow (kind "flow", on posterior draws; see omnivae.priors.flow).
 
     prior = fit_prior(model, train_data, components=10)   # encodes, fits, attaches
-    model.sample(8)                                         # codes now come from the mixture
+    prior = fit_prior(model, train_data, kind="flow")     # or a flow
+    model.sample(8)                                         # codes now come from the fitted prior
 """
 from __future__ import annotations
 
@@ -10,44 +13,57 @@ import warnings
 import torch
 
 from omnivae.batch import Batch
+from omnivae.distributions import Gaussian
 from omnivae.errors import InputError
-from omnivae.priors.gmm import GaussianMixturePrior, PriorConfig
+from omnivae.priors.config import KIND_OPTIONS, PriorConfig
+from omnivae.priors.flow import FlowPrior
+from omnivae.priors.gmm import GaussianMixturePrior
 
-PRIORS = {"gmm": GaussianMixturePrior}
+PRIORS = {"gmm": GaussianMixturePrior, "flow": FlowPrior}
+Prior = GaussianMixturePrior | FlowPrior
 
 
-def build_prior(config: PriorConfig | dict, latent_dim: int) -> GaussianMixturePrior:
+def build_prior(config: PriorConfig | dict, latent_dim: int) -> Prior:
     """An (unfitted) prior from its config; its buffers are then filled by fit or by loading."""
     config = config if isinstance(config, PriorConfig) else PriorConfig.from_dict(config, "prior")
     return PRIORS[config.kind](latent_dim, config)
 
 
 @torch.no_grad()
-def encode_latents(model, data, batch_size: int = 512) -> torch.Tensor:
-    """Joint posterior means [N,D] (all present modalities) of TensorData, RawData, a Batch or a dict;
-    examples with no modality present are left out."""
+def encode_posteriors(model, data, batch_size: int = 512) -> Gaussian:
+    """Joint posteriors [N,D] (all present modalities) of TensorData, RawData, a Batch or a dict;
+    examples with no modality present are left out of TensorData and RawData."""
     from omnivae.data.raw import RawData
     from omnivae.data.tensors import TensorData
 
     if isinstance(data, RawData):
         data = TensorData.from_raw(model, data)
     if not isinstance(data, TensorData):
-        return model.encode(data).cpu()
+        batch = model.as_batch(data)
+        q = model.fuse(*model.encode_unimodal(batch))
+        return Gaussian(q.mu.cpu(), q.logvar.cpu())
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    keep = torch.stack([data.mask[n] for n in data.data]).any(0).nonzero().squeeze(1)
-    was_training, dev, out = model.training, model.device, []
+    every = torch.ones(len(data), dtype=torch.bool)  # a modality without a mask is present everywhere
+    keep = torch.stack([data.mask.get(n, every) for n in data.data]).any(0).nonzero().squeeze(1)
+    was_training, dev, mus, logvars = model.training, model.device, [], []
     model.eval()
     try:
         for idx in keep.split(batch_size):
             b = data.batch(idx)
             b = Batch({k: v.to(dev) for k, v in b.data.items()}, {k: m.to(dev) for k, m in b.mask.items()})
-            out.append(model.encode(b).cpu())
+            q = model.fuse(*model.encode_unimodal(b))
+            mus.append(q.mu.cpu()), logvars.append(q.logvar.cpu())
     finally:
         model.train(was_training)
-    if not out:
+    if not mus:
         raise InputError("encode_latents: no example has any modality present")
-    return torch.cat(out)
+    return Gaussian(torch.cat(mus), torch.cat(logvars))
+
+
+def encode_latents(model, data, batch_size: int = 512) -> torch.Tensor:
+    """Joint posterior means [N,D] (what `model.encode` gives); see encode_posteriors."""
+    return encode_posteriors(model, data, batch_size).mu
 
 
 def supports_saved_prior(model) -> bool:
@@ -55,7 +71,7 @@ def supports_saved_prior(model) -> bool:
     return "prior" in type(model.config).model_fields
 
 
-def attach_prior(model, prior: GaussianMixturePrior):
+def attach_prior(model, prior: Prior):
     """Make `model.sample(n)` draw its codes from `prior` (as `model.prior`, saved with the model)."""
     if prior.latent_dim != model.config.latent_dim:
         raise InputError(f"prior has latent_dim {prior.latent_dim}, the model {model.config.latent_dim}")
@@ -70,19 +86,32 @@ def attach_prior(model, prior: GaussianMixturePrior):
     return model
 
 
-def fit_prior(model, data, components: int | None = None, covariance: str | None = None,
-              batch_size: int = 512, seed: int = 0, attach: bool = True) -> GaussianMixturePrior:
-    """Fit a Gaussian mixture on the latent means of `data` (the training set) and, with
-    attach, make it the model's sampling prior. Options default to the model's prior config."""
-    base = getattr(model.config, "prior", None) or PriorConfig()
-    config = PriorConfig.from_dict({"kind": "gmm", "components": components or base.components,
-                                    "covariance": covariance or base.covariance}, "prior")
-    z = encode_latents(model, data, batch_size)
-    prior = GaussianMixturePrior(model.config.latent_dim, config).fit(z, seed=seed)
+def fit_prior(model, data, kind: str | None = None, batch_size: int = 512, seed: int = 0, attach: bool = True,
+              **options) -> Prior:
+    """Fit a sampling prior on the codes of `data` (the training set) and, with attach, make it
+    the model's. kind: "gmm" (a Gaussian mixture on the posterior means) or "flow" (a
+    normalising flow on posterior draws); None: the kind of the model's prior config, else gmm.
+    options: that kind's PriorConfig options (components, covariance; transforms, hidden, bins,
+    steps, lr); those not given (or None) come from the model's prior config when it is of the
+    same kind, else the defaults. An option of the other kind is a ConfigError.
+    batch_size: examples encoded at a time."""
+    base = getattr(model.config, "prior", None)
+    kind = kind or (base.kind if base is not None else "gmm")
+    inherited = {k: getattr(base, k) for k in KIND_OPTIONS[kind]} if base is not None and base.kind == kind else {}
+    given = {k: v for k, v in options.items() if v is not None}
+    config = PriorConfig.from_dict({**inherited, **given, "kind": kind}, "prior")
+    q = encode_posteriors(model, data, batch_size)
+    if config.kind == "flow":
+        with torch.random.fork_rng():  # the flow's initial weights: the same for a seed
+            torch.manual_seed(seed)
+            prior = FlowPrior(model.config.latent_dim, config)
+        prior.fit(q.mu, q.logvar, seed=seed)
+    else:
+        prior = GaussianMixturePrior(model.config.latent_dim, config).fit(q.mu, seed=seed)
     if attach:
         attach_prior(model, prior)
     return prior
 
 
-__all__ = ["PRIORS", "PriorConfig", "GaussianMixturePrior", "build_prior", "encode_latents",
-           "attach_prior", "fit_prior", "supports_saved_prior"]
+__all__ = ["PRIORS", "PriorConfig", "GaussianMixturePrior", "FlowPrior", "build_prior", "encode_posteriors",
+           "encode_latents", "attach_prior", "fit_prior", "supports_saved_prior"]

@@ -4,30 +4,12 @@ autoencoders"). Prior samples then land where the decoders were trained, not in 
 holes of N(0, I) that the aggregate posterior leaves empty."""
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
-from pydantic import field_validator
 from torch import nn
 
-from omnivae.config import StrictModel
-from omnivae.errors import InputError
-
-
-class PriorConfig(StrictModel):
-    """The prior's part of a model config: `prior: {kind: gmm, components: 10}`."""
-
-    kind: Literal["gmm"] = "gmm"
-    components: int = 10
-    covariance: Literal["full", "diag"] = "full"
-
-    @field_validator("components")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"components must be >= 1, got {v}")
-        return v
+from omnivae.errors import ConfigError, InputError
+from omnivae.priors.config import PriorConfig
 
 
 class GaussianMixturePrior(nn.Module):
@@ -37,6 +19,8 @@ class GaussianMixturePrior(nn.Module):
     def __init__(self, latent_dim: int, config: PriorConfig | dict | None = None):
         super().__init__()
         self.config = config if isinstance(config, PriorConfig) else PriorConfig.from_dict(config or {}, "prior")
+        if self.config.kind != "gmm":
+            raise ConfigError(f"GaussianMixturePrior needs a prior config of kind 'gmm', got {self.config.kind!r}")
         k, d = self.config.components, latent_dim
         self.latent_dim = d
         self.register_buffer("weights", torch.full((k,), 1.0 / k))
