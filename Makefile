@@ -8,8 +8,8 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
-# test extras plus the optional parts the suite exercises (serving, tracking, Hub, docs)
-EXTRAS ?= test,text-metrics,tables,serve,browser-test,tracking,hub,docs
+# test extras plus the optional parts the suite exercises (serving, tracking, Hub, docs, pretrained encoders)
+EXTRAS ?= test,text-metrics,tables,serve,browser-test,tracking,hub,docs,pretrained
 
 .PHONY: setup browser demo test test-fast bench bench-quality clean
 

@@ -115,3 +115,79 @@ def test_quality_benchmark_quick_run_scores_open_attributes(tmp_path):
     assert "position" in opened and 1 <= opened["position"]["distinct_mean"] <= 4
     assert "| shapes-partial | mopoe |" in proc.stdout
     assert (tmp_path / "quality-grids" / "shapes-partial-mopoe.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_semi_supervised_benchmark_quick_run_scores_both_label_counts(tmp_path):
+    """bench_semi_supervised.py --quick: a row per label count with M2's and the classifier-alone
+    test accuracy (in [0, 1]) beside the paper's figure."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_semi_supervised.py"), "--quick", "--threads", "1",
+                           "--out", str(tmp_path)], check=False, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads((tmp_path / "semi-supervised_quick.json").read_text())
+    assert result["quick"] is True and result["settings"]["model"]["model"] == "m2"
+    if not result["runs"]:
+        pytest.skip(f"{result['skipped']}")  # MNIST files not on this machine
+    assert [r["labels"] for r in result["runs"]] == [100, 1000]
+    for row in result["runs"]:
+        assert 0 <= row["m2_accuracy"] <= 1 and 0 <= row["baseline_accuracy"] <= 1
+        assert row["paper_m2_accuracy"] > 0.85 and row["steps"] == 60
+
+
+@pytest.mark.slow
+def test_deep_models_benchmark_quick_run(tmp_path):
+    """bench_deep_models.py --quick: the flat and ladder VAEs with their IW NLLs and active units per
+    layer, and the Fréchet distance of each sampling prior's samples on the flat VAE."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_deep_models.py"), "--quick", "--threads", "1",
+                           "--out", str(tmp_path)], check=False, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads((tmp_path / "deep-models_quick.json").read_text())
+    assert result["workload"] == "deep-models" and result["quick"] is True
+    if not result["runs"]:
+        pytest.skip(f"{result['skipped']}")  # MNIST files not on this machine
+    flat, ladder = result["runs"]
+    assert (flat["model"], ladder["model"]) == ("vae", "ladder_vae")
+    assert len(flat["active_units"]) == 1 and len(ladder["active_units"]) == 2
+    for run in (flat, ladder):
+        assert run["iw_nll"] > 0 and run["neg_elbo"] >= run["iw_nll"] - 1.0 and run["k"] == 4
+    assert abs(ladder["parameters"] / flat["parameters"] - 1) < 0.05  # the same budget in weights
+    fd = result["frechet"]
+    assert fd["prior_configs"]["flow"]["kind"] == "flow"
+    assert all(fd[p]["mean"] >= 0 and len(fd[p]["frechet"]) == 1 for p in ("normal", "gmm", "flow"))
+
+
+@pytest.mark.slow
+def test_user_path_benchmark_quick_run_splits_each_command_into_phases(tmp_path):
+    """bench_user_path.py --quick: each `omnivae train` command is split into the phases its run
+    recorded (they add up to the command's time, less the process's exit), beside a bare loop."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_user_path.py"), "--quick", "--threads", "1",
+                           "--out", str(tmp_path)], check=False, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads((tmp_path / "user-path_quick.json").read_text())
+    assert [r["workload"] for r in result["runs"]][:2] == ["gray28-captions", "rgb64-captions"]
+    for run in result["runs"]:
+        phases = run["phases"]
+        assert run["steps"] == phases["fit_steps"] == run["bare"]["steps"] > 0
+        assert 0 < phases["fit"]["steps_s"] < run["train_run_s"] < run["command_s"] and run["exit_s"] >= 0
+        assert run["command_over_bare"] > 0 and run["train_run_over_steps"] >= 1
+    assert len(result["targets"]) == len(result["runs"])
+
+
+@pytest.mark.slow
+def test_streaming_benchmark_quick_run_samples_memory_of_every_process(tmp_path):
+    """bench_streaming.py --quick: the streamed run (with its two workers) and the in-memory one train
+    the same steps; memory is sampled over all processes and throughput compared."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_streaming.py"), "--quick", "--threads", "1",
+                           "--out", str(tmp_path)], check=False, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads((tmp_path / "streaming_quick.json").read_text())
+    memory, streamed = result["runs"]
+    assert memory["steps"] == streamed["steps"] == 10
+    assert streamed["examples"]["train"] == 1600 and memory["examples"]["train"] == 800
+    assert streamed["processes"] == 3 and memory["processes"] == 1  # the training process and its 2 workers
+    assert streamed["memory"]["rss"]["peak_mb"] > streamed["memory"]["main_rss"]["peak_mb"] > 0
+    assert result["stream_over_memory"] > 0 and len(result["targets"]) == 3

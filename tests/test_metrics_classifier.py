@@ -184,3 +184,16 @@ def test_multi_head_classifier_round_trips_through_the_cache(tmp_path):
 def test_unknown_labels_are_refused_without_attribute_names():
     with pytest.raises(InputError, match="labels in \\[0, 2\\)"):
         train_classifier(torch.rand(4, 3), torch.tensor([0, 1, -1, 1]), "mlp", 2, epochs=1)
+
+
+def test_loading_a_cached_classifier_leaves_the_global_rng_alone(tmp_path):
+    """Evaluation seeds torch once and then samples; reading a classifier from the cache must not
+    draw from that stream (building the network to load into would), or a second evaluation
+    samples other codes than the first."""
+    x, y = two_attribute_images(32, 3)
+    cached_classifier(tmp_path, "rng", lambda: train_classifier(x, y, "conv", epochs=1))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    cached_classifier(tmp_path, "rng", lambda: pytest.fail("rebuilt a valid cache entry"))
+    assert torch.equal(torch.rand(3), expected)

@@ -284,8 +284,8 @@ def test_vector_refuses_values_a_million_standard_deviations_out():
 
 # -- specs ----------------------------------------------------------------------------------------------
 def test_parse_spec_errors_and_infer_spec():
-    with pytest.raises(ConfigError, match="'x'.*unknown kind 'audio'"):
-        parse_spec("x", {"kind": "audio"})
+    with pytest.raises(ConfigError, match="'x'.*unknown kind 'video'"):
+        parse_spec("x", {"kind": "video"})
     with pytest.raises(ConfigError, match="kind"):
         parse_spec("x", {"shape": [1, 2, 2]})
     with pytest.raises(ConfigError, match="arch"):

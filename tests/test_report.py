@@ -8,6 +8,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
+from matplotlib.text import Text
 from PIL import Image
 
 from omnivae.errors import InputError
@@ -25,6 +28,7 @@ from omnivae.report import (
     training_curves,
     write_report,
 )
+from omnivae.report import figures
 
 CSV = """epoch,step,train/loss_step,val/loss,train/loss_epoch,lr-Adam,note
 0,9,1.5,,,0.001,a
@@ -229,3 +233,122 @@ def test_html_report_errors(tmp_path):
     with pytest.raises(InputError, match="Section"):
         write_report(tmp_path / "r.html", "t", [{"title": "a"}])
     assert not (tmp_path / "r.html").exists()
+
+
+# ----------------------------------------------------------------------------- grids of cells on one axes
+@pytest.fixture
+def drawn(monkeypatch):
+    """The Figures the figure functions would save, drawn on an Agg canvas instead of written."""
+    figs = []
+
+    def keep(fig, path, tight=True):
+        FigureCanvasAgg(fig).draw()
+        figs.append(fig)
+        return path
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return figs
+
+
+def texts_of(fig):
+    """[(text, colour)] of the figure's non-empty texts, each checked to lie inside the page."""
+    renderer, page, out = fig.canvas.get_renderer(), fig.bbox, []
+    for t in fig.findobj(Text):
+        if t.get_text() and t.get_visible():
+            box = t.get_window_extent(renderer)
+            assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1, f"{t.get_text()!r} sticks out sideways"
+            assert page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, f"{t.get_text()!r} sticks out"
+            out.append((t.get_text(), to_hex(t.get_color())))
+    return out
+
+
+def test_fit_scales_by_whole_pixels_and_centres():
+    img = np.arange(4, dtype=np.float32).reshape(2, 2, 1).repeat(3, axis=2)  # [[0, 1], [2, 3]]
+    assert figures._fit(img, 2, 2) is img
+    assert figures._fit(img, 4, 4)[..., 0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+    wide = figures._fit(img, 2, 4)[..., 0]  # scale 1 (the height limits it), centred in white
+    assert wide.tolist() == [[1, 0, 1, 1], [1, 2, 3, 1]]
+
+
+def test_captioned_images_draw_sixteen_cells_on_one_axes(drawn):
+    caps = [f"caption {i}" for i in range(15)] + ["a long caption that goes on and on " * 4]
+    captioned_images(torch.rand(16, 3, 12, 12), caps, "unused.png", true_captions=[f"truth {i}" for i in range(16)])
+    (fig,) = drawn
+    (ax,) = fig.axes
+    assert len(ax.images) == 1
+    texts = texts_of(fig)
+    assert ("caption 3", "#000000") in texts and ("true: truth 3", "#777777") in texts
+    assert len(texts) == 32
+    long = next(t for t, _ in texts if t.startswith("a long"))
+    assert len(long.split("\n")) == 5 and long.endswith("…")
+
+
+def test_captioned_images_page_is_sized_from_the_cells(tmp_path):
+    red, blue = torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16)
+    red[:, 0], blue[:, 2] = 1.0, 1.0
+    pair = torch.cat([red, blue])
+
+    def centres(ncol):
+        pixels = np.asarray(Image.open(captioned_images(pair, ["red", "blue"], tmp_path / "p.png", ncol=ncol))
+                            .convert("RGB")).astype(int)
+        found = []
+        for c in (0, 2):  # the red then the blue tile
+            others = [k for k in range(3) if k != c]
+            ys, xs = np.nonzero((pixels[..., c] > 200) & (pixels[..., others] < 60).all(-1))
+            found.append((ys.mean(), xs.mean(), len(ys)))
+        return pixels.shape[:2], found
+
+    # 16 px tiles over 1.6 inches: 10 canvas px per inch, 1 px gaps, a 2 px text strip; 100 dpi
+    (height, width), ((ry, rx, n), (by, bx, _)) = centres(2)
+    assert (height, width) == (200, 350)  # (1 + 16 + 2 + 1) x (2 * 17 + 1) canvas px, not cropped
+    assert n > 0.8 * 160 * 160 and abs(ry - by) < 1 and bx - rx == pytest.approx(170, abs=1)
+    (height, width), ((ry, rx, _), (by, bx, _)) = centres(1)
+    assert (height, width) == (390, 180) and abs(rx - bx) < 1 and by - ry == pytest.approx(190, abs=1)
+
+
+def test_retrieval_examples_boxes_texts_and_scores(drawn):
+    scores = np.array([[0.5, 0.25, 0.125], [0.9, 0.8, 0.7]])
+    retrieval_examples(["a red circle", "a blue square"], torch.rand(2, 3, 3, 16, 16), scores, "u.png",
+                       title="text to image")
+    retrieval_examples(torch.rand(2, 3, 8, 8), [["x", "y", "z"], ["u", "v", "w"]], scores, "u.png")
+    for fig in drawn:
+        assert len(fig.axes) == 1 and len(fig.axes[0].images) == 1
+    (boxes,) = drawn[0].axes[0].collections
+    assert len(boxes.get_paths()) == 2  # the two text queries
+    texts = texts_of(drawn[0])
+    assert [t for t, c in texts if c == to_hex("#1f5fa8")] == ["query", "query"]
+    assert {"a red circle", "a blue square", "text to image", "#3  score 0.125", "#1  score 0.9"} <= {t for t, _ in texts}
+    assert len(drawn[1].axes[0].collections[0].get_paths()) == 6  # six text results
+    assert {"x", "w", "#2  score 0.25"} <= {t for t, _ in texts_of(drawn[1])}
+
+
+def test_retrieval_examples_mixed_image_sizes(tmp_path):
+    queries = torch.zeros(1, 3, 8, 8)
+    queries[:, 1] = 1.0  # green, scaled up to the 16 x 16 results' tiles
+    pixels = np.asarray(Image.open(retrieval_examples(queries, torch.zeros(1, 2, 3, 16, 16), [[0.5, 0.4]],
+                                                      tmp_path / "r.png")).convert("RGB")).astype(int)
+    green = (pixels[..., 1] > 200) & (pixels[..., 0] < 60) & (pixels[..., 2] < 60)
+    black = (pixels < 30).all(-1)
+    assert green.sum() == pytest.approx(black.sum() / 2, rel=0.1)  # one tile of green, two of black
+
+
+def test_text_to_image_grid_titles_each_row(drawn):
+    prompts = ["first prompt", "second prompt", "third prompt"]
+    text_to_image_grid(prompts, torch.rand(3, 4, 3, 16, 16), "u.png")
+    (fig,) = drawn
+    assert len(fig.axes) == 1 and len(fig.axes[0].images) == 1
+    renderer = fig.canvas.get_renderer()
+    titles = {t.get_text(): t.get_window_extent(renderer).y0 for t in fig.findobj(Text) if t.get_text()}
+    assert [t for t, _ in texts_of(fig)] == prompts
+    assert titles["first prompt"] > titles["second prompt"] > titles["third prompt"]  # top to bottom
+
+
+def test_anomaly_examples_rank_by_score(drawn):
+    scores = np.array([0.5, 3.0, 2.0])
+    anomaly_examples(torch.rand(3, 3, 8, 8), ["low", "top", "middle"], scores, "u.png", k=2)
+    anomaly_examples(None, ["low", "top", "middle"], scores, "u.png", ncol=2)
+    texts = texts_of(drawn[0])
+    assert [t for t, c in texts if c == to_hex("#b22")] == ["#1  score 3", "#2  score 2"]
+    assert [t for t, c in texts if c == "#000000"] == ["top", "middle"]
+    assert len(drawn[1].axes) == 1 and len(drawn[1].axes[0].collections[0].get_paths()) == 3
+    assert [t for t, _ in texts_of(drawn[1]) if "score" not in t] == ["top", "middle", "low"]

@@ -11,13 +11,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from omnivae.config import StrictModel
-from omnivae.data.raw import RawData
+from omnivae.data.labelled import keep_labels
+from omnivae.data.raw import RawData, split_indices
 from omnivae.data.sources import DataConfig, load_source
 from omnivae.data.tensors import TensorData
 from omnivae.errors import ConfigError, ModelFileError
@@ -30,7 +31,11 @@ from omnivae.train.adversarial import select_module
 from omnivae.train.callbacks import LastCheckpoint
 from omnivae.train.checkpoint import read_checkpoint
 from omnivae.train.config import TrainConfig
+from omnivae.train.timing import Laps, process_age
 from omnivae.train.trainer import fit, launched_as_worker
+
+if TYPE_CHECKING:
+    from omnivae.data.lazy import LazyImageFolder, LazyRows
 
 # what `--resume` may change (train_run(config, run_dir, resume=True)): how long training goes on
 # and how it is run and logged; anything else (model, data, optimiser, seed) would silently not
@@ -49,9 +54,11 @@ class RunConfig(StrictModel):
 
 @dataclass
 class Splits:
-    train: RawData
-    val: RawData
-    test: RawData
+    """The run's data parts: in memory, or (data.stream) rows of a folder read batch by batch."""
+
+    train: RawData | LazyRows
+    val: RawData | LazyRows
+    test: RawData | LazyRows
 
 
 @dataclass
@@ -63,11 +70,18 @@ class RunResult:
     steps_trained: int | None = None  # optimiser steps this call ran (0: a resumed run that had finished)
 
 
-def split_data(raw: RawData, config: RunConfig) -> Splits:
+def split_fractions(config: RunConfig) -> tuple[float, float, float]:
+    """(train, validation, test) fractions of the data."""
     test_f, val_f = config.data.test_fraction, config.train.val_fraction
     if not 0 <= test_f < 1 or not 0 <= val_f < 1 or test_f + val_f >= 1:
         raise ConfigError(f"test_fraction {test_f} + val_fraction {val_f} must leave training data")
-    train, val, test = raw.split((1 - test_f - val_f, val_f, test_f), seed=config.data.split_seed)
+    return 1 - test_f - val_f, val_f, test_f
+
+
+def split_data(raw: RawData, config: RunConfig) -> Splits:
+    train, val, test = raw.split(split_fractions(config), seed=config.data.split_seed)
+    if config.data.labelled is not None:  # validation and test keep their labels, to score against
+        train = keep_labels(train, config.data.labelled, config.data.labelled_modality, config.data.split_seed)
     return Splits(train, val, test)
 
 
@@ -164,7 +178,9 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
     `config` (optional, partial) may change the keys in RESUMABLE_KEYS, e.g.
     {"train": {"max_epochs": 30}} to train a finished run further; run.yaml is updated.
     SIGTERM / SIGINT stop training with last.ckpt written and raise TrainingInterrupted;
-    model/ then keeps the initial weights, marked untrained (loading them warns)."""
+    model/ then keeps the initial weights, marked untrained (loading them warns).
+    The training record (omnivae-run.json) says where the call's time went ("phases")."""
+    startup, laps = process_age(), Laps()  # start-up: from the process's start to here
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     writer = not launched_as_worker()  # rank zero prepared the folder before the other ranks started
@@ -184,23 +200,37 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
             folder.check_new(overwrite)  # refuse early; nothing is touched until the model is built
         check_model_name(config.model)  # before the data are loaded or generated (that may take a while)
     seed_everything(config.train.seed)
-    splits = split_data(load_source(config.data), config)
+    if config.data.stream:  # images stay on disk; the model is fitted on a sample of the training rows
+        splits, fit_on = stream_splits(config)
+    else:
+        splits = split_data(load_source(config.data), config)
+        fit_on = splits.train
+    laps.lap("data")
     if resume:
         with warnings.catch_warnings():  # the initial weights of an unfinished run are what resuming expects
             warnings.simplefilter("ignore", UntrainedModelWarning)
             model = load_model(folder.model)
     else:
-        model = build_model(resolve_model_config(config.model, splits.train), splits.train)
+        model = build_model(resolve_model_config(config.model, fit_on), fit_on)
         config = config.model_copy(update={"model": model.config.to_dict()})
         select_module(model, config.train)  # train options that do not fit the model fail here too
         if writer:  # the config last: a folder with a saved config always has its model folder
             folder.create(overwrite)
             save_model(model, folder.model, extra={"trained": False})
             folder.write_config(config.to_dict())
-    train = TensorData.from_raw(model, splits.train)
-    val = TensorData.from_raw(model, splits.val) if len(splits.val) else None
+    laps.lap("model")
+    if config.data.stream:
+        from omnivae.data.lazy import LazyRows
+
+        splits = Splits(*(LazyRows(part.folder, part.rows, model) for part in (splits.train, splits.val, splits.test)))
+        train, val = splits.train, splits.val if len(splits.val) else None
+    else:
+        train = TensorData.from_raw(model, splits.train)
+        val = TensorData.from_raw(model, splits.val) if len(splits.val) else None
+    laps.lap("prepare")
     started = time.monotonic()
     result = fit(model, train, val, config.train, run_dir, resume=resume)
+    fit_seconds = laps.lap("fit")
     start = next((c.start_step for c in result.trainer.callbacks if isinstance(c, LastCheckpoint)), None)
     steps_trained = 0 if start is None else result.trainer.global_step - start
     if writer and result.trainer.global_rank == 0:
@@ -210,25 +240,54 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
         if getattr(model.config, "prior", None) is not None:
             from omnivae.priors import fit_prior
 
-            fit_prior(model, splits.train)
+            fit_prior(model, fit_on)
         if getattr(model, "conditional_prior", None) is not None:
             from omnivae.priors.conditional import fit_conditional_prior
 
-            fit_conditional_prior(model, train, seed=config.train.seed)
+            fit_conditional_prior(model, train if isinstance(train, TensorData) else fit_on, seed=config.train.seed)
+        laps.lap("priors")
         save_model(model, folder.model)
-        record_training(folder, time.monotonic() - started, result.trainer, splits)
+        laps.lap("save")
+        phases = {"startup_s": None if startup is None else round(startup, 3),
+                  **{f"{k}_s": round(v, 3) for k, v in laps.seconds.items() if k != "fit"},
+                  "fit": result.clock.record(fit_seconds), "fit_steps": result.clock.steps}
+        record_training(folder, time.monotonic() - started, result.trainer, splits, phases)
     return RunResult(model.eval(), run_dir, splits, config, steps_trained=steps_trained)
 
 
+@dataclass
+class StreamedRows:
+    """Rows of a folder opened lazily, before the model that prepares them exists (then: LazyRows)."""
 
-def record_training(folder: RunFolder, seconds: float, trainer, splits: Splits) -> None:
+    folder: LazyImageFolder
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def stream_splits(config: RunConfig) -> tuple[Splits, RawData]:
+    """data.stream: the folder opened lazily and split into the rows split_data would put in each
+    part in memory, and the first data.stream_sample training rows read into memory (the model's
+    preprocessing and its priors are fitted on them)."""
+    from omnivae.data.lazy import open_stream
+
+    folder = open_stream(config.data.options)
+    parts = split_indices(len(folder), split_fractions(config), seed=config.data.split_seed)
+    return Splits(*(StreamedRows(folder, rows) for rows in parts)), folder.to_raw(parts[0][:config.data.stream_sample])
+
+
+def record_training(folder: RunFolder, seconds: float, trainer, splits: Splits, phases: dict) -> None:
     """Add this training call's wall time (summed over resumed attempts), the run's epochs and steps
-    and its split sizes to the run's training record, for the report."""
+    and its split sizes to the run's training record, for the report; `phases`: where this call's
+    time went (start-up, data, model, prepare, fit split into steps, validation and checkpoints,
+    priors, save; omnivae.train.timing)."""
     before = folder.training_record().get("wall_seconds", 0.0)
     folder.write_training_record({
         "wall_seconds": round(before + seconds, 3), "epochs": trainer.current_epoch, "steps": trainer.global_step,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "examples": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}})
+        "examples": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "phases": phases})
 
 
 def load_weights_from_checkpoint(model: MultimodalModel, path: str | Path) -> None:

@@ -15,10 +15,11 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("inspect")
 def inspect_data(
-    path: Optional[Path] = typer.Argument(None, help="A folder of images with metadata.jsonl/csv, an .npz "
-                                                     "or .parquet file, or a folder of .npy files."),
+    path: Optional[Path] = typer.Argument(None, help="A folder of images or WAV files with metadata.jsonl/csv "
+                                                     "or a COCO captions_*.json, an .npz or .parquet file, or a "
+                                                     "folder of .npy files."),
     source: Optional[str] = typer.Option(None, help="A named data source instead of guessing from the path: "
-                                                    "shapes, mnist, polymnist, folder, arrays."),
+                                                    "shapes, mnist, polymnist, folder, coco, arrays."),
     set_: list[str] = typer.Option([], "--set", help="A source option, e.g. --set data.options.n=500 "
                                                      "(the same keys as in a run config)."),
 ):

@@ -103,8 +103,9 @@ def train(
                                           "max_minutes, patience) and how it runs, nothing else."),
     overwrite: bool = typer.Option(False, help="Replace --out if it is an existing omnivae run folder "
                                                "(any other non-empty folder is refused)."),
-    data: Optional[str] = typer.Option(None, help="Train on a data folder (images + metadata.jsonl/csv), an arrays "
-                                                  "file (.npz, .parquet), or a built-in source (shapes, mnist, ...)."),
+    data: Optional[str] = typer.Option(None, help="Train on a data folder (images or WAV files + "
+                                                  "metadata.jsonl/csv, or a COCO captions_*.json), an arrays file "
+                                                  "(.npz, .parquet), or a built-in source (shapes, mnist, ...)."),
     devices: Optional[str] = typer.Option(None, help="Devices per node (e.g. 2, or 'auto')."),
     num_nodes: Optional[int] = typer.Option(None, help="Number of nodes for distributed training."),
     strategy: Optional[str] = typer.Option(None, help="Lightning strategy, e.g. ddp or ddp_spawn."),
@@ -170,11 +171,11 @@ def data_section(data: str) -> dict:
 
     if Path(data).exists():
         return {"source": guess_source(Path(data)), "options": {"path": str(data)}}
-    if data in SOURCES and data not in ("folder", "arrays"):
+    built_in = [s for s in sorted(SOURCES) if s not in ("folder", "coco", "arrays")]  # those need a path
+    if data in built_in:
         return {"source": data, "options": {}}
     raise ConfigError(f"--data {data}: no such file or folder, and not a built-in source"
-                      f"{did_you_mean(data, [s for s in SOURCES if s not in ('folder', 'arrays')])} "
-                      f"(built-in: {', '.join(s for s in sorted(SOURCES) if s not in ('folder', 'arrays'))})")
+                      f"{did_you_mean(data, built_in)} (built-in: {', '.join(built_in)})")
 
 
 def split_names(values: Optional[list[str]]) -> list[str]:

@@ -177,6 +177,9 @@ def infer_kind(table: Table, name: str) -> str | None:
     elif types <= {"int", "float"}:
         return "vector"
     elif types == {"str"}:
+        claimed = file_kind(present)
+        if claimed is not None:
+            return claimed
         if _few(present) and not any(any(c.isspace() for c in v.strip()) for v in present):
             return "categorical"
         kind = "text"
@@ -191,6 +194,15 @@ def infer_kind(table: Table, name: str) -> str | None:
                       f"{kind}; if it is an identifier, skip it with --set data.options.kinds.{name}=ignore "
                       f"(in Python: kinds={{{name!r}: 'ignore'}})", DataWarning, stacklevel=4)
     return kind
+
+
+def file_kind(names: list[str]) -> str | None:
+    """The first registered kind whose class claims these file names as its own files (`claims_files`,
+    e.g. audio: every name ends in .wav), or None."""
+    for kind in known_kinds():
+        if kind_class(kind).claims_files([n.strip() for n in names]):
+            return kind
+    return None
 
 
 def _cell_text(table: Table, i: int, name: str) -> str:
@@ -454,9 +466,12 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
     if unknown:
         raise InputError(f"kinds/classes name column(s) {unknown} that {table.file.name} lacks; "
                          f"its columns are {table.columns}")
-    file_kind = kinds.setdefault(image_column, FILE_KIND)
-    if file_kind in ROLES or not kind_class(file_kind).column_names_files:
-        raise InputError(f"column {image_column!r} holds the image file names; it cannot be {file_kind!r}")
+    named = [str(r[image_column]) for r in table.rows if not is_missing(r.get(image_column))]
+    kind = kinds.setdefault(image_column, (file_kind(named) if named else None) or FILE_KIND)
+    if kind in ROLES or not (kind_class(kind).column_names_files or kind in column_kinds()):
+        raise InputError(f"column {image_column!r} holds the image file names; it cannot be {kind!r}")
+    # a file kind the folder scans (images) makes modality FILE_MODALITY; one read like a column (audio) its kind name
+    file_modality = FILE_MODALITY if kind_class(kind).column_names_files else kind
     plan = FolderPlan(root, table, {}, {}, {}, {}, {}, {})
     for column in table.columns:
         kind = kinds.get(column) or (TARGET_READ_AS if column in classes else infer_kind(table, column))
@@ -466,9 +481,9 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
             continue
         if kind == "ignore":
             continue
-        name = FILE_MODALITY if column == image_column else column
-        if name in plan.kinds or (name == FILE_MODALITY and column != image_column):
-            raise InputError(f"column {column!r} clashes with the image modality's name {FILE_MODALITY!r}; pass "
+        name = file_modality if column == image_column else column
+        if name in plan.kinds or (name == file_modality and column != image_column):
+            raise InputError(f"column {column!r} clashes with the file modality's name {file_modality!r}; pass "
                              f"--set data.options.kinds.{column}=ignore (in Python: kinds={{{column!r}: 'ignore'}}) or rename it")
         reader = kind_class(kind)  # a "target" column is read like a categorical one
         if reader.column_names_files:

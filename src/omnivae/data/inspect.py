@@ -66,16 +66,22 @@ def print_description(raw: RawData, console=None) -> dict[str, Any]:
 
 
 def guess_source(path: Path) -> str:
-    """"folder" for a folder with metadata.jsonl/csv, "arrays" for .npz/.parquet/.npy data."""
+    """"folder" for a folder with metadata.jsonl/csv, "coco" for one with a COCO captions_*.json
+    (in it or in its annotations/), "arrays" for .npz/.parquet/.npy data."""
+    from omnivae.data.coco import find_annotations
+
     path = Path(path)
     if path.is_dir() and any((path / n).is_file() for n in METADATA_NAMES):
         return "folder"
+    if path.is_dir() and find_annotations(path):
+        return "coco"
     if path.suffix in (".npz", ".parquet", ".npy") or (path.is_dir() and any(path.glob("*.npy"))):
         return "arrays"
     if not path.exists():
         raise InputError(f"{path} does not exist")
     raise InputError(f"cannot tell what {path} holds: expected a folder of images with "
-                     f"{' or '.join(METADATA_NAMES)}, an .npz or .parquet file, or a folder of .npy files")
+                     f"{' or '.join(METADATA_NAMES)} or a COCO captions_*.json, an .npz or .parquet file, "
+                     "or a folder of .npy files")
 
 
 def load_for_inspect(path: Path | None, source: str | None = None, options: dict | None = None) -> RawData:
@@ -88,7 +94,7 @@ def load_for_inspect(path: Path | None, source: str | None = None, options: dict
             raise InputError("give a data path or --source (e.g. shapes)")
         source = guess_source(path)
     if path is not None:
-        key = {"folder": "path", "arrays": "path", "mnist": "root", "polymnist": "root"}.get(source)
+        key = {"folder": "path", "coco": "path", "arrays": "path", "mnist": "root", "polymnist": "root"}.get(source)
         if key is None:
             raise InputError(f"data source {source!r} takes no path; use --set key=value for its options")
         options[key] = str(path)

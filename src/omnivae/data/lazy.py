@@ -9,9 +9,14 @@ the metadata file and the image headers, without decoding pixels.
     data = LazyImageFolder("my_folder", image_size=64)
     model = build_model(resolve_model_config(cfg, data.to_raw(range(2000))), data.to_raw(range(2000)))
     loader = lazy_loader(data, model, batch_size=128, shuffle=True, num_workers=4)
+
+`omnivae train` does this with `data.stream: true` (run.py): the model is fitted on
+`data.stream_sample` training rows, and `LazyRows` gives the training and validation rows
+batch by batch to the same loaders as in-memory data.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
@@ -23,6 +28,7 @@ from omnivae.batch import Batch
 from omnivae.data.folder import DataWarning, is_missing, plan_folder, read_image
 from omnivae.data.raw import RawData, kind_class
 from omnivae.data.tensors import TensorData
+from omnivae.errors import ConfigError
 
 
 class LazyImageFolder(Dataset):
@@ -78,6 +84,35 @@ class LazyImageFolder(Dataset):
 
     def collate(self, model) -> "BatchCollate":
         return BatchCollate(model, self.kinds, self.info)
+
+
+class LazyRows(Dataset):
+    """Rows `rows` of a LazyImageFolder, prepared by `model`'s modalities. Reading a batch
+    (`__getitems__`, called in the DataLoader's workers) gives one Batch, as TensorData does,
+    so the training loaders (ResumableLoader, batch_loader) take either."""
+
+    def __init__(self, folder: LazyImageFolder, rows, model):
+        self.folder, self.rows = folder, np.asarray(rows, dtype=np.int64)
+        self.collate = folder.collate(model)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices) -> Batch:
+        return self.collate([self.folder[int(self.rows[i])] for i in indices])
+
+
+def open_stream(options: dict[str, Any]) -> LazyImageFolder:
+    """The folder source's options (path, image_size, ...) opened lazily; ConfigError if they do not fit."""
+    try:
+        inspect.signature(LazyImageFolder).bind(**options)
+    except TypeError as exc:
+        raise ConfigError(f"data source 'folder' (streamed): {exc}; it takes {inspect.signature(LazyImageFolder)}") \
+            from None
+    return LazyImageFolder(**options)
 
 
 def items_to_raw(items: list[tuple[dict, dict]], kinds: dict[str, str], info: dict | None = None) -> RawData:

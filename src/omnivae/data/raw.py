@@ -15,6 +15,7 @@ from omnivae.errors import InputError
 
 ROLES = ("target", "ignore")  # what a data column may be besides a modality: labels only, or skipped
 TARGET_READ_AS = "categorical"  # a "target" column is read as that kind reads it, kept as labels only
+PER_EXAMPLE_INFO = ("named", "references")  # info entries {name: array [N]} that follow subset and concat
 
 
 def presence_mask(value: Any, what: str) -> np.ndarray:
@@ -59,7 +60,11 @@ class RawData:
     kinds: name -> a registered modality kind (omnivae.modalities.MODALITY_KINDS).
     mask: name -> bool [N]; False marks the modality missing for that example.
     targets: evaluation labels, name -> int64 [N] (digit, shape, colour ...).
-    info: free metadata (class names per target, difficulty level, source).
+    info: free metadata (class names per target, difficulty level, source). Per-example entries
+        follow `subset` and `concat`: "named" ({attribute: bool [N]}) and "references" ({name:
+        object array [N] of tuples}: every value of an example, e.g. all captions of an image, its
+        modality value first; training draws one per example each epoch, caption metrics score
+        against all).
     ids: per-example identifiers, name -> array [N], kept through `subset`: "index" is the
         example's row in the data as its source read it (set by `subset`; without it row i is
         example i), other entries are id columns of the source (a folder's file names).
@@ -112,8 +117,9 @@ class RawData:
         index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
         mods = {k: _take(v, index) for k, v in self.modalities.items()}
         info = dict(self.info)
-        if "named" in info:  # per example: which attributes each caption names
-            info["named"] = {k: np.asarray(v)[index] for k, v in info["named"].items()}
+        for key in PER_EXAMPLE_INFO:  # e.g. which attributes each caption names
+            if key in info:
+                info[key] = {k: np.asarray(v)[index] for k, v in info[key].items()}
         ids = {k: np.asarray(v)[index] for k, v in self.ids.items()}
         ids["index"] = np.asarray(self.ids.get("index", np.arange(len(self))))[index]
         return RawData(mods, dict(self.kinds), {k: m[index] for k, m in self.mask.items()},
@@ -130,8 +136,9 @@ class RawData:
             return np.concatenate(values) if isinstance(values[0], np.ndarray) else [v for p in values for v in p]
 
         info = dict(first.info)
-        if "named" in info:
-            info["named"] = {k: np.concatenate([np.asarray(p.info["named"][k]) for p in parts]) for k in info["named"]}
+        for key in PER_EXAMPLE_INFO:
+            if key in info:
+                info[key] = {k: np.concatenate([np.asarray(p.info[key][k]) for p in parts]) for k in info[key]}
         ids = {k: np.concatenate([np.asarray(p.ids[k]) for p in parts]) for k in first.ids if k != "index"}
         ids["index"] = np.concatenate([np.asarray(p.ids.get("index", np.arange(len(p)))) for p in parts])
         return cls({k: join([p.modalities[k] for p in parts]) for k in first.modalities}, dict(first.kinds),
@@ -140,11 +147,16 @@ class RawData:
 
     def split(self, fractions: tuple[float, ...] = (0.9, 0.1), seed: int = 0) -> list["RawData"]:
         """Random split into parts of the given fractions (they must sum to 1)."""
-        if abs(sum(fractions) - 1.0) > 1e-6 or any(f < 0 for f in fractions):
-            raise InputError(f"split fractions must be non-negative and sum to 1, got {fractions}")
-        perm = np.random.default_rng(seed).permutation(len(self))
-        bounds = np.round(np.cumsum((0.0, *fractions)) * len(self)).astype(int)
-        return [self.subset(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [self.subset(rows) for rows in split_indices(len(self), fractions, seed)]
+
+
+def split_indices(n: int, fractions: tuple[float, ...], seed: int = 0) -> list[np.ndarray]:
+    """The rows of each part of `RawData.split` on n examples (a streamed folder splits the same way)."""
+    if abs(sum(fractions) - 1.0) > 1e-6 or any(f < 0 for f in fractions):
+        raise InputError(f"split fractions must be non-negative and sum to 1, got {fractions}")
+    perm = np.random.default_rng(seed).permutation(n)
+    bounds = np.round(np.cumsum((0.0, *fractions)) * n).astype(int)
+    return [perm[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _length(what: str, values) -> int:

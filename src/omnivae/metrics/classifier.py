@@ -275,7 +275,8 @@ def _load_cached(weights: Path, meta: Path) -> nn.Module:
         raise ValueError(f"unsupported cache format {info.get('format')!r}")
     if hashlib.sha256(weights.read_bytes()).hexdigest() != info["sha256"]:
         raise ValueError("weights checksum does not match")
-    clf = build_classifier(**info["spec"])
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: draw nothing from the caller's RNG
+        clf = build_classifier(**info["spec"])
     clf.load_state_dict(load_file(str(weights)), strict=True)
     return clf.eval()
 

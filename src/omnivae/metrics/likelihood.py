@@ -10,6 +10,10 @@ for every K when q is the true posterior). The conditional log p(X_T | X_G) is
 estimated as log p(X_T, X_G) - log p(X_G), two such estimates; it is consistent as K
 grows. Likelihoods are the modalities' own (unweighted by `spec.weight`); the prior
 is N(0, I) unless the model defines `prior_log_prob(z)`.
+
+A model whose proposal or joint is not one Gaussian code (a hierarchy of latent layers,
+omnivae.models.ladder) defines `log_importance_weights(batch, names, k, generator) -> [k,B]`,
+the log weights log p(X_S, z) - log q(z | X_S) of k draws from its own proposal, used instead.
 """
 from __future__ import annotations
 
@@ -45,14 +49,28 @@ def iw_log_likelihood(model, batch: Batch, names: Sequence[str], k: int = 10, k_
     names = _names(model, names, "names")
     if not names:
         raise InputError("names: expected at least one modality to score, received none")
-    if type(model).modality_latent_dim(model.config) != model.config.latent_dim:
+    own_weights = getattr(model, "log_importance_weights", None)
+    if own_weights is None and not model.decodes_shared_codes:
         raise InputError(f"importance-weighted likelihoods are not implemented for {model.config.model!r}: its "
-                         "decoders read codes beyond the shared latent (private latents or conditions)")
+                         "decoders read more than the shared latent (private latents, conditions or a hierarchy)")
     if not isinstance(k, int) or k < 1 or not isinstance(k_chunk, int) or k_chunk < 1:
         raise InputError(f"k and k_chunk must be positive ints, received {k!r}, {k_chunk!r}")
     missing = [n for n in names if n not in batch.data]
     if missing:
         raise InputError(f"the batch holds no {missing}; it has {list(batch.data)}")
+    if own_weights is not None:
+        log_w = torch.cat([own_weights(batch, names, min(k_chunk, k - start), generator)
+                           for start in range(0, k, k_chunk)])
+    else:
+        log_w = fused_log_weights(model, batch, names, k, k_chunk, generator)  # [K,B]
+    estimate = torch.logsumexp(log_w.double(), 0) - math.log(k)
+    complete = torch.stack([batch.present(n) for n in names]).all(0)
+    return estimate.masked_fill(~complete, float("nan")).float()
+
+
+def fused_log_weights(model, batch: Batch, names: Sequence[str], k: int, k_chunk: int,
+                      generator: torch.Generator | None) -> torch.Tensor:
+    """log weights [K,B] with the fused posterior q(z | X_S) as the proposal (see module doc)."""
     mu, logvar, present = model.encode_unimodal(batch, names)
     q = model.fuse(mu, logvar, present)  # [B,D]
     parts = []
@@ -64,10 +82,7 @@ def iw_log_likelihood(model, batch: Batch, names: Sequence[str], k: int = 10, k_
         for name in names:
             log_w = log_w + model.modalities[name].log_likelihood(z, batch.data[name])
         parts.append(log_w)
-    log_w = torch.cat(parts)  # [K,B]
-    estimate = torch.logsumexp(log_w.double(), 0) - math.log(k)
-    complete = torch.stack([batch.present(n) for n in names]).all(0)
-    return estimate.masked_fill(~complete, float("nan")).float()
+    return torch.cat(parts)
 
 
 def conditional_log_likelihood(model, batch: Batch, targets: Sequence[str], given: Sequence[str],

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from omnivae.errors import ConfigError, did_you_mean
+from omnivae.modalities.audio import AudioModality, AudioSpec
 from omnivae.modalities.base import Modality, ModalitySpec
 from omnivae.modalities.categorical import CategoricalModality, CategoricalSpec
 from omnivae.modalities.image import ImageModality, ImageSpec
@@ -21,7 +22,7 @@ def register_modality(cls: type[Modality]) -> type[Modality]:
     return cls
 
 
-for _cls in (ImageModality, CategoricalModality, VectorModality, SignalModality):
+for _cls in (ImageModality, CategoricalModality, VectorModality, SignalModality, AudioModality):
     register_modality(_cls)
 
 try:  # the text modality lives in its own sub-package
@@ -62,4 +63,4 @@ def infer_spec(name: str, kind: str, values: Any, mask: np.ndarray, overrides: d
 
 
 __all__ = ["MODALITY_KINDS", "Modality", "ModalitySpec", "register_modality", "parse_spec",
-           "build_modality", "infer_spec", "ImageSpec", "CategoricalSpec", "VectorSpec", "SignalSpec"]
+           "build_modality", "infer_spec", "ImageSpec", "CategoricalSpec", "VectorSpec", "SignalSpec", "AudioSpec"]

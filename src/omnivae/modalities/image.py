@@ -11,7 +11,11 @@ Architectures (`arch`):
 - "mlp": Linear layers of widths `hidden` on the flattened pixels.
 - "auto" (the default): "resnet" when the smaller side is >= RESNET_MIN_SIDE pixels, else "conv";
   resolved when the spec is built, so a saved config records the network actually used.
-No BatchNorm anywhere: batches mix examples whose modality is missing (placeholders), and eval
+With `pretrained_path` the encoder is instead a pretrained image model (ResNet, ViT) from that
+folder plus a trained head of widths `hidden` (omnivae.modalities.pretrained), and `arch` builds
+only the decoder.
+No BatchNorm in the networks built here, and a pretrained network's batch norms always use their
+running statistics: batches mix examples whose modality is missing (placeholders), and eval
 outputs must not depend on the batch.
 
 `dropout` p > 0 adds, after every hidden activation, nn.Dropout2d on feature maps (whole
@@ -29,13 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from omnivae.config import PositiveFloat, PositiveInt
 from omnivae.modalities import likelihoods
 from omnivae.modalities.base import DropoutRate, Modality, ModalitySpec, check_finite, dropped, flatten_codes, \
     full_precision, mlp, numeric_array
+from omnivae.modalities.pretrained import TransformersImageEncoder, resolve_folder
 
 
 RESNET_MIN_SIDE = 48  # arch "auto": images whose smaller side is at least this get the resnet
@@ -65,6 +70,15 @@ class ImageSpec(ModalitySpec):
     scale: PositiveFloat = 0.1  # gaussian/laplace pixel scale
     learn_scale: bool = False
     dropout: DropoutRate = 0.0  # rate after every hidden activation of encoder and decoder (0: none)
+    # a local folder with a transformers image model and its preprocessor_config.json (needs
+    # omnivae[pretrained]): the encoder; stored as an absolute path, and needed again to load the model
+    pretrained_path: str | None = None
+    fine_tune: bool = False  # train the pretrained model too (else frozen, its features cached)
+
+    @field_validator("pretrained_path")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return resolve_folder(v)
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> "ImageSpec":
@@ -77,20 +91,29 @@ class ImageSpec(ModalitySpec):
         for key, value in resolved.items():  # through __dict__: an assignment would validate again
             self.__dict__[key] = value
             self.__pydantic_fields_set__.add(key)
+        if self.fine_tune and self.pretrained_path is None:
+            raise ValueError("fine_tune applies to a pretrained encoder only: set pretrained_path")
         return self
+
+
+def conv_sizes(shape, channels) -> list[tuple[int, int]]:
+    """Feature-map sizes of the conv encoder: (H, W) of the input, then after each stride-2 4x4 conv."""
+    sizes = [tuple(shape[1:])]
+    for _ in channels:
+        sizes.append(tuple((s - 2) // 2 + 1 for s in sizes[-1]))
+    return sizes
 
 
 class ConvEncoder(nn.Module):
     def __init__(self, shape, channels, out_dim, dropout: float = 0.0):
         super().__init__()
-        c, h, w = shape
-        layers, sizes = [], [(h, w)]
+        layers, c = [], shape[0]
         for c_out in channels:
             layers += dropped([nn.Conv2d(c, c_out, 4, 2, 1), nn.ReLU()], dropout, nn.Dropout2d)
-            c, h, w = c_out, (h - 2) // 2 + 1, (w - 2) // 2 + 1
-            sizes.append((h, w))
-        self.convs, self.sizes, self.flat = nn.Sequential(*layers), sizes, (c, h, w)
-        self.head = nn.Linear(c * h * w, out_dim)
+            c = c_out
+        self.sizes = conv_sizes(shape, channels)
+        self.convs, self.flat = nn.Sequential(*layers), (c, *self.sizes[-1])
+        self.head = nn.Linear(math.prod(self.flat), out_dim)
 
     def forward(self, x):
         return self.head(self.convs(x).flatten(1))
@@ -153,6 +176,11 @@ def resnet_stages(shape, channels) -> list[tuple[int, int]]:
     return sizes
 
 
+def resnet_widths(channels, sizes) -> list[int]:
+    """Widths of the resnet's stem, then of each of its len(sizes) - 1 stages."""
+    return [channels[0], *channels[:len(sizes) - 1]]
+
+
 class ResNetEncoder(nn.Module):
     """Stem conv3x3 (width channels[0]) at full size; stage k: stride-2 conv3x3 to width
     channels[k-1], `blocks` residual blocks; flatten + Linear to out_dim."""
@@ -160,8 +188,7 @@ class ResNetEncoder(nn.Module):
     def __init__(self, shape, channels, blocks, out_dim, dropout: float = 0.0):
         super().__init__()
         self.sizes = resnet_stages(shape, channels)
-        widths = [channels[0], *channels[:len(self.sizes) - 1]]  # stem, then one per stage
-        self.widths = widths
+        self.widths = widths = resnet_widths(channels, self.sizes)
         layers: list[nn.Module] = dropped([conv_norm_act(shape[0], widths[0])], dropout, nn.Dropout2d)
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             stage = [conv_norm_act(c_in, c_out, stride=2), *(ResBlock(c_out) for _ in range(blocks))]
@@ -263,20 +290,26 @@ class ImageModality(Modality):
         # specs resolve "auto" and unset channels themselves; a model_copy(update=...) may not
         arch = resolve_arch(spec.arch, shape)
         channels = list(spec.channels or DEFAULT_CHANNELS.get(arch, DEFAULT_CHANNELS["conv"]))
-        p = spec.dropout
+        p, own = spec.dropout, spec.pretrained_path is None  # own: the encoder of `arch`, else pretrained
         if arch == "resnet":
-            self.encoder = ResNetEncoder(shape, channels, spec.blocks, 2 * latent_dim, p)
-            e = self.encoder
-            self.decoder = ResNetDecoder(shape, e.widths, e.sizes, spec.blocks, latent_dim, p)
+            if own:
+                self.encoder = ResNetEncoder(shape, channels, spec.blocks, 2 * latent_dim, p)
+            sizes = resnet_stages(shape, channels)
+            self.decoder = ResNetDecoder(shape, resnet_widths(channels, sizes), sizes, spec.blocks, latent_dim, p)
         elif arch == "conv":
             if min(shape[1:]) < 2 ** len(channels):
                 raise self._error(f"image {shape} is too small for {len(channels)} stride-2 layers")
-            self.encoder = ConvEncoder(shape, channels, 2 * latent_dim, p)
-            e = self.encoder
-            self.decoder = ConvDecoder(shape, channels, e.sizes, e.flat, latent_dim, p)
+            if own:
+                self.encoder = ConvEncoder(shape, channels, 2 * latent_dim, p)
+            sizes = conv_sizes(shape, channels)
+            self.decoder = ConvDecoder(shape, channels, sizes, (channels[-1], *sizes[-1]), latent_dim, p)
         else:
-            self.encoder = nn.Sequential(nn.Flatten(), mlp([n_pix, *spec.hidden, 2 * latent_dim], dropout=p))
+            if own:
+                self.encoder = nn.Sequential(nn.Flatten(), mlp([n_pix, *spec.hidden, 2 * latent_dim], dropout=p))
             self.decoder = mlp([latent_dim, *reversed(spec.hidden), n_pix], dropout=p)
+        if not own:  # features of a pretrained model (frozen unless fine_tune) + a trained head
+            self.encoder = TransformersImageEncoder(spec.pretrained_path, spec.fine_tune, shape[0], spec.hidden,
+                                                    2 * latent_dim, f"modality {name!r} (image)")
         self.log_scale = nn.Parameter(torch.tensor(math.log(spec.scale)), requires_grad=spec.learn_scale)
 
     def prepare(self, raw) -> torch.Tensor:

@@ -23,6 +23,15 @@ from omnivae.models.jmvae import JMVAE, JMVAEConfig  # noqa: E402
 from omnivae.models.mvtcae import MVTCAE, MVTCAEConfig  # noqa: E402
 from omnivae.models.mmvae_plus import MMVAEPlus, MMVAEPlusConfig  # noqa: E402
 from omnivae.models.cvae import CVAE, CVAEConfig  # noqa: E402
+from omnivae.models.jnf import JNF, JNFConfig  # noqa: E402
+from omnivae.models.nexus import Nexus, NexusConfig  # noqa: E402
+from omnivae.models.mhvae import MHVAE, MHVAEConfig  # noqa: E402
+from omnivae.models.dmvae import DMVAE, DMVAEConfig  # noqa: E402
+from omnivae.models.telbo import TELBO, TELBOConfig  # noqa: E402
+from omnivae.models.crmvae import CRMVAE, CRMVAEConfig  # noqa: E402
+from omnivae.models.cmvae import CMVAE, CMVAEConfig  # noqa: E402
+from omnivae.models.m2 import M2, M2Config  # noqa: E402
+from omnivae.models.ladder import LadderVAE, LadderVAEConfig  # noqa: E402
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
@@ -47,4 +56,7 @@ __all__ = ["MODELS", "register_model", "model_config_from_dict", "build_model", 
            "MultimodalModel", "VAE", "VAEConfig", "MVAE", "MVAEConfig", "MMVAE", "MMVAEConfig",
            "MoPoE", "MoPoEConfig", "AE", "AEConfig", "DAE", "DAEConfig", "SparseAE", "SparseAEConfig",
            "StackedAE", "StackedAEConfig", "IWAE", "IWAEConfig", "MultimodalAE", "MultimodalAEConfig",
-           "JMVAE", "JMVAEConfig", "MVTCAE", "MVTCAEConfig", "MMVAEPlus", "MMVAEPlusConfig", "CVAE", "CVAEConfig"]
+           "JMVAE", "JMVAEConfig", "MVTCAE", "MVTCAEConfig", "MMVAEPlus", "MMVAEPlusConfig", "CVAE", "CVAEConfig",
+           "JNF", "JNFConfig", "Nexus", "NexusConfig", "MHVAE", "MHVAEConfig",
+           "DMVAE", "DMVAEConfig", "TELBO", "TELBOConfig", "CRMVAE", "CRMVAEConfig", "CMVAE", "CMVAEConfig",
+           "M2", "M2Config", "LadderVAE", "LadderVAEConfig"]

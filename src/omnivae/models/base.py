@@ -148,6 +148,12 @@ class MultimodalModel(nn.Module):
         from the prior, not from these examples' posteriors."""
         return z
 
+    @property
+    def decodes_shared_codes(self) -> bool:
+        """Whether every decoder reads the shared code z alone (no private part, condition or
+        hierarchy in between), so log p(x_m | z) is modality m's own likelihood at z."""
+        return type(self).decoder_codes is MultimodalModel.decoder_codes
+
     @classmethod
     def from_data(cls, config: ModelConfig, raw) -> "MultimodalModel":
         """Build the model, fitting preprocessing (tokenizers, scaling) on training data `raw`."""
@@ -155,7 +161,11 @@ class MultimodalModel(nn.Module):
         for name, spec in config.modalities.items():
             if name not in raw.modalities:
                 raise InputError(f"the data has no modality {name!r}; it has {raw.names}")
-            values = raw.subset(raw.mask[name].nonzero()[0]).modalities[name]
+            present = raw.subset(raw.mask[name].nonzero()[0])
+            values = present.modalities[name]
+            references = present.info.get("references", {}).get(name)
+            if references is not None:  # several values per example: fit on all (a tokenizer sees every caption)
+                values = [v for refs in references for v in refs]
             dim = cls.modality_latent_dim(config)
             built[name] = MODALITY_KINDS[spec.kind].from_data(name, spec, dim, values)
         config = config.model_copy(update={"modalities": {n: m.spec for n, m in built.items()}})

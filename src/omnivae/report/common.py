@@ -31,10 +31,12 @@ def as_array(x: Any, name: str) -> np.ndarray:
     return a
 
 
-def save_figure(fig: Figure, path: PathLike) -> Path:
-    """Render with Agg, write the PNG atomically and release the figure."""
+def save_figure(fig: Figure, path: PathLike, tight: bool = True) -> Path:
+    """Render with Agg and write the PNG atomically. tight crops the page to what is drawn (plus 0.1 inch),
+    which costs a second drawing pass: a figure sized from its content, or laid out by matplotlib's
+    constrained layout, passes tight=False."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", pad_inches=0.1, facecolor="white")
-    fig.clear()
+    crop = {"bbox_inches": "tight", "pad_inches": 0.1} if tight else {}
+    fig.savefig(buf, format="png", dpi=100, facecolor="white", **crop)
     return write_bytes(path, buf.getvalue())

@@ -127,7 +127,7 @@ def curves_figure(metrics_csv: PathLike, keys: Sequence[str] | None = None) -> F
 
 def training_curves(metrics_csv: PathLike, path: PathLike, keys: Sequence[str] | None = None) -> Path:
     """curves_figure written as a PNG file."""
-    return save_figure(curves_figure(metrics_csv, keys), path)
+    return save_figure(curves_figure(metrics_csv, keys), path, tight=False)
 
 
 def scalar_curve(xs: Any, ys_dict: Mapping[str, Any], path: PathLike, xlabel: str = "", ylabel: str = "",
@@ -158,4 +158,4 @@ def scalar_curve(xs: Any, ys_dict: Mapping[str, Any], path: PathLike, xlabel: st
         ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=FONT + 1)
-    return save_figure(fig, path)
+    return save_figure(fig, path, tight=False)

@@ -147,4 +147,5 @@ def latent_figure(z: Any, labels: Any = None, label_names: Sequence[str] | Mappi
 def latent_map(z: Any, labels: Any, path: PathLike, label_names: Sequence[str] | Mapping[int, str] | None = None,
                method: str = "pca", max_points: int = 3000, seed: int = 0, label_title: str = "label") -> Path:
     """latent_figure written as a PNG file."""
-    return save_figure(latent_figure(z, labels, label_names, method, max_points, seed, label_title), path)
+    return save_figure(latent_figure(z, labels, label_names, method, max_points, seed, label_title), path,
+                       tight=False)

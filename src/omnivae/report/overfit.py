@@ -146,4 +146,4 @@ def overfitting_figure(result: Overfitting) -> Figure:
 
 def overfitting_curves(result: Overfitting, path: PathLike) -> Path:
     """overfitting_figure written as a PNG file."""
-    return save_figure(overfitting_figure(result), path)
+    return save_figure(overfitting_figure(result), path, tight=False)

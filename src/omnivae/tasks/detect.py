@@ -34,6 +34,14 @@ def symmetric_kl(mu_a, logvar_a, mu_b, logvar_b) -> torch.Tensor:
     return 0.5 * ((va / vb + vb / va - 2.0) + d2 * (1.0 / va + 1.0 / vb)).sum(-1)
 
 
+def decoded_log_likelihood(model, name: str, z: torch.Tensor, mu, logvar, present, batch) -> torch.Tensor:
+    """log p(x_name | z) [S,B] for shared codes z [S,B,D] of examples encoded as (mu, logvar, present):
+    through what the model's decoder for `name` reads (a private part, a condition or a level
+    of a hierarchy appended or inferred by `decoder_codes`), so every model is scored alike."""
+    codes = torch.stack([model.decoder_codes(name, zi, mu, logvar, present) for zi in z])
+    return model.modalities[name].log_likelihood(codes, batch.data[name])
+
+
 class AnomalyDetector:
     """score(data) -> {name: per-example scores}; fit on normal data picks a threshold on
     one score (`score_name`); predict flags examples above it."""
@@ -77,7 +85,8 @@ class AnomalyDetector:
         q = model.fuse(mu, logvar, present)
         eps = torch.randn((self.n_samples, *q.mu.shape), generator=gen).to(q.mu)
         z = q.mu + eps * q.std
-        rec = torch.stack(list(model.log_likelihoods(z, batch, weighted=False).values())).sum(0).mean(0)
+        rec = torch.stack([torch.where(batch.present(m), decoded_log_likelihood(model, m, z, mu, logvar, present, batch),
+                                       0.0) for m in names]).sum(0).mean(0)
         if callable(getattr(model, "prior_log_prob", None)):
             kl = (q.log_prob(z) - prior_log_prob(model, z)).mean(0)
         else:
@@ -85,7 +94,7 @@ class AnomalyDetector:
         out = {"neg_elbo": -(rec - kl)}
         nan = torch.tensor(float("nan"), device=z.device)
         for m in names:
-            ll = model.modalities[m].log_likelihood(q.mu.unsqueeze(0), batch.data[m])[0]
+            ll = decoded_log_likelihood(model, m, q.mu.unsqueeze(0), mu, logvar, present, batch)[0]
             out[f"nll_{m}"] = torch.where(batch.present(m), -ll, nan)
         if len(names) < 2:
             return out
@@ -94,7 +103,7 @@ class AnomalyDetector:
             others = present.clone()
             others[idx[m]] = False
             q_other = model.fuse(mu, logvar, others)
-            ll = model.modalities[m].log_likelihood(q_other.mu.unsqueeze(0), batch.data[m])[0]
+            ll = decoded_log_likelihood(model, m, q_other.mu.unsqueeze(0), mu, logvar, others, batch)[0]
             ok = batch.present(m) & others.any(0)
             out[f"cross_nll_{m}"] = torch.where(ok, -ll, nan)
         total = torch.zeros_like(out["neg_elbo"])

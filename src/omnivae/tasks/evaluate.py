@@ -360,10 +360,11 @@ class Extra:
     def likelihood(self) -> dict:
         from omnivae.metrics.likelihood import estimate_log_likelihoods
 
-        if getattr(self.model.config, "model", "") in ("ae", "dae", "sparse_ae", "stacked_ae"):
+        if self.model.deterministic_codes:
             raise Skip("deterministic autoencoders have no likelihood")
-        if type(self.model).modality_latent_dim(self.model.config) != self.model.config.latent_dim:
-            raise Skip("no importance-weighted likelihood for models whose decoders read private latents or conditions")
+        if not (self.model.decodes_shared_codes or hasattr(self.model, "log_importance_weights")):
+            raise Skip("no importance-weighted likelihood for models whose decoders read more than the shared "
+                       "latent (private latents, conditions or a hierarchy)")
         return estimate_log_likelihoods(self.model, self.data, k=self.LIKELIHOOD_K,
                                         n_max=min(self.n, self.LIKELIHOOD_N), seed=self.seed,
                                         conditionals=len(self.names) > 1)

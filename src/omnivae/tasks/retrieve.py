@@ -56,6 +56,10 @@ class RetrievalIndex:
         """Top-k gallery items for each query (a Batch, TensorData or dict of user data)."""
         if score not in SCORES:
             raise InputError(f"score: expected one of {SCORES}, received {score!r}")
+        if score == "likelihood" and not self.model.decodes_shared_codes:
+            raise InputError(f"score='likelihood' needs decoders that read the shared latent alone; "
+                             f"{self.model.config.model!r} decodes through more (private latents, conditions or a "
+                             "hierarchy): use score='latent'")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"k: expected a positive int, received {k!r}")
         k = min(k, len(self))

@@ -5,7 +5,8 @@ RNG is touched) and, under torch.distributed, gives each process an equal share 
 DistributedSampler, so every process runs the same number of steps). `ResumableLoader` is a
 DataLoader that Lightning recognises as stateful: it saves how far into the epoch training
 got, and a resumed run skips exactly those examples, so it sees the batches the
-uninterrupted run would have seen.
+uninterrupted run would have seen. Examples with several values (all captions of an image)
+use the one TensorData.choose draws for (seed, epoch), so a resumed epoch sees the same ones.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from omnivae.data.tensors import TensorData, pass_batch
 
@@ -73,7 +74,7 @@ class ResumableLoader(DataLoader):
     the position within the epoch in every checkpoint and restore it on resume. The position
     counts batches handed to training (not indices prefetched by workers)."""
 
-    def __init__(self, data: TensorData, batch_size: int, seed: int = 0, shuffle: bool = True,
+    def __init__(self, data: TensorData | Dataset, batch_size: int, seed: int = 0, shuffle: bool = True,
                  num_workers: int = 0):
         sampler = EpochSampler(len(data), seed, shuffle)
         super().__init__(data, batch_size=batch_size, sampler=sampler, collate_fn=pass_batch,
@@ -84,6 +85,8 @@ class ResumableLoader(DataLoader):
         epoch = self.sampler.epoch
         skip = self.sampler._skip
         self.epoch_batches = skip[1] // self.batch_size if skip is not None and skip[0] == epoch else 0
+        if isinstance(self.dataset, TensorData):  # a streamed folder (LazyRows) has one value per example
+            self.dataset.choose(self.sampler.seed, epoch)  # before any worker starts: they copy the choice
         for batch in super().__iter__():
             self.epoch_batches += 1
             yield batch

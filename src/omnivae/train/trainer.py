@@ -24,6 +24,7 @@ from omnivae.train.config import TrainConfig
 from omnivae.train.loggers import LogRunConfig, build_loggers
 from omnivae.train.module import OmniModule
 from omnivae.train.sampler import ResumableLoader
+from omnivae.train.timing import PhaseClock
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -66,7 +67,9 @@ class OmniDataModule(L.LightningDataModule):
         # every process validates the whole (small) validation set: identical val/loss everywhere
         if self.val_data is None or len(self.val_data) == 0:
             return []
-        return batch_loader(self.val_data, max(self.cfg.batch_size, 512), shuffle=False)
+        # in-memory data is sliced in this process; a streamed folder (LazyRows) is read by the workers
+        workers = 0 if isinstance(self.val_data, TensorData) else self.cfg.num_workers
+        return batch_loader(self.val_data, max(self.cfg.batch_size, 512), shuffle=False, num_workers=workers)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class FitResult:
     trainer: L.Trainer
     best_checkpoint: str | None
     last_checkpoint: Path
+    clock: PhaseClock  # seconds in steps, validation and checkpoint writes
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:
@@ -92,7 +96,7 @@ def make_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer
                                  mode="min", save_top_k=1, save_last=False, enable_version_counter=False,
                                  save_on_train_epoch_end=not has_val),  # with validation: after it, only
                  LastCheckpoint(folder.last_checkpoint, config.checkpoint_every_n_steps),
-                 RandomState(config.seed)]
+                 RandomState(config.seed), PhaseClock()]
     if config.patience is not None and has_val:
         # checked after validation only: a run stopped by max_steps mid-epoch has no val/loss to read
         callbacks.append(ConfiguredEarlyStopping(monitor=monitor, patience=config.patience, mode="min",
@@ -178,12 +182,15 @@ def fit(model: MultimodalModel, train: TensorData, val: TensorData | None, confi
         trainer = make_trainer(trainer_config, run_dir, has_val=val is not None and len(val) > 0)
     steps = max(1, -(-len(train) // (config.batch_size * trainer.world_size)))  # per process
     module = module_class(model, config, steps_per_epoch=steps)
+    clock = next(c for c in trainer.callbacks if isinstance(c, PhaseClock))
+    clock.begin()
     try:
         with quiet_lightning():
             trainer.fit(module, datamodule=OmniDataModule(train, val, config),
                         ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
     except SIGTERMException:  # Lightning's own SIGTERM stop (LastCheckpoint handles it first on one process)
         raise TrainingInterrupted(signal.SIGTERM, trainer.global_step, None) from None
+    clock.end()
     ckpt = folder.last_checkpoint
     best = next((c.best_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    return FitResult(module, trainer, best or None, ckpt)
+    return FitResult(module, trainer, best or None, ckpt, clock)

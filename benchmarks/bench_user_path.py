@@ -1,0 +1,163 @@
+"""user-path: `omnivae train` end to end, as a user runs it: one command in its own process, from
+launch to the saved model, on generated folders (PNG files + captions in metadata.jsonl, written
+by benchmarks/folders.py: 28x28 grey and 64x64 RGB) and on the mnist-label workload (MNIST
+image + label, MoPoE, width 512, batch 256) as a whole run.
+
+The run records where its time went (omnivae.train.timing: start-up, data, model, prepare,
+fit = setup + steps + validation + checkpoints + teardown + other, priors, save, in
+omnivae-run.json). Beside each run, in this process: the same networks (the model built from the
+run's saved config) trained by a bare hand-written loop over the same in-memory training tensors
+for the same number of steps (a random permutation sliced into batches, model.loss, Adam).
+Reported: command / bare loop, command / sum of steps, and train_run (command less start-up and
+exit) / sum of steps; target: train_run within 10% of its steps.
+
+    python benchmarks/bench_user_path.py [--quick] [--threads N] [--out benchmarks/results]
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common as c  # benchmarks/common.py (the script's folder is on sys.path)
+import folders
+import torch
+import yaml
+
+NAME = "user-path"
+FOLDERS = {"gray28-captions": {"size": 28, "mode": "L"}, "rgb64-captions": {"size": 64, "mode": "RGB"}}
+
+
+def omnivae_command() -> list[str]:
+    script = Path(sys.executable).with_name("omnivae")
+    return [str(script)] if script.is_file() else [sys.executable, "-c", "from omnivae.cli import app; app()"]
+
+
+def run_train(args: list[str], run_dir: Path) -> dict:
+    """`omnivae train ARGS --out run_dir`, timed from launch to exit; the run's training record."""
+    start = time.perf_counter()
+    proc = subprocess.run([*omnivae_command(), "train", *args, "--out", str(run_dir), "--overwrite"],
+                          capture_output=True, text=True, check=False, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"omnivae train failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+    record = json.loads((run_dir / "omnivae-run.json").read_text())["training"]
+    return {"command_s": round(wall, 3), "record": record}
+
+
+def bare_loop(run_dir: Path, steps: int) -> dict:
+    """The run's networks (built from its run.yaml) trained by a hand-written loop over the same
+    in-memory training tensors for `steps` steps; returns seconds and the loss at both ends."""
+    from omnivae.batch import Batch
+    from omnivae.data.sources import load_source
+    from omnivae.data.tensors import TensorData
+    from omnivae.models import build_model
+    from omnivae.run import RunConfig, seed_everything, split_data
+    from omnivae.run_folder import RunFolder
+
+    config = RunConfig.from_dict(RunFolder(run_dir).read_config())
+    seed_everything(config.train.seed)
+    train = split_data(load_source(config.data), config).train
+    model = build_model(config.model, train)
+    data = TensorData.from_raw(model, train)
+    partial = {k: m for k, m in data.mask.items() if not bool(m.all())}
+    opt = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    n, b = len(data), config.train.batch_size
+    model.train()
+    losses, done = [], 0
+    start = time.perf_counter()
+    while done < steps:
+        perm = torch.randperm(n)
+        for i in range(0, n, b):
+            idx = perm[i:i + b]
+            batch = Batch({k: v.index_select(0, idx) for k, v in data.data.items()},
+                          {k: m.index_select(0, idx) for k, m in partial.items()})
+            opt.zero_grad(set_to_none=True)
+            loss = model.loss(batch).total
+            loss.backward()
+            opt.step()
+            done += 1
+            if done in (1, steps):
+                losses.append(round(loss.item(), 3))
+            if done == steps:
+                break
+    return {"seconds": round(time.perf_counter() - start, 3), "steps": steps, "first_last_loss": losses}
+
+
+def summarise(label: str, run: dict, bare: dict) -> dict:
+    record = run["record"]
+    phases = record["phases"]
+    fit = phases["fit"]
+    startup = phases["startup_s"] or 0.0
+    train_run_s = sum(v for k, v in phases.items() if k.endswith("_s") and k != "startup_s") + sum(fit.values())
+    exit_s = run["command_s"] - startup - train_run_s  # interpreter shutdown, the CLI's last lines
+    steps_s = fit["steps_s"]
+    out = {"workload": label, "command_s": run["command_s"], "steps": record["steps"], "epochs": record["epochs"],
+           "examples": record["examples"], "phases": phases, "train_run_s": round(train_run_s, 3),
+           "exit_s": round(exit_s, 3), "bare": bare,
+           "command_over_bare": round(run["command_s"] / bare["seconds"], 2),
+           "command_over_steps": round(run["command_s"] / steps_s, 2),
+           "train_run_over_steps": round(train_run_s / steps_s, 3),
+           "train_run_without_priors_over_steps": round((train_run_s - phases["priors_s"]) / steps_s, 3),
+           "steps_over_bare": round(steps_s / bare["seconds"], 3)}
+    shares = {"startup": startup, "exit": exit_s, **{k[:-2]: v for k, v in phases.items() if k.endswith("_s")
+                                                       and k != "startup_s"},
+              **{f"fit.{k[:-2]}": v for k, v in fit.items()}}
+    out["share_of_command"] = {k: round(v / run["command_s"], 3) for k, v in shares.items()}
+    print(f"  {label}: command {run['command_s']:.1f} s = start-up {startup:.1f} + data {phases['data_s']:.1f} + "
+          f"model {phases['model_s']:.1f} + prepare {phases['prepare_s']:.1f} + steps {steps_s:.1f} "
+          f"({record['steps']}) + validation {fit['validation_s']:.1f} + checkpoints {fit['checkpoints_s']:.1f} + "
+          f"other fit {fit['setup_s'] + fit['teardown_s'] + fit['other_s']:.1f} + priors {phases['priors_s']:.1f} + "
+          f"save {phases['save_s']:.1f} + exit {exit_s:.1f}; bare loop {bare['seconds']:.1f} s; "
+          f"command/bare {out['command_over_bare']}, train_run/steps {out['train_run_over_steps']}")
+    return out
+
+
+def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None) -> Path:
+    t0 = time.perf_counter()
+    cores = c.setup(threads)
+    n, epochs = (300, 1) if quick else (3000, 3)
+    settings = {"images": n, "max_epochs": epochs, "threads": cores, "train": "library defaults but max_epochs "
+                "(and batch_size 256 for mnist-label); progress bar on, as a user sees it"}
+    result = c.new_result(NAME, quick, **settings)
+    common = ["--set", f"train.max_epochs={epochs}", "--set", f"train.num_threads={cores}"]
+    with tempfile.TemporaryDirectory(prefix="omnivae-user-path-") as tmp:
+        tmp = Path(tmp)
+        for label, shape in FOLDERS.items():
+            root = Path(tempfile.gettempdir()) / f"omnivae-user-path-{label}-{n}"
+            written = folders.write_folder(root, n, shape["size"], shape["mode"], processes=cores, label=False)
+            run = run_train(["--data", str(root), *common], tmp / label)
+            entry = summarise(label, run, bare_loop(tmp / label, run["record"]["steps"]))
+            entry["folder"] = written
+            result["runs"].append(entry)
+        mnist = c.mnist_dir()
+        if (mnist / "train-images-idx3-ubyte.gz").is_file():
+            import bench_mnist_label
+
+            config = {"data": {"source": "mnist", "options": {"root": str(mnist), "limit": 2000 if quick else None}},
+                      "model": bench_mnist_label.config("mopoe"), "train": {"batch_size": bench_mnist_label.BATCH}}
+            path = tmp / "mnist-label.yaml"
+            path.write_text(yaml.safe_dump(config))
+            run = run_train(["--config", str(path), *common], tmp / "mnist-label")
+            result["runs"].append(summarise("mnist-label (mopoe)", run, bare_loop(tmp / "mnist-label",
+                                                                                 run["record"]["steps"])))
+        else:
+            result["skipped"].append({"model": "mnist-label", "reason": f"skipped: MNIST files not in {mnist}"})
+    for run in result["runs"]:
+        result["targets"].append(c.target(f"{run['workload']}: train_run / sum of its steps",
+                                          run["train_run_over_steps"], 1.10,
+                                          note=f"without the prior fit: {run['train_run_without_priors_over_steps']}; "
+                                               f"command / bare loop {run['command_over_bare']}"))
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    path = c.write_result(NAME + ("_quick" if quick else ""), result, out)
+    print(f"{NAME}: {len(result['runs'])} runs, {result['seconds']} s -> {path}")
+    return path
+
+
+if __name__ == "__main__":
+    args = c.parse_args(__doc__)
+    main(args.quick, args.out, args.threads)
