@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from omnivae.cli import app
 from omnivae.data.lazy import LazyRows
+from omnivae.data.sources import load_source
 from omnivae.errors import ConfigError
 from omnivae.run import RunConfig, split_data, stream_splits, train_run
-from omnivae.data.sources import load_source
 
 runner = CliRunner()
 N = 50
