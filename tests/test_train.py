@@ -377,7 +377,9 @@ def test_launched_as_worker_reads_the_launchers_variables(monkeypatch, env, work
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert omnivae.run.launched_as_worker() is worker
+    from omnivae.train.trainer import launched_as_worker
+
+    assert launched_as_worker() is worker
 
 
 def test_a_non_zero_rank_leaves_the_run_folder_to_rank_zero(tmp_path, tiny_source, monkeypatch):

@@ -27,12 +27,10 @@ from omnivae.modalities import infer_spec
 from omnivae.models import MODELS, build_model, model_config_from_dict
 from omnivae.models.base import ModelConfig, MultimodalModel
 from omnivae.run_folder import CONFIG, RunFolder
-from omnivae.train.adversarial import select_module
-from omnivae.train.callbacks import LastCheckpoint
-from omnivae.train.checkpoint import read_checkpoint
 from omnivae.train.config import TrainConfig
-from omnivae.train.timing import Laps, process_age
-from omnivae.train.trainer import fit, launched_as_worker
+
+# the training machinery (Lightning) is imported inside train_run, so that commands which only
+# load a run's model and data (evaluate, generate, embed) do not pay for it
 
 if TYPE_CHECKING:
     from omnivae.data.lazy import LazyImageFolder, LazyRows
@@ -180,6 +178,11 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
     SIGTERM / SIGINT stop training with last.ckpt written and raise TrainingInterrupted;
     model/ then keeps the initial weights, marked untrained (loading them warns).
     The training record (omnivae-run.json) says where the call's time went ("phases")."""
+    from omnivae.train.adversarial import select_module
+    from omnivae.train.callbacks import LastCheckpoint
+    from omnivae.train.timing import Laps, process_age
+    from omnivae.train.trainer import fit, launched_as_worker
+
     startup, laps = process_age(), Laps()  # start-up: from the process's start to here
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
@@ -291,6 +294,8 @@ def record_training(folder: RunFolder, seconds: float, trainer, splits: Splits, 
 
 
 def load_weights_from_checkpoint(model: MultimodalModel, path: str | Path) -> None:
+    from omnivae.train.checkpoint import read_checkpoint
+
     state = read_checkpoint(path)["state_dict"]
     prefix = "model."
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
