@@ -65,9 +65,11 @@ class JNF(JMVAE):
 
     def __init__(self, config, modalities=None):
         super().__init__(config, modalities)
-        self.flows = nn.ModuleDict({n: zuko.flows.MAF(features=config.latent_dim, transforms=config.flow_transforms,
-                                                      hidden_features=tuple(config.flow_hidden)).transform
-                                    for n in self.names})
+        device = torch.get_default_device()
+        with torch.device("cpu"):  # zuko builds its masks with ops that have no meta kernel (unique)
+            flows = {n: zuko.flows.MAF(features=config.latent_dim, transforms=config.flow_transforms,
+                                       hidden_features=tuple(config.flow_hidden)).transform for n in self.names}
+        self.flows = nn.ModuleDict(flows).to(device)  # on meta when load_model checks shapes without allocating
         self.joint_frozen = False  # the second phase (set by on_train_epoch_start)
 
     def check_config(self) -> None:
