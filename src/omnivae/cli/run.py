@@ -115,7 +115,8 @@ def train(
 
     SIGTERM or Ctrl+C stops training with a checkpoint (exit 143 / 130); --resume continues it."""
     from omnivae.config import read_config_file
-    from omnivae.run import launched_as_worker, train_run
+    from omnivae.run import train_run
+    from omnivae.train.trainer import launched_as_worker
     from omnivae.train.callbacks import TrainingInterrupted
 
     run_dir = resume if resume is not None else (out or Path("runs/train"))
