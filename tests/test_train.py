@@ -15,6 +15,7 @@ import yaml
 import omnivae
 import omnivae.run
 import omnivae.run_folder
+import omnivae.train.trainer
 from omnivae import ConfigError, LossOutput, ModelFileError, TrainingError, build_model
 from omnivae.data.tensors import TensorData
 from omnivae.run import train_run
@@ -305,7 +306,7 @@ def initial_weights(monkeypatch, run_dir, seed, global_seed):
     def no_fit(model, *args, **kwargs):
         seen.update({k: v.clone() for k, v in model.state_dict().items()})
         raise Stop
-    monkeypatch.setattr(omnivae.run, "fit", no_fit)
+    monkeypatch.setattr(omnivae.train.trainer, "fit", no_fit)  # train_run imports it when called
     torch.manual_seed(global_seed)  # what the caller did before must not matter
     with pytest.raises(Stop):
         train_run(run_config(seed=seed), run_dir)
@@ -394,7 +395,7 @@ def test_a_non_zero_rank_leaves_the_run_folder_to_rank_zero(tmp_path, tiny_sourc
     def no_fit(model, train, val, config, folder, resume=False):
         seen["run_dir"] = folder
         raise Stop
-    monkeypatch.setattr(omnivae.run, "fit", no_fit)
+    monkeypatch.setattr(omnivae.train.trainer, "fit", no_fit)  # train_run imports it when called
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(Stop):
         train_run(run_config(), run_dir, overwrite=True)
