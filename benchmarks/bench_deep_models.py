@@ -154,10 +154,7 @@ def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None)
                      note="informational: Sønderby et al. report ladders ahead after long training"),
             c.target("Fréchet distance, gmm prior / N(0, I)", round(fd["gmm"]["mean"] / fd["normal"]["mean"], 3), 1.0),
             c.target("Fréchet distance, flow prior / N(0, I)", round(fd["flow"]["mean"] / fd["normal"]["mean"], 3), 1.0)]
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    path = c.write_result(NAME + ("_quick" if quick else ""), result, out)
-    print(f"{NAME}: {result['seconds']} s -> {path}")
-    return path
+    return c.save_result(result, t0, out)
 
 
 if __name__ == "__main__":

@@ -152,10 +152,7 @@ def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None)
                                           run["train_run_over_steps"], 1.10,
                                           note=f"without the prior fit: {run['train_run_without_priors_over_steps']}; "
                                                f"command / bare loop {run['command_over_bare']}"))
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    path = c.write_result(NAME + ("_quick" if quick else ""), result, out)
-    print(f"{NAME}: {len(result['runs'])} runs, {result['seconds']} s -> {path}")
-    return path
+    return c.save_result(result, t0, out, f"{len(result['runs'])} runs")
 
 
 if __name__ == "__main__":

@@ -528,6 +528,16 @@ def write_result(name: str, result: dict[str, Any], out: Path = RESULTS) -> Path
     return path
 
 
+def save_result(result: dict[str, Any], t0: float, out: Path = RESULTS, summary: str = "") -> Path:
+    """Stamp the seconds since t0 and write <workload>.json, or <workload>_quick.json for a --quick
+    run (so a smoke test leaves the full figures alone); prints `summary` with the time and path."""
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    name = result["workload"]
+    path = write_result(name + ("_quick" if result["quick"] else ""), result, out)
+    print(f"{name}: {summary + ', ' if summary else ''}{result['seconds']} s -> {path}")
+    return path
+
+
 def new_result(name: str, quick: bool, **settings) -> dict[str, Any]:
     """An empty result; measures the matmul peak once (run_model measures it again per model)."""
     machine = machine_info(matmul_peak_gflops())

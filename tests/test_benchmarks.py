@@ -8,6 +8,7 @@ import os
 import runpy
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,19 @@ def test_bench_verb_is_registered_and_finds_the_suite():
     assert find_run_all() == BENCH / "run_all.py"
     result = CliRunner().invoke(app, ["bench", "--help"])
     assert result.exit_code == 0 and "--quick" in result.output and "--only" in result.output
+
+
+def test_save_result_stamps_the_time_and_keeps_quick_runs_apart(tmp_path, capsys):
+    common = runpy.run_path(str(BENCH / "common.py"), run_name="common_under_test")
+    t0 = time.perf_counter() - 2.0
+    for quick, summary, file, line in ((False, "", "demo.json", "demo: {} s -> {}"),
+                                       (True, "0 runs", "demo_quick.json", "demo: 0 runs, {} s -> {}")):
+        result = {"workload": "demo", "quick": quick, "machine": {"cores": 2}, "settings": {}, "runs": [],
+                  "targets": [], "skipped": []}
+        path = common["save_result"](result, t0, tmp_path, summary)
+        assert path == tmp_path / file and json.loads(path.read_text()) == result
+        assert result["seconds"] >= 2.0 and list(result)[-1] == "seconds"
+        assert capsys.readouterr().out.strip() == line.format(result["seconds"], path)
 
 
 def test_run_all_rejects_unknown_workload():

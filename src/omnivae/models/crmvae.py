@@ -19,8 +19,8 @@ import torch
 
 from omnivae.batch import Batch, LossOutput
 from omnivae.distributions import Gaussian, kl_normal, masked_mean
-from omnivae.fusion import product_of_experts
 from omnivae.models.base import ModelConfig, MultimodalModel
+from omnivae.models.mvtcae import MVTCAE
 from omnivae.models.registry import register_model
 
 
@@ -34,8 +34,7 @@ class CRMVAE(MultimodalModel):
     paper = "Suzuki & Matsuo 2023, Mitigating the limitations of multimodal VAEs with coordination-based approach"
     config_class = CRMVAEConfig
 
-    def fuse(self, mu, logvar, present) -> Gaussian:
-        return product_of_experts(mu, logvar, present.unsqueeze(0), self.config.prior_expert)[0]
+    fuse = MVTCAE.fuse  # the product of the present experts (with N(0, I) if prior_expert)
 
     def loss(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:
         mu, logvar, present = self.encode_unimodal(batch)  # [M,B,D], [M,B]

@@ -40,6 +40,7 @@ from omnivae.distributions import Gaussian, clamp_logvar, kl_normal, log_standar
 from omnivae.errors import ConfigError
 from omnivae.modalities.base import full_precision, mlp
 from omnivae.models.base import ModelConfig, MultimodalModel
+from omnivae.models.layer_sizes import code_size_from_layers
 from omnivae.models.registry import register_model
 
 
@@ -60,14 +61,7 @@ class LadderVAEConfig(ModelConfig):
     def _code_size_from_layers(cls, data: Any) -> Any:
         """Either size follows the other when only one is given (layers [64, 32, 8] sets latent_dim 8,
         latent_dim 20 sets layers [40, 20]); both given must agree (_check_layers)."""
-        if not isinstance(data, dict):
-            return data
-        layers, latent = data.get("layers"), data.get("latent_dim")
-        if "latent_dim" not in data and isinstance(layers, list) and layers and isinstance(layers[-1], int):
-            data = {**data, "latent_dim": layers[-1]}
-        elif "layers" not in data and isinstance(latent, int) and not isinstance(latent, bool) and latent >= 1:
-            data = {**data, "layers": default_layers(latent)}
-        return data
+        return code_size_from_layers(data, default_layers)
 
     @model_validator(mode="after")
     def _check_layers(self):

@@ -31,6 +31,7 @@ from omnivae.modalities import MODALITY_KINDS, ModalitySpec
 from omnivae.models.registry import register_model
 from omnivae.models.ae import SingleModalityModel
 from omnivae.models.base import ModelConfig
+from omnivae.models.layer_sizes import code_size_from_layers
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 HIDDEN_WIDTHS = (128, 64, 32)  # the default stack before its code; given only latent_dim, those wider than it are kept
@@ -55,14 +56,7 @@ class StackedAEConfig(ModelConfig):
         """Either size follows the other when only one is given: layers [..., 8] sets latent_dim 8,
         latent_dim 20 sets layers [128, 64, 32, 20] (so `--set model.model=stacked_ae` works on
         any config's latent_dim); both given must agree (_check_layers)."""
-        if not isinstance(data, dict):
-            return data
-        layers, latent = data.get("layers"), data.get("latent_dim")
-        if "latent_dim" not in data and isinstance(layers, list) and layers and isinstance(layers[-1], int):
-            data = {**data, "latent_dim": layers[-1]}
-        elif "layers" not in data and isinstance(latent, int) and not isinstance(latent, bool) and latent >= 1:
-            data = {**data, "layers": default_layers(latent)}
-        return data
+        return code_size_from_layers(data, default_layers)
 
     @field_validator("modalities", mode="after")
     @classmethod
