@@ -8,7 +8,9 @@ import torch
 
 import omnivae
 from omnivae import ConfigError, InputError, build_model
-from omnivae.priors.conditional import ConditionalFlowPrior, ConditionalPriorConfig, fit_conditional_prior
+from omnivae.priors import conditional
+from omnivae.priors.conditional import (ConditionalFlowPrior, ConditionalPriorConfig, default_steps,
+                                        fit_conditional_prior)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -111,3 +113,39 @@ def test_mmvae_plus_prior_carries_the_private_codes(tiny_config, make_raw):
     fit_conditional_prior(model, raw)
     out = model.generate({"label": raw.modalities["label"][:3]}, given=["label"], targets=["image"], raw=True)
     assert out["image"].shape == (3, 1, 8, 8)
+
+
+def test_default_steps_follow_training_within_bounds():
+    assert default_steps(48000, 128, training_steps=564) == 564  # a run: as many steps as it trained
+    assert default_steps(48000, 128, training_steps=20) == 100
+    assert default_steps(48000, 128, training_steps=90000) == 1500
+    assert default_steps(1000, 128) == 469  # no step count: 60 passes over the codes
+    assert default_steps(48000, 128) == 1500
+
+
+def test_fit_runs_the_training_steps_unless_the_config_sets_them():
+    n = 64
+    code, mu, present = torch.randn(n, 2), torch.randn(1, n, 2), torch.ones(1, n, dtype=torch.bool)
+    small = {"hidden": [8], "transforms": 1, "batch_size": 16}
+    prior = ConditionalFlowPrior(2, 1, 2, ConditionalPriorConfig(**small))
+    assert len(prior.fit(code, mu, present, log_every=1, training_steps=130)) == 130
+    prior = ConditionalFlowPrior(2, 1, 2, ConditionalPriorConfig(steps=7, **small))
+    assert len(prior.fit(code, mu, present, log_every=1, training_steps=130)) == 7
+
+
+def test_a_run_fits_the_prior_for_as_many_steps_as_it_trained(tmp_path, monkeypatch):
+    from omnivae.run import train_run
+
+    seen = {}
+
+    def record(model, data, seed=0, training_steps=None):
+        seen["training_steps"] = training_steps
+
+    monkeypatch.setattr(conditional, "fit_conditional_prior", record)
+    config = {"data": {"source": "shapes", "options": {"n": 60, "level": "easy"}},
+              "model": {"model": "mopoe", "latent_dim": 4,
+                        "modalities": {"image": {"arch": "mlp", "hidden": [16]}, "text": {}}},
+              "train": {"max_epochs": 2, "batch_size": 16, "progress": False, "tensorboard": False}}
+    result = train_run(config, tmp_path / "run")
+    assert result.model.config.conditional_prior is not None
+    assert seen["training_steps"] == 6  # 2 epochs of ceil(48 / 16)

@@ -247,7 +247,8 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
         if getattr(model, "conditional_prior", None) is not None:
             from omnivae.priors.conditional import fit_conditional_prior
 
-            fit_conditional_prior(model, train if isinstance(train, TensorData) else fit_on, seed=config.train.seed)
+            fit_conditional_prior(model, train if isinstance(train, TensorData) else fit_on, seed=config.train.seed,
+                                  training_steps=result.trainer.global_step)  # its cost follows training's
         laps.lap("priors")
         save_model(model, folder.model)
         laps.lap("save")
