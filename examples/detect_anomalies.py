@@ -14,7 +14,7 @@ import numpy as np
 
 from omnivae.metrics import auroc
 from omnivae.run import train_run
-from omnivae.tasks.detect import AnomalyDetector, corrupted_images, mismatched_pairs
+from omnivae.tasks.detect import AnomalyDetector, corrupted, mismatched_pairs
 
 
 def main(quick: bool, out: Path) -> None:
@@ -32,7 +32,7 @@ def main(quick: bool, out: Path) -> None:
 
     for title, (data, is_anomaly) in {
         "captions swapped": mismatched_pairs(test, "text", fraction=0.25, seed=0),
-        "images corrupted": corrupted_images(test, fraction=0.25, seed=0),
+        "images corrupted": corrupted(test, "image", fraction=0.25, seed=0),
     }.items():
         scores = detector.score(data)              # every score: neg_elbo, nll_<m>, cross_nll_<m>, disagreement
         flagged = detector.predict(scores=scores)  # neg_elbo above the threshold

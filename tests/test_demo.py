@@ -17,9 +17,9 @@ def test_demo_crosses_modalities_well_above_chance(tmp_path):
     for pair in ("text->image", "image->text"):
         assert metrics["coherence"][pair]["all"] > max(0.6, 5 * chance), (pair, metrics["coherence"])
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    for fig in ("text_to_image", "image_to_caption", "joint_samples", "reconstructions", "latent_map", "curves"):
+    for fig in ("text_to_image", "image_to_text", "joint_samples", "reconstructions", "latent_map", "curves"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
     html = (out / "report.html").read_text()
-    for title in ("Text to image", "Image to caption", "Joint samples", "Training curves"):
+    for title in ("Text to image", "Image to text", "Joint samples", "Training curves"):
         assert title in html
     assert len(read_report_images(out / "report.html")) >= 6

@@ -16,7 +16,7 @@ from omnivae.report.html import read_report_images
 from omnivae.tasks.evaluate import Extra, evaluate_model
 
 SECTIONS = ("Metrics", "Latent probes", "Retrieval", "Retrieval examples", "Anomaly detection",
-            "Highest anomaly scores", "Likelihood", "Fréchet distance", "Text to image", "Image to caption",
+            "Highest anomaly scores", "Likelihood", "Fréchet distance", "Text to image", "Image to text",
             "Joint samples", "Reconstructions", "Latent space", "Latent space paths", "Training curves",
             "Overfitting", "Configuration", "Data", "Training time")
 NEW_KEYS = ("latent_probes", "retrieval", "anomaly", "log_likelihood", "frechet_distance", "reconstruction",

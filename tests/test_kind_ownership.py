@@ -86,6 +86,51 @@ def test_no_module_outside_modalities_compares_kind_names():
     assert not problems, "ask the kind's Modality class instead:\n" + "\n".join(problems)
 
 
+# Boolean class attributes of the kinds that other code may read: what training and reading need
+# from a kind (the model contract), not how values are shown. How values are drawn, previewed,
+# augmented, corrupted, summarised or turned into labels is a method of the kind instead.
+DECLARED_NEEDS = {
+    "stackable": "greedy layer-wise pre-training stacks the kind's encoder (models/stacked.py)",
+    "adversarial": "a discriminator can judge the kind's decoded means (train/adversarial.py)",
+    "continuous_features": "the plain autoencoder's code reads the kind's features (models/ae.py)",
+    "column_names_files": "the folder reader scans the files a metadata column names (data/folder.py)",
+}
+
+
+def kind_flags() -> set[str]:
+    """Names of the boolean class attributes defined on Modality or on any registered kind."""
+    flags = set()
+    for cls in {Modality, *MODALITY_KINDS.values()}:
+        for klass in (k for k in cls.__mro__ if issubclass(k, Modality)):  # not nn.Module's own
+            flags |= {k for k, v in vars(klass).items() if isinstance(v, bool) and not k.startswith("_")}
+    return flags
+
+
+def flag_reads(source: str, flags: set[str]) -> list[tuple[int, str]]:
+    """(line, name) of every attribute read `x.name` for a name in `flags`."""
+    return [(n.lineno, n.attr) for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Attribute)
+            and n.attr in flags and isinstance(n.ctx, ast.Load)]
+
+
+def test_no_module_outside_modalities_branches_on_how_a_kind_is_shown():
+    assert flag_reads("a = m.pictures\nm.pictures = 1\nb = m.stackable\n", {"pictures"}) == [(1, "pictures")]
+    flags = kind_flags()
+    assert set(DECLARED_NEEDS) <= flags, "a declared need is no longer a flag of any kind"
+    shown = flags - set(DECLARED_NEEDS)
+    problems = [f"{p.relative_to(SRC.parent)}:{line}: reads {name}" for p in SCANNED
+                for line, name in flag_reads(p.read_text("utf-8"), shown)]
+    assert not problems, ("a flag of the kinds read outside modalities/: give the kind a method for the "
+                          "behaviour instead (drawn, preview, augment, corrupt, output_diversity, label_targets)"
+                          " or, for a need of training or reading, add it to DECLARED_NEEDS:\n" + "\n".join(problems))
+
+
+def test_the_retired_show_flags_are_gone():
+    """pictures / free_text / drawable / labels_are_targets became methods of the kinds."""
+    for cls in {Modality, *MODALITY_KINDS.values()}:
+        for name in ("pictures", "free_text", "drawable", "labels_are_targets", "display"):
+            assert not hasattr(cls, name), f"{cls.__name__}.{name}"
+
+
 # -- a kind defined in a test: one class plus register_modality ---------------------------------
 class ToySpec(ModalitySpec):
     kind: Literal["toy"] = "toy"

@@ -16,7 +16,8 @@ from omnivae.data.tensors import TensorData
 from omnivae.modalities import CategoricalSpec, ImageSpec, SignalSpec, VectorSpec, build_modality
 from omnivae.run import train_run
 from omnivae.run_folder import RunFolder
-from omnivae.train.augment import augment_batch, shift_and_flip
+from omnivae.modalities.image_ops import shift_and_flip
+from omnivae.train.augment import augment_batch
 from omnivae.train.config import AugmentConfig, TrainConfig
 from omnivae.train.module import OmniModule
 from omnivae.train.penalties import penalized_weights

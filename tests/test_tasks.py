@@ -21,7 +21,7 @@ from omnivae.metrics.anomaly import auroc
 from omnivae.models import build_model
 from omnivae.tasks.detect import (
     AnomalyDetector,
-    corrupted_images,
+    corrupted,
     mismatched_pairs,
     symmetric_kl,
 )
@@ -248,13 +248,14 @@ def test_mismatched_pairs_swap_only_the_chosen_modality():
 
 def test_corrupted_images_change_only_the_chosen_images():
     raw = make_shapes(100, image_size=16, seed=4)
-    bad, is_anomaly = corrupted_images(raw, fraction=0.3, seed=0)
+    bad, is_anomaly = corrupted(raw, "image", fraction=0.3, seed=0)
     assert is_anomaly.sum() == 30 and bad.modalities["image"].dtype == np.uint8
     changed = (bad.modalities["image"] != raw.modalities["image"]).reshape(100, -1).any(1)
     assert np.array_equal(changed, is_anomaly)
     assert bad.modalities["text"] == raw.modalities["text"]
-    with pytest.raises(InputError, match="image"):
-        corrupted_images(RawData({"t": ["a b"]}, {"t": "text"}))
+    assert corrupted(raw, "text", fraction=0.3) is None  # the text kind defines no corruption
+    with pytest.raises(InputError, match="no modality 'sound'"):
+        corrupted(raw, "sound")
 
 
 # -- impute ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ image + caption training run."""
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from types import SimpleNamespace
 
@@ -80,8 +81,11 @@ class _StubTextModel:
     """decode(z) writes a caption from the sign of z's first coordinate (or ignores z)."""
 
     def __init__(self, uses_z: bool):
-        self.modalities = {"text": SimpleNamespace(kind="text", free_text=True),
-                           "image": SimpleNamespace(kind="image", free_text=False)}
+        from omnivae.modalities.text import TextModality
+
+        text_checks = functools.partial(TextModality.output_diversity, None)  # the text kind's own check
+        self.modalities = {"text": SimpleNamespace(kind="text", checks_diversity=True, output_diversity=text_checks),
+                           "image": SimpleNamespace(kind="image", checks_diversity=False)}
         self.uses_z, self.device = uses_z, torch.device("cpu")
 
     def decode(self, z, targets, **options):
@@ -94,7 +98,7 @@ def test_caption_sensitivity_sees_a_decoder_that_ignores_z():
     assert caption_sensitivity(_StubTextModel(True), "text", z) == 0.5
     assert caption_sensitivity(_StubTextModel(False), "text", z) == 0.25  # one caption for every z
     assert distinct_ratio(["a b", "A  b", "c"]) == pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match="not text"):
+    with pytest.raises(ValueError, match="not captions"):
         caption_sensitivity(_StubTextModel(True), "image", z)
     with pytest.raises(ValueError, match="no modality"):
         caption_sensitivity(_StubTextModel(True), "caption", z)

@@ -76,7 +76,7 @@ def interpolate(
             found = interpolate_values(loaded, {source: inputs}, to, steps, path)
             mod = loaded.modalities[found.target]
             out.mkdir(parents=True, exist_ok=True)
-            figure = interpolation_strip([found], out / "interpolation.png", mod.pictures,
+            figure = interpolation_strip([found], out / "interpolation.png", mod.figure_items,
                                          [f"{value[0]} → {value[1]}"])
             summary = {"from": source, "inputs": list(value), "target": found.target, "path": found.path,
                        "steps": steps, "t": found.t, "figure": figure.name,
@@ -139,7 +139,7 @@ def traverse(
             target = rows[0].target
             mod = net.modalities[target]
             out.mkdir(parents=True, exist_ok=True)
-            figure = traversal_grid(rows, out / "traversals.png", mod.pictures)
+            figure = traversal_grid(rows, out / "traversals.png", mod.figure_items)
             written = [{"dim": r.dim, **mod.write_items(r.outputs, out, f"{target}_dim{r.dim:03d}")}
                        for r in rows]
             summary = {"from": source, "inputs": values, "target": target, "dims": [r.dim for r in rows],

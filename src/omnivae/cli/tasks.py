@@ -203,11 +203,12 @@ def step_progress(what: str):
 
 
 def describe(raw, i: int, skip: str) -> str:
-    """A short text for gallery item i: its caption (if any other text modality) and targets."""
+    """A short text for example i: the preview captions of its other modalities and its targets."""
     from omnivae.modalities import MODALITY_KINDS
 
-    parts = [MODALITY_KINDS[k].describe(raw.modalities[n][i]) for n, k in raw.kinds.items()
-             if MODALITY_KINDS[k].free_text and n != skip and raw.mask[n][i]]
+    parts = [MODALITY_KINDS[k].preview(raw.modalities[n][i]).get("caption") for n, k in raw.kinds.items()
+             if n != skip and raw.mask[n][i]]
+    parts = [p for p in parts if p]
     classes = raw.info.get("classes", {})
     for t, v in raw.targets.items():
         names = classes.get(t)
@@ -256,10 +257,10 @@ def retrieve(
     rows = []
     for q, text in enumerate(value):
         table = Table(title=f"{query}: {text}")
-        for col in ("rank", "index", "score", gallery if shown.free_text else "item"):
+        for col in ("rank", "index", "score", "item"):
             table.add_column(col)
         for r, (i, s) in enumerate(zip(result.indices[q], result.scores[q])):
-            item = shown.describe(raw.modalities[gallery][i]) if shown.free_text else describe(raw, int(i), gallery)
+            item = shown.describe(raw.modalities[gallery][i]) or describe(raw, int(i), gallery)
             table.add_row(str(r + 1), str(int(i)), f"{float(s):.4g}", item)
             rows.append({"query": text, "rank": r + 1, "index": int(i), "score": float(s), "item": item})
         console.print(table)
@@ -269,16 +270,26 @@ def retrieve(
 
         write_text(out / "results.json", json.dumps({"query_modality": query, "gallery_modality": gallery,
                                                      "score": score, "results": rows}, indent=2))
-        if shown.pictures:
-            from omnivae.report.figures import retrieval_examples
-
-            import numpy as np
-
-            imgs = np.asarray(raw.modalities[gallery])[result.indices]
-            queries = list(value) if m.modalities[query].free_text else \
-                m.modalities[query].to_output(m.modalities[query].accept(parse_inputs(m, query, value)))
-            retrieval_examples(queries, imgs, result.scores, out / "retrieval.png")
+        figure = retrieval_figure(m, query, parse_inputs(m, query, value), raw, gallery, result, out)
+        if figure is not None:
+            console.print(f"[green]wrote[/] {figure}")
         console.print(f"[green]wrote[/] {out}/results.json")
+
+
+def retrieval_figure(model, query: str, values, raw, gallery: str, result, out: Path) -> Path | None:
+    """OUT/retrieval.png: each query, then its top results, as their kinds draw them; None when
+    either kind cannot be drawn (the results are in results.json)."""
+    from omnivae.report.figures import retrieval_examples
+
+    queries = model.modalities[query].drawn(model.modalities[query].accept(values))
+    found = raw.subset(result.indices.reshape(-1)).modalities[gallery]
+    items = model.modalities[gallery].drawn(model.modalities[gallery].prepare(found))
+    if queries is None or items is None:
+        return None
+    k = result.indices.shape[1]
+    rows = items.reshape(len(result.indices), k, *items.shape[1:]) if hasattr(items, "reshape") else \
+        [items[q * k:(q + 1) * k] for q in range(len(result.indices))]  # pictures [Q,k,C,H,W] or Q lists of texts
+    return retrieval_examples(queries, rows, result.scores, out / "retrieval.png")
 
 
 @app.command()

@@ -251,10 +251,12 @@ def load_arrays(path, schema: dict[str, Any] | None = None, mmap: bool = False) 
         if cls:
             names[name] = cls
         # labels of a label kind double as targets, unless the file lists its targets itself
-        if kind == "target" or (layout is None and kind_class(kind).labels_are_targets):
+        if kind == "target":
             targets[name] = values.copy()
-            if kind == "target":
-                continue
+            continue
+        labels = kind_class(kind).label_targets(values) if layout is None else None
+        if labels is not None:
+            targets[name] = labels
         mods[name], kinds[name], mask[name] = values, kind, present
     if not mods:
         raise InputError(f"{path} holds no modality (every array is ignored or a target)")

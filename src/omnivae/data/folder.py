@@ -493,10 +493,12 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
         values, present, names = reader.read_column(table, column, classes.get(column))
         if names is not None:
             plan.classes[name] = names
-        if kind == "target" or reader.labels_are_targets:
+        if kind == "target":
             plan.targets[name] = values.copy()
-            if kind == "target":
-                continue
+            continue
+        labels = reader.label_targets(values)
+        if labels is not None:
+            plan.targets[name] = labels
         plan.modalities[name], plan.kinds[name], plan.mask[name] = values, kind, present
     for name, col in plan.images.items():
         plan.mask[name] = col.ok.copy()

@@ -14,7 +14,7 @@ from omnivae.errors import InputError
 def label_modality(raw: RawData, name: str | None) -> str:
     """`name`, checked to be a categorical modality of `raw` (a kind whose values are class labels);
     None: the only such one."""
-    categorical = [n for n, k in raw.kinds.items() if kind_class(k).labels_are_targets]
+    categorical = [n for n, k in raw.kinds.items() if kind_class(k).label_targets(raw.modalities[n]) is not None]
     if name is None:
         if len(categorical) != 1:
             raise InputError(f"labelled: set labelled_modality to the label to thin out; the data has "
@@ -46,7 +46,7 @@ def keep_labels(raw: RawData, count: int, name: str | None = None, seed: int = 0
     if count > len(present):
         raise InputError(f"labelled={count}, but the training split has only {len(present)} examples with "
                          f"a {name!r} label")
-    labels = np.asarray(raw.modalities[name])
+    labels = kind_class(raw.kinds[name]).label_targets(raw.modalities[name])
     kept = present[balanced_rows(labels[present], count, seed)]
     mask = np.zeros(len(raw), dtype=bool)
     mask[kept] = True

@@ -88,8 +88,20 @@ def caption_sensitivity(model, text_name: str, z: torch.Tensor, **options) -> fl
     unless `options` say otherwise). Near 1/N: the decoder ignores z (posterior collapse)."""
     if text_name not in getattr(model, "modalities", {}):
         raise ValueError(f"text_name: the model has no modality {text_name!r}; it has {list(model.modalities)}")
-    if not model.modalities[text_name].free_text:
-        raise ValueError(f"text_name: modality {text_name!r} is {model.modalities[text_name].kind!r}, not text")
+    found = output_diversity(model, text_name, z, **options)
+    if "distinct_captions" not in found:
+        raise ValueError(f"text_name: modality {text_name!r} is {model.modalities[text_name].kind!r}, "
+                         "whose outputs are not captions")
+    return found["distinct_captions"]
+
+
+@torch.no_grad()
+def output_diversity(model, name: str, z: torch.Tensor, **options) -> dict[str, float]:
+    """The collapse checks of modality `name`'s kind (`Modality.output_diversity`, e.g. the share
+    of distinct captions) on its outputs decoded from codes z [N,D]; empty when the kind has none
+    (nothing is decoded then)."""
+    modality = model.modalities[name]
+    if not modality.checks_diversity:
+        return {}
     _check_codes("z", z)
-    captions = model.decode(z.to(model.device), [text_name], **options)[text_name]
-    return distinct_ratio(captions)
+    return modality.output_diversity(model.decode(z.to(model.device), [name], **options)[name])

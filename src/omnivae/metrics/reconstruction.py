@@ -67,9 +67,7 @@ def _scores(model, data: TensorData, target: str, source: str | None, rows: torc
         for key, value in errors.items():
             sums[key] = sums.get(key, 0.0) + value
         count += truth.numel()
-    out = {key: value / count for key, value in sums.items()}
-    if modality.pictures:
-        out["psnr_db"] = psnr(out["mse"])
+    out = modality.error_summary({key: value / count for key, value in sums.items()})
     return {**out, "n": len(index)}
 
 

@@ -62,5 +62,17 @@ def infer_spec(name: str, kind: str, values: Any, mask: np.ndarray, overrides: d
     return parse_spec(name, spec)
 
 
-__all__ = ["MODALITY_KINDS", "Modality", "ModalitySpec", "register_modality", "parse_spec",
+def figure_roles(modalities: dict[str, Modality]) -> tuple[list[str], list[str]]:
+    """(names whose kinds draw pictures, names whose kinds draw one short text per value), in
+    order, from what each kind's `drawn` gives for a placeholder value; the rest are not drawn.
+    Figures lay pictures out as tiles and texts as titles or captions, whatever the kinds are."""
+    pictures, texts = [], []
+    for name, modality in modalities.items():
+        out = modality.drawn(modality.placeholder(1))
+        if out is not None:
+            (texts if isinstance(out, list) else pictures).append(name)
+    return pictures, texts
+
+
+__all__ = ["MODALITY_KINDS", "figure_roles", "Modality", "ModalitySpec", "register_modality", "parse_spec",
            "build_modality", "infer_spec", "ImageSpec", "CategoricalSpec", "VectorSpec", "SignalSpec", "AudioSpec"]

@@ -53,13 +53,18 @@ class Modality(nn.Module):
     # -- reading training data (class methods: no model exists yet) ----------------------
     # Data sources (omnivae.data) ask the class of a column's kind how to read it; none of them
     # branches on kind names. Values are in RawData form (see omnivae.data.raw).
-    labels_are_targets: ClassVar[bool] = False  # values double as evaluation labels (categorical)
     column_names_files: ClassVar[bool] = False  # a metadata column names files the folder reader scans (image)
 
     @classmethod
     def infer_spec(cls, values: Any, mask: np.ndarray, class_names: list[str] | None = None) -> dict[str, Any]:
         """Spec fields guessed from training data (shape, dimension, classes). Default: none."""
         return {}
+
+    @classmethod
+    def label_targets(cls, values: Any) -> np.ndarray | None:
+        """Read values that double as evaluation labels (class indices [N], -1 where missing),
+        or None when the kind's values are not class labels (the default)."""
+        return None
 
     @classmethod
     def claims_array(cls, arr: np.ndarray) -> bool:
@@ -200,24 +205,53 @@ class Modality(nn.Module):
         """Differentiable decoded means [N, ...] of codes z [N,D] (for kinds with `adversarial`)."""
         raise self._error("has no differentiable decoded mean for a discriminator")
 
-    # how figures, listings and the served page show values (capabilities, not kind names):
-    # values are pictures [C,H,W] (drawn as images, thumbnails, corrupted by the anomaly benchmark,
-    # augmented by shifts and flips, scored by PSNR)
-    pictures: ClassVar[bool] = False
-    # values are free text (captions: quoted in listings, decoded for collapse checks)
-    free_text: ClassVar[bool] = False
-    # figures can draw values: pictures, or one short text each (`describe`: captions, class names)
-    drawable: ClassVar[bool] = False
+    # -- how figures, listings and the served page show values ------------------------------
+    # Everything that depends on what the values are (pictures, text, labels, numbers) is asked of
+    # the kind through the methods below; code outside modalities/ never tests a kind or a flag.
+    def figure_items(self, outputs: Any) -> Any:
+        """User outputs (what `to_output` returns) of N values -> what a figure draws: pictures
+        [N,C,H,W] in [0,1], or one short text per value; None when this kind cannot be drawn
+        (the default: long vectors and signals are listed as numbers instead)."""
+        return None
 
     def drawn(self, x: torch.Tensor) -> Any:
-        """Model-space values [N,...] -> what a figure draws: pictures [N,C,H,W] in [0,1] for
-        kinds with `pictures`, else one short text per value (`describe`); None when not drawable."""
-        if not self.drawable:
+        """Model-space values [N,...] -> what a figure draws (see `figure_items`), or None."""
+        if type(self).figure_items is Modality.figure_items:
             return None
-        out = self.to_output(x)
-        if self.pictures:
-            return out
-        return [self.describe(v) for v in (out.tolist() if isinstance(out, torch.Tensor) else out)]
+        return self.figure_items(self.to_output(x))
+
+    @classmethod
+    def preview(cls, value: Any) -> dict[str, Any]:
+        """What the served page shows of one raw data value, as JSON fields ("thumbnail": a
+        picture as JSON, "caption": a text); empty when the kind has nothing to show."""
+        return {}
+
+    def augment(self, x: torch.Tensor, config: Any, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training-batch augmentation of model-space values [B,...] (omnivae.train.config.
+        AugmentConfig: shift, flip, noise); the same tensor when the kind has none (the default)."""
+        return x
+
+    @classmethod
+    def corrupt(cls, values: Any, rows: np.ndarray, rng: np.random.Generator) -> Any:
+        """Raw data values with the entries at `rows` corrupted, for the anomaly benchmark
+        (omnivae.tasks.detect.corrupted); None when the kind defines no corruption (the default)."""
+        return None
+
+    @classmethod
+    def corruption_text(cls) -> str:
+        """How `corrupt` corrupts a value, for reports ("" when it does not)."""
+        return ""
+
+    def output_diversity(self, outputs: Any) -> dict[str, float]:
+        """Collapse checks on user outputs decoded from N different codes: {metric: value}, e.g.
+        the share of distinct captions (near 1/N: the decoder ignores its code); empty when the
+        kind's outputs cannot collapse to a few (continuous values; the default)."""
+        return {}
+
+    @property
+    def checks_diversity(self) -> bool:
+        """Whether this kind defines `output_diversity` (so decoding for it is worth the time)."""
+        return type(self).output_diversity is not Modality.output_diversity
 
     def squared_errors(self, generated: torch.Tensor, truth: torch.Tensor) -> dict[str, float] | None:
         """Sums of squared reconstruction errors of generated values (raw, like the data) against
@@ -229,6 +263,11 @@ class Modality(nn.Module):
     def measures_reconstruction(self) -> bool:
         """Whether this kind defines `squared_errors` (so reconstruction metrics apply)."""
         return type(self).squared_errors is not Modality.squared_errors
+
+    def error_summary(self, mean_errors: dict[str, float]) -> dict[str, float]:
+        """Mean squared errors by metric (from `squared_errors`) -> the figures reported; kinds
+        may add derived ones (pictures: PSNR). Default: the errors as they are."""
+        return dict(mean_errors)
 
     def read_cli(self, values: list[str]) -> Any:
         """Command-line strings -> what `prepare` accepts. Default (numeric kinds): each value is a

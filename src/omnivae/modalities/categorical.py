@@ -31,7 +31,10 @@ class CategoricalModality(Modality):
 
     # -- reading training data (class methods: no model exists yet) ----------------------
     # RawData form: int64 [N] class indices, -1 where missing; class names in info["classes"]
-    labels_are_targets = True
+    @classmethod
+    def label_targets(cls, values) -> np.ndarray:
+        """Class indices are labels: evaluation targets as they are."""
+        return np.asarray(values, dtype=np.int64).copy()
 
     @classmethod
     def infer_spec(cls, values, mask, class_names=None) -> dict:
@@ -182,7 +185,9 @@ class CategoricalModality(Modality):
         return [self.spec.classes[i] for i in x.tolist()]
 
     # -- user inputs and outputs ---------------------------------------------------------
-    drawable = True  # as class names
+    def figure_items(self, outputs) -> list[str]:
+        """Class names (or indices) as short texts."""
+        return [self.describe(v) for v in (outputs.tolist() if isinstance(outputs, torch.Tensor) else outputs)]
 
     def read_cli(self, values: list[str]):
         """Class names (with declared classes) or integer indices."""

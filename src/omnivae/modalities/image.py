@@ -384,8 +384,41 @@ class ImageModality(Modality):
         truth = truth.to(generated.device)
         return {"mse": float(((generated.float() - self.features(truth).float()) ** 2).sum())}
 
+    def error_summary(self, mean_errors: dict[str, float]) -> dict[str, float]:
+        """Adds the peak signal-to-noise ratio of pixels in [0, 1]: psnr_db = 10 log10(1 / mse)."""
+        from omnivae.metrics.reconstruction import psnr
+
+        return {**mean_errors, "psnr_db": psnr(mean_errors["mse"])}
+
+    # -- augmentation and corruption -----------------------------------------------------
+    def augment(self, x: torch.Tensor, config, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random shifts and flips (dtype kept: uint8 stays uint8) and, with config.noise > 0, pixel
+        noise on floats in [0, 1] (`features`, which this kind also accepts as input)."""
+        from omnivae.modalities.image_ops import add_noise, shift_and_flip
+
+        x = shift_and_flip(x, config.shift, config.flip, generator)
+        return add_noise(self.features(x), config.noise, generator) if config.noise > 0 else x
+
+    @classmethod
+    def corrupt(cls, values, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        from omnivae.modalities.image_ops import corrupt_pictures
+
+        return corrupt_pictures(values, rows, rng)
+
+    @classmethod
+    def corruption_text(cls) -> str:
+        from omnivae.modalities.image_ops import CORRUPTION_TEXT
+
+        return CORRUPTION_TEXT
+
     # -- user inputs and outputs ---------------------------------------------------------
-    pictures = drawable = True
+    def figure_items(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Pictures as they are: [N,C,H,W] in [0,1]."""
+        return outputs
+
+    @classmethod
+    def preview(cls, value) -> dict:
+        return {"thumbnail": cls.json_item(value)}
 
     def read_cli(self, values: list[str]):
         """Image files (PNG, JPEG, ...; converted and resized to the model's shape) or .npy arrays."""

@@ -57,10 +57,11 @@ from omnivae.models.registry import register_model
 
 
 def is_label_kind(kind: Any) -> bool:
-    """Whether a modality kind holds class labels (categorical): the kind says so itself."""
+    """Whether a modality kind holds class labels: its spec counts classes (`num_classes`), as
+    the label of M2 must (q(y | x) is a softmax over them)."""
     from omnivae.modalities import MODALITY_KINDS
 
-    return isinstance(kind, str) and kind in MODALITY_KINDS and MODALITY_KINDS[kind].labels_are_targets
+    return isinstance(kind, str) and kind in MODALITY_KINDS and "num_classes" in MODALITY_KINDS[kind].spec_class.model_fields
 
 
 class M2Config(ModelConfig):

@@ -1,9 +1,9 @@
 """Figures of latent-space paths (omnivae.tasks.latent): interpolation strips and traversal
-grids, as image grids for a picture target and as tables of captions for any other; and the
-report's "Latent space paths" section."""
+grids, as image grids when the target's kind draws pictures and as tables of its texts (or
+numbers) otherwise; and the report's "Latent space paths" section."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,32 +55,38 @@ def caption_table(rows: Sequence[Sequence[Any]], path: PathLike, row_labels: Seq
 
 
 def path_figure(rows: Sequence[Any], path: PathLike, row_labels: Sequence[str], col_labels: Sequence[str],
-                picture: bool, title: str | None = None) -> Path:
-    """Rows of decoded outputs (each [S, C, H, W] images, or S values): an image grid or a table."""
-    if picture:
-        import torch
+                draw: Callable[[Any], Any] | None = None, title: str | None = None) -> Path:
+    """Rows of decoded outputs (each the S outputs of one path) as a figure: `draw` (the target
+    kind's `Modality.figure_items`) turns a row into pictures [S, C, H, W], drawn as an image grid,
+    or into S short texts, drawn as a table; without it (or when it gives None) a table of numbers."""
+    drawn = [draw(r) for r in rows] if draw is not None else None
+    if drawn is None or any(d is None for d in drawn):
+        return caption_table(rows, path, row_labels, col_labels, title)
+    if all(isinstance(d, list) for d in drawn):
+        return caption_table(drawn, path, row_labels, col_labels, title)
+    import torch
 
-        stacked = torch.stack([torch.as_tensor(r) for r in rows])  # [R, S, C, H, W]
-        return image_grid(stacked, path, row_labels=list(row_labels), col_labels=list(col_labels), title=title)
-    return caption_table(rows, path, row_labels, col_labels, title)
+    stacked = torch.stack([torch.as_tensor(d) for d in drawn])  # [R, S, C, H, W]
+    return image_grid(stacked, path, row_labels=list(row_labels), col_labels=list(col_labels), title=title)
 
 
-def interpolation_strip(paths: Sequence[Any], path: PathLike, picture: bool = True,
+def interpolation_strip(paths: Sequence[Any], path: PathLike, draw: Callable[[Any], Any] | None = None,
                         row_labels: Sequence[str] | None = None, title: str | None = None) -> Path:
     """One row per interpolation (omnivae.tasks.latent.LatentPath), its columns the points t."""
     if not paths:
         raise InputError("interpolation_strip needs at least one path")
     labels = list(row_labels) if row_labels is not None else [f"path {i + 1}" for i in range(len(paths))]
     cols = [f"t={t:.2f}" for t in paths[0].t]
-    return path_figure([p.outputs for p in paths], path, labels, cols, picture, title)
+    return path_figure([p.outputs for p in paths], path, labels, cols, draw, title)
 
 
-def traversal_grid(paths: Sequence[Any], path: PathLike, picture: bool = True, title: str | None = None) -> Path:
+def traversal_grid(paths: Sequence[Any], path: PathLike, draw: Callable[[Any], Any] | None = None,
+                   title: str | None = None) -> Path:
     """One row per traversed dimension ("dim 3"), its columns the values it took."""
     if not paths:
         raise InputError("traversal_grid needs at least one traversal")
     cols = [f"{v:.2g}" for v in paths[0].t]
-    return path_figure([p.outputs for p in paths], path, [f"dim {p.dim}" for p in paths], cols, picture, title)
+    return path_figure([p.outputs for p in paths], path, [f"dim {p.dim}" for p in paths], cols, draw, title)
 
 
 def distinct_pairs(data, count: int = 3) -> list[tuple[int, int]]:
@@ -112,17 +118,17 @@ def latent_paths_section(model, data, fig_dir: PathLike, target: str | None = No
 
     data, fig_dir = as_tensor_data(model, data), Path(fig_dir)
     target = default_target(model, target)
-    picture = model.modalities[target].pictures
+    draw = model.modalities[target].figure_items
     title = "Latent space paths"
     if len(data) < 2:
         return Section(title, "Latent space paths need at least two test examples.")
     pairs = distinct_pairs(data)
     strips = [interpolate_values(model, data.batch(torch.tensor([i, j])), target, steps) for i, j in pairs]
-    strip = interpolation_strip(strips, fig_dir / "interpolation.png", picture,
+    strip = interpolation_strip(strips, fig_dir / "interpolation.png", draw,
                                 [f"#{i} → #{j}" for i, j in pairs])
     dims = active_dims(model, data, k)
     grid = traversal_grid(traverse_grid(model, dims, target, low=low, high=high, steps=7),
-                          fig_dir / "traversals.png", picture)
+                          fig_dir / "traversals.png", draw)
     kind = resolve_path(model, "auto")
     text = SECTION_TEXT.format(target=target, steps=steps, path=kind, why=WHY[kind], low=low, high=high,
                                k=len(dims))

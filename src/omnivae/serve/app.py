@@ -30,7 +30,7 @@ from omnivae.serve.schemas import (
     batch_inputs,
     model_values,
 )
-from omnivae.modalities import MODALITY_KINDS
+from omnivae.modalities import MODALITY_KINDS, figure_roles
 from omnivae.modalities.base import Modality
 from omnivae.tasks.generate import seeded
 from omnivae.version import __version__
@@ -70,6 +70,7 @@ class Service:
         # what the page shows of index rows, encoded once (PNG thumbnails cost more than a search)
         self.row = functools.lru_cache(maxsize=4096)(self._row)
         self.indexed = functools.lru_cache(maxsize=4096)(self._indexed)
+        self.previewed = functools.lru_cache(maxsize=4096)(self._previewed)
         if raw is not None:
             data = as_tensor_data(model, raw)
             self.galleries = {n: RetrievalIndex(model, data, n) for n in model.names
@@ -78,10 +79,9 @@ class Service:
                 self.scores = AnomalyDetector(model).score(data)
 
     # -- helpers ------------------------------------------------------------------------------
-    def first(self, capability: str, wanted: str, name: str | None, what: str) -> str:
-        """The modality named `name` (checked to have `capability`, e.g. "pictures"), else the first
-        such; `wanted` names it in the user's words ("image")."""
-        able = [n for n in self.model.names if getattr(self.model.modalities[n], capability)]
+    def first(self, able: list[str], wanted: str, name: str | None, what: str) -> str:
+        """The modality named `name` (checked to be one of `able`), else the first of `able`;
+        `wanted` names them in the user's words ("image")."""
         if name is not None:
             self.model.check_names([name], what)
             if name not in able:
@@ -112,19 +112,19 @@ class Service:
         """Index row i of modality `name` (which the model may not have) as a JSON value."""
         return MODALITY_KINDS[self.raw.kinds[name]].json_item(self.raw.modalities[name][i])
 
+    def _previewed(self, name: str, i: int) -> dict:
+        """What the page shows of index row i's value of `name` (its kind's `preview`)."""
+        return MODALITY_KINDS[self.raw.kinds[name]].preview(self.raw.modalities[name][i])
+
     def _row(self, i: int) -> dict:
         """What the page shows of index row i: a thumbnail, a caption and a description."""
         from omnivae.cli.tasks import describe
 
         raw, out = self.raw, {"index": int(i), "thumbnail": None, "caption": None}
-        for name, kind in raw.kinds.items():
-            if not raw.mask[name][i]:
-                continue
-            shown = MODALITY_KINDS[kind]
-            if shown.pictures and out["thumbnail"] is None:
-                out["thumbnail"] = self.indexed(name, i)
-            if shown.free_text and out["caption"] is None:
-                out["caption"] = shown.describe(raw.modalities[name][i])
+        for name, kind in raw.kinds.items():  # the first of each field that a kind's preview gives
+            if raw.mask[name][i]:
+                for field, value in self.previewed(name, int(i)).items():
+                    out[field] = value if out.get(field) is None else out[field]
         out["description"] = describe(raw, int(i), skip="")
         return out
 
@@ -162,13 +162,14 @@ class Service:
 
     @torch.no_grad()
     def caption(self, req: CaptionRequest) -> dict:
-        image = self.first("pictures", "image", req.modality, "modality")
-        text = self.first("free_text", "text", req.target, "target")
+        pictures, texts = figure_roles(self.model.modalities)  # as the kinds draw their values
+        image = self.first(pictures, "image", req.modality, "modality")
+        text = self.first(texts, "text", req.target, "target")
         values = {image: model_values(self.model, image, [req.image], self.limits)}
         seed = req.seed if req.seed is not None else secrets.randbits(31)
         with seeded(seed):
             out = self.model.generate(values, given=[image], targets=[text], mean=req.mean)
-        return {"caption": out[text][0], "modality": image, "target": text, "seed": seed}
+        return {"caption": self.item(text, out[text][0]), "modality": image, "target": text, "seed": seed}
 
     @torch.no_grad()
     def embed(self, req: EmbedRequest) -> dict:

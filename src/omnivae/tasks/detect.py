@@ -214,37 +214,24 @@ def mismatched_pairs(raw: RawData, modality: str, fraction: float = 0.1, seed: i
     return out, is_anomaly
 
 
-def corrupted_images(raw: RawData, fraction: float = 0.1, seed: int = 0, modality: str | None = None,
-                     noise_std: float = 0.35) -> tuple[RawData, np.ndarray]:
-    """Corrupt the images of a `fraction` of examples: alternately Gaussian pixel noise
-    (std `noise_std` of the full range) and an occluding block (a third to a half of each
-    side, filled with a random grey). Returns the new RawData and is_anomaly [N]."""
-    from omnivae.modalities import MODALITY_KINDS
+def corrupted(raw: RawData, modality: str, fraction: float = 0.1, seed: int = 0) -> tuple[RawData, np.ndarray] | None:
+    """Corrupt `modality`'s values in a `fraction` of the examples where it is present, as its kind
+    corrupts them (`Modality.corrupt`: pictures get pixel noise or an occluding block). Returns the
+    new RawData and is_anomaly [N]; None when the kind defines no corruption."""
+    from omnivae.data.raw import kind_class
 
-    images = [n for n, k in raw.kinds.items() if MODALITY_KINDS[k].pictures]
-    modality = modality or (images[0] if images else None)
-    if modality is None or modality not in images:
-        raise InputError(f"corrupted_images needs an image modality; the data has kinds {raw.kinds}")
+    if modality not in raw.modalities:
+        raise InputError(f"corrupted: the data has no modality {modality!r}; it has {list(raw.modalities)}")
     rng = np.random.default_rng(seed)
-    x = np.asarray(raw.modalities[modality])
     eligible = np.nonzero(raw.mask[modality])[0]
     if len(eligible) == 0:
         raise InputError(f"no example has modality {modality!r} present")
     chosen = np.sort(rng.choice(eligible, size=min(len(eligible), _pick(len(eligible), fraction)), replace=False))
-    full = 255.0 if x.dtype == np.uint8 else 1.0
-    y = x.astype(np.float32, copy=True)
-    h, w = y.shape[-2:]
-    for n, i in enumerate(chosen):
-        if n % 2 == 0:
-            y[i] = y[i] + rng.normal(0.0, noise_std * full, size=y[i].shape)
-        else:
-            bh, bw = rng.integers(h // 3, h // 2 + 1), rng.integers(w // 3, w // 2 + 1)
-            top, left = rng.integers(0, h - bh + 1), rng.integers(0, w - bw + 1)
-            y[i, ..., top:top + bh, left:left + bw] = rng.uniform(0.3, 0.8) * full
-    y = np.clip(y, 0.0, full)
-    y = np.round(y).astype(np.uint8) if x.dtype == np.uint8 else y.astype(x.dtype)
+    values = kind_class(raw.kinds[modality]).corrupt(raw.modalities[modality], chosen, rng)
+    if values is None:
+        return None
     is_anomaly = np.zeros(len(raw), dtype=bool)
     is_anomaly[chosen] = True
-    out = RawData({**raw.modalities, modality: y}, dict(raw.kinds), {k: m.copy() for k, m in raw.mask.items()},
+    out = RawData({**raw.modalities, modality: values}, dict(raw.kinds), {k: m.copy() for k, m in raw.mask.items()},
                   dict(raw.targets), dict(raw.info))
     return out, is_anomaly

@@ -22,6 +22,7 @@ from omnivae.metrics.coherence import (
     joint_coherence,
 )
 from omnivae.metrics.reconstruction import reconstruction_metrics
+from omnivae.modalities import MODALITY_KINDS, figure_roles
 from omnivae.run_folder import RunFolder
 
 
@@ -162,10 +163,9 @@ class Extra:
         self.n = min(len(test), n_eval)
         self.names = [m for m in model.names if m in test_data.data]
         self.kinds = {m: model.modalities[m].kind for m in self.names}
-        mods = {m: model.modalities[m] for m in self.names}  # how figures show each: its capabilities
-        self.images = [m for m in self.names if mods[m].pictures]
-        self.texts = [m for m in self.names if mods[m].free_text]
-        self.drawable = [m for m in self.names if mods[m].drawable]
+        # how figures show each modality: as its kind draws it (pictures, or one short text each)
+        self.picture_names, self.text_names = figure_roles({m: model.modalities[m] for m in self.names})
+        self.drawn_names = [m for m in self.names if m in self.picture_names or m in self.text_names]
         self.sections: list = []
         self.skipped: dict[str, str] = {}
         self._figures: list = []  # figure sections of the metric being computed
@@ -185,7 +185,7 @@ class Extra:
             ("anomaly", "Anomaly detection", self.anomaly,
              "AUROC and average precision of each anomaly score on test data with planted anomalies: "
              f"mismatched pairs (one modality swapped for another example's, {self.ANOMALY_FRACTION:.0%} of "
-             "examples) and corrupted images (noise or an occluding block)."),
+             f"examples) and corrupted values{self.corruptions()}."),
             ("log_likelihood", "Likelihood", self.likelihood,
              f"Importance-weighted estimates (K={self.LIKELIHOOD_K}, proposal: the model's joint posterior) "
              f"of log p in nats per example, on up to {self.LIKELIHOOD_N} test examples: joint, each "
@@ -272,6 +272,12 @@ class Extra:
             pass
         return out
 
+    def corruptions(self) -> str:
+        """How the kinds of this model's modalities corrupt values, for the anomaly section's text."""
+        found = {m: MODALITY_KINDS[k].corruption_text() for m, k in self.kinds.items()}
+        found = {m: text for m, text in found.items() if text}
+        return " (" + "; ".join(f"{m}: {text}" for m, text in found.items()) + ")" if found else ""
+
     def _items(self, name: str, x: torch.Tensor):
         """Model-space values -> what a figure can draw (images, or strings), else Skip."""
         out = self.model.modalities[name].drawn(x)
@@ -282,9 +288,9 @@ class Extra:
     def retrieval_figures(self) -> None:
         from omnivae.tasks.retrieve import RetrievalIndex
 
-        drawable, images = self.drawable, self.images
-        others = [m for m in drawable if m not in images[:1]]
-        pairs = [(o, images[0]) for o in others[:1]] if images else list(zip(drawable[:1], drawable[1:2]))
+        drawable, pictures = self.drawn_names, self.picture_names
+        others = [m for m in drawable if m not in pictures[:1]]
+        pairs = [(o, pictures[0]) for o in others[:1]] if pictures else list(zip(drawable[:1], drawable[1:2]))
         if not pairs:
             raise Skip("no modalities that can be drawn")
         for query, gallery in pairs:  # one figure: text (or another modality) to image
@@ -309,7 +315,7 @@ class Extra:
         from omnivae.metrics.anomaly import auroc, average_precision
         from omnivae.tasks.detect import (
             AnomalyDetector,
-            corrupted_images,
+            corrupted,
             mismatched_pairs,
         )
 
@@ -319,10 +325,12 @@ class Extra:
         if len(self.names) > 1:
             for m in (self.names if len(self.names) > 2 else self.names[-1:]):
                 benchmarks[f"mismatched_{m}"] = mismatched_pairs(test, m, self.ANOMALY_FRACTION, self.seed)
-        for m in self.images:
-            benchmarks[f"corrupted_{m}"] = corrupted_images(test, self.ANOMALY_FRACTION, self.seed, modality=m)
+        for m in self.names:  # values corrupted as their kind corrupts them (pictures: noise, occlusion)
+            found = corrupted(test, m, self.ANOMALY_FRACTION, self.seed) if test.mask[m].any() else None
+            if found is not None:
+                benchmarks[f"corrupted_{m}"] = found
         if not benchmarks:
-            raise Skip("needs two modalities (mismatched pairs) or an image modality (corrupted images)")
+            raise Skip("needs two modalities (mismatched pairs) or a modality whose kind can corrupt its values")
         out, shown = {}, False
         for key, (raw, is_anomaly) in benchmarks.items():
             scores = detector.score(raw)
@@ -343,13 +351,15 @@ class Extra:
 
     def anomaly_figure(self, key: str, raw: RawData, scores: dict, table: dict) -> bool:
         best = max(table, key=lambda s: table[s]["auroc"])
-        images, texts = self.images, self.texts
-        if not images and not texts:
+        pictures, texts = self.picture_names, self.text_names
+        if not pictures and not texts:
             return False
         s = np.nan_to_num(scores[best], nan=-np.inf)
         order = np.argsort(-s, kind="stable")[:8]
-        img = raw.modalities[images[0]][order] if images else None
-        txt = [self.model.modalities[texts[0]].describe(raw.modalities[texts[0]][i]) for i in order] if texts else None
+        shown = TensorData.from_raw(self.model, raw.subset(order))
+        img = self.model.modalities[pictures[0]].drawn(shown.data[pictures[0]]) if pictures else None
+        txt = [t if ok else "" for t, ok in zip(self.model.modalities[texts[0]].drawn(shown.data[texts[0]]),
+                                                 shown.mask[texts[0]])] if texts else None
         path = self.figures.anomaly_examples(img, txt, s[order], self.fig_dir / "anomalies.png", k=8)
         self.add_figure("Highest anomaly scores",
                         f"The 8 test examples with the highest {best} score among the {key.replace('_', ' ')} "
@@ -373,12 +383,11 @@ class Extra:
     def frechet(self) -> dict:
         from omnivae.metrics.fid import frechet_distance
 
-        images = self.images
-        if not images:
-            raise Skip("no image modality")
+        if not self.picture_names:
+            raise Skip("no image modality (no modality whose kind draws pictures)")
         out = {}
         n = min(self.n, self.FRECHET_N)
-        for img in images:
+        for img in self.picture_names:
             feature_fn = classifier_features(self.scorers.get(img))
             if feature_fn is None:
                 raise Skip(f"no evaluation classifier for {img!r} (the data has no varying targets)")
@@ -428,30 +437,40 @@ def distinct_rows(raw: RawData, name: str, present: np.ndarray, k: int) -> list[
 
 
 def figure_sections(model, test: RawData, data: TensorData, fig_dir: Path, figures, Section) -> list:
+    """Generation figures drawn as the kinds draw their values: the first modality drawn as
+    pictures (`img`) and the first drawn as texts (`txt`: captions, class names): txt -> img,
+    img -> txt, joint samples and reconstructions."""
     sections = []
-    images = [n for n in model.names if model.modalities[n].pictures]
-    texts = [n for n in model.names if model.modalities[n].free_text]
+    names = [n for n in model.names if n in data.data]
+    pictures, texts = figure_roles({n: model.modalities[n] for n in names})
     k = min(16, len(test))
     batch = data.batch(torch.arange(k))
-    if images and texts:
-        img, txt = images[0], texts[0]
-        prompts = distinct_prompts(test, txt, 8)
-        gen = model.generate({txt: prompts}, given=[txt], targets=[img], n=6)[img]  # [n,P,C,H,W]
-        path = figures.text_to_image_grid(prompts, gen.transpose(0, 1), fig_dir / "text_to_image.png")
-        sections.append(Section("Text to image", f"Six samples for each caption ({txt} -> {img}).", images=[path]))
-        caps = model.generate(batch, given=[img], targets=[txt], mean=True)[txt]
-        true = [c if c else "(no caption)" for c in test.modalities[txt][:k]]  # a missing caption is None
-        path = figures.captioned_images(model.modalities[img].to_output(batch.data[img]), caps,
-                                        fig_dir / "image_to_caption.png", true_captions=true)
-        sections.append(Section("Image to caption", "Generated caption (black) and the true one (grey).", images=[path]))
-    joint = model.sample(16)
-    if images:
-        img = images[0]
-        caps = joint[texts[0]] if texts else [""] * 16
-        path = figures.captioned_images(joint[img], caps, fig_dir / "joint_samples.png")
+
+    def drawn(name: str, x: torch.Tensor):
+        return model.modalities[name].drawn(x)
+
+    if pictures and texts:
+        img, txt = pictures[0], texts[0]
+        rows = distinct_drawn_rows(model, data, txt, 8)
+        prompts = drawn(txt, data.data[txt][rows])
+        gen = model.generate(data.batch(rows), given=[txt], targets=[img], n=6, raw=True)[img]  # [6, P, ...]
+        pics = drawn(img, gen.flatten(0, 1))
+        pics = pics.reshape(6, len(rows), *pics.shape[1:]).transpose(0, 1)
+        path = figures.text_to_image_grid(prompts, pics, fig_dir / f"{txt}_to_{img}.png")
+        sections.append(Section(f"{txt} to {img}".capitalize(), f"Six samples of {img} for each {txt} value.", images=[path]))
+        gen = model.generate(batch, given=[img], targets=[txt], mean=True, raw=True)[txt]
+        true = [t if ok else "(missing)" for t, ok in zip(drawn(txt, batch.data[txt]), batch.mask[txt].tolist())]
+        path = figures.captioned_images(drawn(img, batch.data[img]), drawn(txt, gen), fig_dir / f"{img}_to_{txt}.png",
+                                        true_captions=true)
+        sections.append(Section(f"{img} to {txt}".capitalize(), f"Generated {txt} (black) and the true one (grey).", images=[path]))
+    joint = model.sample(16, targets=names, raw=True)
+    if pictures:
+        img = pictures[0]
+        caps = drawn(texts[0], joint[texts[0]]) if texts else [""] * 16
+        path = figures.captioned_images(drawn(img, joint[img]), caps, fig_dir / "joint_samples.png")
         sections.append(Section("Joint samples", "All modalities decoded from the same prior draws.", images=[path]))
-        rec = model.reconstruct(batch)[img]
-        pair = torch.stack([model.modalities[img].to_output(batch.data[img]), rec])
+        rec = model.reconstruct(batch, raw=True)[img]
+        pair = torch.stack([drawn(img, batch.data[img]), drawn(img, rec)])
         path = figures.image_grid(pair, fig_dir / "reconstructions.png", row_labels=["input", "reconstruction"])
         sections.append(Section("Reconstructions", images=[path]))
     from omnivae.report.sections import latent_section
@@ -465,11 +484,12 @@ def figure_sections(model, test: RawData, data: TensorData, fig_dir: Path, figur
     return sections
 
 
-def distinct_prompts(raw: RawData, name: str, k: int) -> list[str]:
-    seen: list[str] = []
-    for text, present in zip(raw.modalities[name], raw.mask[name]):
-        if present and text not in seen:
-            seen.append(text)
-        if len(seen) == k:
-            break
-    return seen
+def distinct_drawn_rows(model, data: TensorData, name: str, k: int, scan: int = 2000) -> torch.Tensor:
+    """Up to k rows (of the first `scan`) where `name` is present, each drawn as a text no earlier
+    row has (distinct captions or classes), in data order."""
+    present = data.mask[name][:scan].nonzero().flatten()
+    seen: dict[str, int] = {}
+    for text, i in zip(model.modalities[name].drawn(data.data[name][present]), present.tolist()):
+        if len(seen) < k and text not in seen:
+            seen[text] = i
+    return torch.tensor(list(seen.values()), dtype=torch.long)

@@ -67,11 +67,14 @@ def resolve_path(model, path: str) -> str:
 
 
 def default_target(model, target: str | None) -> str:
-    """`target`, checked; by default the first image modality (else the first modality)."""
+    """`target`, checked; by default the first modality drawn as pictures, else the first drawn as
+    texts, else the first modality."""
+    from omnivae.modalities import figure_roles
+
     if target is not None:
         return model.check_names([target], "target")[0]
-    images = [n for n in model.names if model.modalities[n].pictures]
-    return (images or model.names)[0]
+    pictures, texts = figure_roles({n: model.modalities[n] for n in model.names})
+    return (pictures or texts or model.names)[0]
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from omnivae.batch import Batch
-from omnivae.metrics.collapse import active_units, caption_sensitivity, mutual_information
+from omnivae.metrics.collapse import active_units, mutual_information, output_diversity
 
 
 class CollapseMonitor(Callback):
@@ -48,10 +48,11 @@ class CollapseMonitor(Callback):
                 rows = present[i]
                 if int(rows.sum()) >= 2:
                     out[f"collapse/active_units/{name}"] = float(active_units(mu[i][rows], self.threshold))
-        texts = [m for m in model.names if model.modalities[m].free_text]
-        for name in texts:
-            key = "collapse/distinct_captions" + ("" if len(texts) == 1 else f"/{name}")
-            out[key] = caption_sensitivity(model, name, joint.mu)
+        found = {name: output_diversity(model, name, joint.mu) for name in model.names}
+        found = {name: metrics for name, metrics in found.items() if metrics}
+        for name, metrics in found.items():  # "collapse/distinct_captions" (with one such modality)
+            for metric, value in metrics.items():
+                out[f"collapse/{metric}" + ("" if len(found) == 1 else f"/{name}")] = value
         return out
 
     def _slice(self, trainer: L.Trainer) -> Batch | None:

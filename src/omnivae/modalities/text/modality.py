@@ -255,7 +255,19 @@ class TextModality(Modality):
         return texts
 
     # -- user inputs and outputs ---------------------------------------------------------
-    free_text = drawable = True
+    def figure_items(self, outputs) -> list[str]:
+        return [self.describe(v) for v in outputs]
+
+    @classmethod
+    def preview(cls, value) -> dict:
+        return {"caption": cls.describe(value)} if isinstance(value, str) else {}
+
+    def output_diversity(self, outputs) -> dict[str, float]:
+        """The share of distinct captions (case and spacing ignored): near 1/N, the decoder writes
+        the same caption whatever the code (posterior collapse)."""
+        from omnivae.metrics.collapse import distinct_ratio
+
+        return {"distinct_captions": distinct_ratio(list(outputs))}
 
     def read_cli(self, values: list[str]) -> list[str]:
         return list(values)
