@@ -21,7 +21,9 @@ from torch import nn
 from omnivae.atomic import replacing
 from omnivae.errors import InputError
 
-CACHE_FORMAT = 4  # 2: image scorers train on degraded copies; 3: kinds named conv/mlp; 4: one net, a head per attribute
+# 2: image scorers train on degraded copies; 3: kinds named conv/mlp; 4: one net, a head per attribute;
+# 5: batches of 64 at lr 2e-3 (the shared trunk learns the slow attribute, such as a shape, in as few epochs)
+CACHE_FORMAT = 5
 
 
 class Classifier(nn.Module):
@@ -172,7 +174,7 @@ def degrade(x: torch.Tensor, generator: torch.Generator | None = None, max_sigma
 
 def train_classifier(
     x: torch.Tensor, y, kind: str, num_classes=None, epochs: int = 10,
-    seed: int = 0, batch_size: int = 128, vocab_size: int | None = None, lr: float = 1e-3,
+    seed: int = 0, batch_size: int = 64, vocab_size: int | None = None, lr: float = 2e-3,
     augment: bool = False,
 ) -> Classifier:
     """Fit a small classifier with Adam on CPU; returns it in eval mode.
@@ -182,6 +184,11 @@ def train_classifier(
     attribute, each head's loss over the examples that know its attribute. Images are meant to
     be floats in [0, 1]; other ranges are accepted (e.g. generated samples). augment=True
     (images only) trains on `degrade`d copies of half of each batch.
+
+    The defaults (batches of 64, lr 2e-3) let a shared trunk learn its slowest attribute in a few
+    epochs: on the shapes "partial" level (7,200 images, 4 epochs) the shape head reaches 0.973 on
+    held-out images where batches of 128 at lr 1e-3 left it at 0.581 (colour, size and position at
+    1.0 either way); MNIST digits 0.975 against 0.935.
     """
     cls = classifier_class(kind)
     args = cls.args_for(x, vocab_size)
