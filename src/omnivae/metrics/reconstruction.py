@@ -6,7 +6,8 @@ pictures get the MSE of pixels in [0, 1] and PSNR = 10 log10(1 / MSE) in dB; num
 (vectors, signals) get the MSE in the data's own units and in the standardised units the encoder
 reads (`mse_standardized`, 1.0 = as good as predicting the training mean). Labels and captions
 are not measured here (coherence scores them). The MSE pools every value of
-every scored example (the PSNR is that of the pooled MSE, not a mean of per-image PSNRs)."""
+every scored example (the PSNR is that of the pooled MSE, not a mean of per-image PSNRs); a kind
+may score fewer values (`Modality.scored_count`: audio counts the frames inside each clip)."""
 from __future__ import annotations
 
 import math
@@ -66,7 +67,7 @@ def _scores(model, data: TensorData, target: str, source: str | None, rows: torc
         errors = modality.squared_errors(gen.reshape(truth.shape), truth)
         for key, value in errors.items():
             sums[key] = sums.get(key, 0.0) + value
-        count += truth.numel()
+        count += modality.scored_count(truth)
     out = modality.error_summary({key: value / count for key, value in sums.items()})
     return {**out, "n": len(index)}
 

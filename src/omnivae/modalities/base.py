@@ -259,6 +259,11 @@ class Modality(nn.Module):
         None when reconstruction error does not apply (labels, captions). Default: None."""
         return None
 
+    def scored_count(self, truth: torch.Tensor) -> int:
+        """How many values `squared_errors` sums for model-space truth [B,...] (the mean divides
+        by it; audio scores only the frames inside each clip). Default: every value."""
+        return truth.numel()
+
     @property
     def measures_reconstruction(self) -> bool:
         """Whether this kind defines `squared_errors` (so reconstruction metrics apply)."""

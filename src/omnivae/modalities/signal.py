@@ -152,9 +152,11 @@ class SignalModality(StandardizedModality):
     def generate(self, z: torch.Tensor, sample: bool = False, **_) -> torch.Tensor:
         """Mean signal (or a noisy draw with sample=True) in the data's own units."""
         out = self.decode(z)
-        if sample:
-            zero = torch.zeros_like(out)
-            noise = torch.randn_like(out) if self.spec.likelihood == "gaussian" else \
-                torch.distributions.Laplace(zero, zero + 1.0).sample()
-            out = out + self.log_scale.exp() * noise
-        return out * self.std + self.mean
+        return (self.noisy(out) if sample else out) * self.std + self.mean
+
+    def noisy(self, out: torch.Tensor) -> torch.Tensor:
+        """A draw from the likelihood around standardised means [N,C,L]."""
+        zero = torch.zeros_like(out)
+        noise = torch.randn_like(out) if self.spec.likelihood == "gaussian" else \
+            torch.distributions.Laplace(zero, zero + 1.0).sample()
+        return out + self.log_scale.exp() * noise
