@@ -1,6 +1,6 @@
-"""Ladder VAE: the precision-weighted merge and the KL terms against hand computations, the
-objective rebuilt step by step from its formula, the importance weights' consistency with it,
-training, the user API's codes and config errors."""
+"""Ladder VAE: the precision-weighted merge, the residual posterior and the KL terms against hand
+computations, the objective rebuilt step by step from its formula (both posteriors), the importance
+weights' consistency with it, training, the user API's codes and config errors."""
 from __future__ import annotations
 
 import math
@@ -13,7 +13,7 @@ from omnivae import Batch, ConfigError, build_model
 from omnivae.data.tensors import TensorData
 from omnivae.distributions import Gaussian, kl_normal
 from omnivae.metrics.likelihood import estimate_log_likelihoods, iw_log_likelihood
-from omnivae.models.ladder import LadderVAE, merge
+from omnivae.models.ladder import LadderVAE, merge, residual
 from omnivae.priors import FlowPrior, fit_prior
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,10 +47,25 @@ def test_merge_and_kl_by_hand():
     torch.testing.assert_close(merge(vague, sharp).mu, merge(sharp, vague).mu)
 
 
-def test_objective_matches_its_formula_step_by_step(ladder, make_tensors):
+def test_residual_posterior_and_its_kl_by_hand():
+    # offset N(1, 1/4) on the prior N(3, 4): mean 3 + 1 = 4, std 2 * 1/2 = 1
+    p = Gaussian(torch.tensor([3.0]), torch.tensor([math.log(4.0)]))
+    q = residual(Gaussian(torch.tensor([1.0]), torch.tensor([math.log(0.25)])), p)
+    torch.testing.assert_close(q.mu, torch.tensor([4.0]))
+    torch.testing.assert_close(q.logvar, torch.tensor([0.0]))
+    # KL = 1/2 (mu^2 / sigma_p^2 + sigma^2 - 1 - log sigma^2) = 1/2 (1/4 + 1/4 - 1 + log 4), whatever mu_p is
+    want = 0.5 * (0.25 + 0.25 - 1.0 + math.log(4.0))
+    torch.testing.assert_close(kl_normal(q.mu, q.logvar, p.mu, p.logvar), torch.tensor(want))
+    # a zero offset with unit scale gives the prior itself: no KL
+    same = residual(Gaussian(torch.zeros(1), torch.zeros(1)), p)
+    torch.testing.assert_close(kl_normal(same.mu, same.logvar, p.mu, p.logvar), torch.tensor(0.0))
+
+
+@pytest.mark.parametrize("posterior", ["residual", "merge"])
+def test_objective_matches_its_formula_step_by_step(ladder, make_tensors, posterior):
     """Rebuild -loss = log p(x|z1) - beta [KL(q(z3|x)||N(0,I)) + KL(q(z2|.)||p(z2|z3)) + KL(q(z1|.)||p(z1|z2))]
     from the model's networks with explicit variances and Bernoulli pixels, using the same noise."""
-    model = ladder(beta=1.5)
+    model = ladder(beta=1.5, posterior=posterior)
     batch = image_batch(make_tensors)
     x = batch.data["image"].float() / 255
     mod = model.modalities["image"]
@@ -61,6 +76,8 @@ def test_objective_matches_its_formula_step_by_step(ladder, make_tensors):
 
     def merged(mu_hat, lv_hat, mu_p, lv_p):
         v_hat, v_p = lv_hat.exp(), lv_p.exp()
+        if posterior == "residual":
+            return mu_p + mu_hat, v_p * v_hat
         var = 1 / (1 / v_hat + 1 / v_p)
         return var * (mu_hat / v_hat + mu_p / v_p), var
 
@@ -191,6 +208,9 @@ def test_config_rules(tiny_config):
         config(latent_dim=4, layers=[8, 3])
     with pytest.raises(ConfigError, match="layers"):
         config(latent_dim=4, layers=[8, 0, 4])
+    assert config(latent_dim=4).posterior == "residual"
+    with pytest.raises(ConfigError, match="posterior"):
+        config(latent_dim=4, posterior="sum")
     with pytest.raises(ConfigError, match="free_bits"):
         config(latent_dim=4, free_bits=0.5)
     with pytest.raises(ConfigError, match="conditional_prior"):

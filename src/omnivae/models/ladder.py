@@ -8,14 +8,21 @@ Inference, a deterministic bottom-up pass, then a stochastic top-down pass that 
 generative model's top-down networks:
   bottom-up  (mu^_1, logvar^_1) = the modality's encoder(x);
              (mu^_{i+1}, logvar^_{i+1}) = up_i([mu^_i, logvar^_i])   (MLPs)
-  top-down   q(z_L | x) = N(mu^_L, sigma^_L^2); for i = L-1 .. 1, given the draw z_{i+1}, the
-             precision-weighted merge of the bottom-up and top-down parameters
-             q(z_i | z_{i+1}, x) = N(mu_q, sigma_q^2),  sigma_q^-2 = sigma^_i^-2 + sigma_p_i^-2,
-             mu_q = sigma_q^2 (mu^_i sigma^_i^-2 + mu_p_i sigma_p_i^-2)
+  top-down   q(z_L | x) = N(mu^_L, sigma^_L^2); for i = L-1 .. 1, given the draw z_{i+1},
+             q(z_i | z_{i+1}, x) = N(mu_q, sigma_q^2) from the bottom-up and top-down parameters:
+             posterior "residual" (default; the parameterisation of NVAE, Vahdat & Kautz 2020):
+               the bottom-up pair is an offset of the prior, mu_q = mu_p_i + mu^_i,
+               sigma_q = sigma_p_i sigma^_i, so KL_i = 1/2 sum(mu^_i^2 / sigma_p_i^2 + sigma^_i^2 - 1 - log sigma^_i^2)
+             posterior "merge" (the paper's): their precision-weighted combination,
+               sigma_q^-2 = sigma^_i^-2 + sigma_p_i^-2, mu_q = sigma_q^2 (mu^_i sigma^_i^-2 + mu_p_i sigma_p_i^-2)
 loss = -E_q[log p(x | z_1)] + beta * [KL(q(z_L | x) || N(0, I))
                                       + sum_{i<L} KL(q(z_i | z_{i+1}, x) || p(z_i | z_{i+1}))]
 with one draw per layer and example and each KL in closed form given the drawn z_{i+1};
 "kl" logs the sum, "kl_z<i>" layer i's term (which layers are in use).
+On MNIST at a short budget (benchmarks/bench_deep_models.py) "residual" beats the flat VAE and
+"merge" trails it; the top layer then carries almost no information (its KL is near 0): the
+gain comes from the learned conditional prior of z_1 and the parameterisation, not from a
+used hierarchy.
 
 Codes: `encode` gives the top layer's posterior mean (q(z_L | x) is the bottom-up pass alone),
 of size latent_dim = layers[-1]; fitted sampling priors (omnivae.priors) model it. `decode`
@@ -55,6 +62,9 @@ class LadderVAEConfig(ModelConfig):
     # Unset: default_layers(latent_dim)
     layers: list[PositiveInt] = default_layers(16)
     hidden: list[PositiveInt] = [128]  # hidden widths of each bottom-up and top-down MLP between layers
+    # q(z_i | z_{i+1}, x) below the top: "residual" (the bottom-up pair offsets the prior) or "merge"
+    # (the paper's precision-weighted merge); see the module docstring
+    posterior: Literal["residual", "merge"] = "residual"
 
     @model_validator(mode="before")
     @classmethod
@@ -87,6 +97,11 @@ def merge(a: Gaussian, b: Gaussian) -> Gaussian:
     return Gaussian((a.mu * pa + b.mu * pb) / precision, clamp_logvar(-torch.log(precision)))
 
 
+def residual(offset: Gaussian, p: Gaussian) -> Gaussian:
+    """p shifted by offset.mu and its standard deviation scaled by offset.std: N(mu_p + mu^, sigma_p^2 sigma^2)."""
+    return Gaussian(p.mu + offset.mu, clamp_logvar(p.logvar + offset.logvar))
+
+
 def draw(q: Gaussian, k: int | None, generator: torch.Generator | None) -> torch.Tensor:
     """A reparameterised draw from q (k: a leading dim of k draws); noise from `generator` if given."""
     shape = q.mu.shape if k is None else (k, *q.mu.shape)
@@ -107,6 +122,7 @@ class LadderVAE(MultimodalModel):
         sizes, hidden = config.layers, config.hidden
         self.up = nn.ModuleList(mlp([2 * a, *hidden, 2 * b]) for a, b in zip(sizes[:-1], sizes[1:]))
         self.down = nn.ModuleList(mlp([b, *hidden, 2 * a]) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.combine = residual if config.posterior == "residual" else merge
 
     @classmethod
     def modality_latent_dim(cls, config: ModelConfig) -> int:
@@ -140,7 +156,7 @@ class LadderVAE(MultimodalModel):
         levels = [(z, q, None)]
         for i in reversed(range(len(up) - 1)):
             p = self.layer_prior(i, z)
-            q = merge(up[i], p)
+            q = self.combine(up[i], p)
             z = q.mu if mean else draw(q, None, generator)
             levels.append((z, q, p))
         return levels
