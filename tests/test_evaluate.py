@@ -127,3 +127,75 @@ def test_cli_evaluate_on_the_run_test_split(trained, tmp_path, monkeypatch):
                                       "--out", str(tmp_path / "e2"), "--n-eval", "30", "--scorer-epochs", "1"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["n_test"] == 30
+
+
+# -- shared work: each piece computed once, with the numbers of computing it per metric ----------
+def two_vector_data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    a = (rng.normal(size=(n, 4)) + 2 * labels[:, None]).astype(np.float32)
+    b = (rng.normal(size=(n, 3)) - labels[:, None]).astype(np.float32)
+    mask = {"a": np.ones(n, dtype=bool), "b": np.arange(n) % 3 != 0}  # b missing in a third
+    return RawData({"a": a, "b": b}, {"a": "vector", "b": "vector"}, mask, targets={"label": labels})
+
+
+def vector_model(family, raw):
+    import torch
+
+    torch.manual_seed(0)
+    return build_model({"model": family, "latent_dim": 3, "modalities": {
+        "a": {"kind": "vector", "dim": 4, "hidden": [8]}, "b": {"kind": "vector", "dim": 3, "hidden": [8]}}},
+        raw).eval()
+
+
+@pytest.mark.parametrize("family", ["mopoe", "mvae", "jmvae"])  # jmvae: its own encode_unimodal, per view
+def test_view_codes_equal_embed_for_every_view(family):
+    from omnivae.data.tensors import TensorData
+    from omnivae.tasks.embed import embed
+    from omnivae.tasks.evaluate import view_codes
+
+    raw = two_vector_data()
+    model = vector_model(family, raw)
+    data = TensorData.from_raw(model, raw)
+    views = {"joint": None, "a": ["a"], "b": ["b"]}
+    codes = view_codes(model, data, views, batch_size=16)
+    for view, given in views.items():
+        assert np.allclose(codes[view], embed(model, data, given=given), atol=1e-6), view
+
+
+def test_benchmark_scores_from_clean_scores_and_the_anomalous_rows():
+    from omnivae.tasks.detect import AnomalyDetector, mismatched_pairs
+    from omnivae.tasks.evaluate import with_rows
+
+    raw = two_vector_data()
+    model = vector_model("mopoe", raw)
+    detector = AnomalyDetector(model, batch_size=8)
+    bench, is_anomaly = mismatched_pairs(raw, "b", 0.25, seed=0)
+    whole = detector.score(bench)
+    parts = with_rows(detector.score(raw), is_anomaly, detector.score(bench.subset(np.nonzero(is_anomaly)[0])))
+    assert set(parts) == set(whole)
+    for name in whole:
+        if name != "neg_elbo":  # a sampled score: the same law, other draws
+            assert np.allclose(parts[name], whole[name], atol=1e-5, equal_nan=True), name
+    assert not np.allclose(np.nan_to_num(parts["nll_b"]), np.nan_to_num(detector.score(raw)["nll_b"]))
+
+
+def test_frechet_distance_reuses_the_draws_coherence_kept(tmp_path):
+    import torch
+
+    from omnivae.data.tensors import TensorData
+    from omnivae.report import figures
+    from omnivae.report.html import Section
+
+    raw = two_vector_data()
+    model = vector_model("mopoe", raw)
+    data = TensorData.from_raw(model, raw)
+    kept = {"prior->a": torch.randn(50, 4), "b->a": torch.randn(40, 4)}
+    extra = Extra(model, raw, raw, data, {}, tmp_path, figures, Section, 1000, 0, kept)
+    batch = data.batch(torch.arange(30))
+    assert torch.equal(extra.drawn("a", None, batch), kept["prior->a"][:30])
+    assert torch.equal(extra.drawn("a", "b", batch), kept["b->a"][:30])
+    fresh = extra.drawn("b", "a", batch)  # nothing kept: generated here
+    assert fresh.shape == (30, 3)
+    short = Extra(model, raw, raw, data, {}, tmp_path, figures, Section, 1000, 0, {"prior->a": torch.randn(5, 4)})
+    assert short.drawn("a", None, batch).shape == (30, 4)  # too few kept: drawn anew

@@ -48,3 +48,15 @@ def test_thresholds():
 def test_bad_arguments_raise_input_error(call, word):
     with pytest.raises(InputError, match=word):
         call()
+
+
+def test_importing_the_metrics_package_imports_no_scikit_learn():
+    import subprocess
+    import sys
+
+    code = ("import sys, omnivae.metrics as m; assert 'sklearn' not in sys.modules, 'eager'; "
+            "from omnivae.metrics import auroc, predict; assert m.auroc is auroc and 'auroc' in dir(m); "
+            "assert auroc([0.1, 0.9], [0, 1]) == 1.0\n"
+            "try:\n    m.nothing\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit('no error')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -197,3 +197,17 @@ def test_loading_a_cached_classifier_leaves_the_global_rng_alone(tmp_path):
     torch.manual_seed(0)
     cached_classifier(tmp_path, "rng", lambda: pytest.fail("rebuilt a valid cache entry"))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_predict_and_features_are_the_same_in_any_batching(image_clf, image_data):
+    from omnivae.metrics.classifier import features
+
+    _, (xt, _) = image_data
+    with torch.no_grad():
+        whole = image_clf.embed(xt)  # one pass in the default memory layout
+        logits = image_clf(xt)
+    for batch_size in (1, 7, 64, 1000):
+        assert torch.allclose(features(image_clf, xt, batch_size=batch_size), whole, atol=1e-5)
+        assert torch.equal(predict(image_clf, xt, batch_size=batch_size), logits[next(iter(logits))].argmax(1))
+    with pytest.raises(InputError, match="batch_size"):
+        features(image_clf, xt, batch_size=0)

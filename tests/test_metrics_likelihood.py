@@ -137,3 +137,18 @@ def test_models_with_private_latents_get_a_clear_error(tiny_config, make_raw):
     model = build_model(tiny_config("mmvae_plus", ("image", "label"), private_dim=2), raw)
     with pytest.raises(InputError, match="private latents"):
         estimate_log_likelihoods(model, TensorData.from_raw(model, raw), k=2)
+
+
+def test_estimates_are_the_same_in_any_chunking_of_the_draws(monkeypatch):
+    import omnivae.metrics.likelihood as likelihood
+
+    model = linear_gaussian_model(mean_shift=0.3, logvar_shift=0.5)  # a proposal that is not exact
+    gen = torch.Generator().manual_seed(0)
+    x = {n: torch.randn(32, len(B[n]), generator=gen, dtype=torch.float64) for n in W}
+    batch = Batch(x)
+    whole = iw_log_likelihood(model, batch, ["x1", "x2"], k=12, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(likelihood, "MAX_CODES", 40)  # one draw per example at a time
+    chunked = iw_log_likelihood(model, batch, ["x1", "x2"], k=12, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(whole, chunked, atol=1e-4)
+    other = iw_log_likelihood(model, batch, ["x1", "x2"], k=12, generator=torch.Generator().manual_seed(2))
+    assert not torch.allclose(whole, other, atol=1e-4)  # the estimate does depend on the draws

@@ -211,7 +211,7 @@ def train_classifier(
             for start in range(0, x.shape[0], batch_size):
                 idx = order[start : start + batch_size]
                 xb = degrade(x[idx], gen) if augment else x[idx]
-                logits = clf(xb)
+                logits = clf(_fast_layout(xb))
                 loss = sum(F.cross_entropy(logits[t], labels[t][idx], ignore_index=-1, reduction="sum")
                            / (labels[t][idx] >= 0).sum().clamp_min(1) for t in classes)
                 opt.zero_grad(set_to_none=True)
@@ -243,10 +243,14 @@ def _labels(x: torch.Tensor, y: dict, num_classes: dict | None, missing_ok: bool
     return labels, classes
 
 
-@torch.no_grad()
-def predict(clf: Classifier, x: torch.Tensor, batch_size: int = 1024):
-    """Predicted class ids in batches, with the classifier in eval mode: LongTensor [N] for a
-    classifier trained on one label tensor, else {attribute: LongTensor [N]}."""
+def _fast_layout(x: torch.Tensor) -> torch.Tensor:
+    """Images [B, C, H, W] in channels-last order, where these small convolutions run 2-4x faster
+    on CPU than in the default order (same results up to float rounding); other inputs as they are."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _batches(clf: Classifier, x: torch.Tensor, batch_size: int):
+    """x [N, ...] in batches of at most batch_size, checked, in the layout the classifier runs fastest."""
     spec = getattr(clf, "spec", None)
     if spec is None:
         raise InputError("clf: expected a classifier from train_classifier/build_classifier")
@@ -254,10 +258,30 @@ def predict(clf: Classifier, x: torch.Tensor, batch_size: int = 1024):
     expected = spec.get("in_channels", spec.get("in_dim"))
     if expected is not None and x.shape[1] != expected:
         raise InputError(f"x: expected size {expected} in dim 1, received shape {tuple(x.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size: expected a positive int, received {batch_size!r}")
     clf.eval()
-    parts = [clf(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    return (_fast_layout(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size))
+
+
+# Small batches keep a conv layer's activations in cache: 32x32 images in channels-last batches of 64
+# take about a quarter of the time per image of batches of 1,000 in the default layout (one thread).
+PREDICT_BATCH = 64
+
+
+@torch.no_grad()
+def predict(clf: Classifier, x: torch.Tensor, batch_size: int = PREDICT_BATCH):
+    """Predicted class ids in batches, with the classifier in eval mode: LongTensor [N] for a
+    classifier trained on one label tensor, else {attribute: LongTensor [N]}."""
+    parts = [clf(xb) for xb in _batches(clf, x, batch_size)]
     out = {t: torch.cat([p[t].argmax(dim=1) for p in parts]).long() for t in clf.names}
-    return out[SINGLE] if spec.get("single") else out
+    return out[SINGLE] if clf.spec.get("single") else out
+
+
+@torch.no_grad()
+def features(clf: Classifier, x: torch.Tensor, batch_size: int = PREDICT_BATCH) -> torch.Tensor:
+    """The shared trunk's outputs [N, F] (the features before the attribute heads), in batches."""
+    return torch.cat([clf.embed(xb) for xb in _batches(clf, x, batch_size)])
 
 
 def training_key(x: torch.Tensor, y: dict[str, torch.Tensor], **settings) -> str:

@@ -135,17 +135,29 @@ def required_attributes(given_preds: list[dict[str, torch.Tensor]], target_pred:
     return out
 
 
+def real_scores(data: TensorData, scorers: dict[str, Scorer], n_max: int = 1000) -> dict[str, dict[str, torch.Tensor]]:
+    """What each scorer reads in the first n_max examples of `data` itself (the attributes the real
+    inputs show): conditional_coherence's `readable`, to compute once for several calls."""
+    head = data.batch(torch.arange(min(len(data), n_max)))
+    return {m: scorers[m](head.data[m]) for m in scorers if m in head.data}
+
+
 def conditional_coherence(model, data: TensorData, scorers: dict[str, Scorer], max_given: int | None = None,
-                          n_max: int = 1000, batch_size: int = 500, **gen_options) -> dict[str, dict[str, float]]:
+                          n_max: int = 1000, batch_size: int = 500, readable: dict | None = None,
+                          keep: dict | None = None, **gen_options) -> dict[str, dict[str, float]]:
     """Accuracy of every target modality generated from every subset of the others
     (subsets up to `max_given` modalities), keyed "source+source->target". Only attributes the
     given modalities determine are scored (see required_attributes). gen_options go to
-    model.generate (default: the posterior mean, mean=True)."""
+    model.generate (default: the posterior mean, mean=True).
+
+    readable: real_scores(data, scorers, n_max), when already computed; keep: a dict that receives
+    the generated model-space outputs [n, ...] under the same keys, for other metrics to reuse."""
     gen_options = {"mean": True, **gen_options}
     n = min(len(data), n_max)
     truth = {t: v[:n] for t, v in data.targets.items()}
     head = data.batch(torch.arange(n))
-    readable = {m: scorers[m](head.data[m]) for m in scorers if m in head.data}
+    if readable is None:
+        readable = real_scores(data, scorers, n)
     rates = {m: {t: float((v[head.present(m)] >= 0).float().mean()) for t, v in p.items()}
              for m, p in readable.items()}
     results = {}
@@ -153,23 +165,31 @@ def conditional_coherence(model, data: TensorData, scorers: dict[str, Scorer], m
         others = [m for m in model.names if m != target]
         for size in range(1, min(len(others), max_given or len(others)) + 1):
             for given in combinations(others, size):
-                preds = []
+                key, preds, outputs = f"{'+'.join(given)}->{target}", [], []
                 for i in range(0, n, batch_size):
                     batch = data.batch(torch.arange(i, min(n, i + batch_size)))
                     gen = model.generate(batch, given=list(given), targets=[target], raw=True, **gen_options)
                     preds.append(score(gen[target]))
+                    if keep is not None:
+                        outputs.append(gen[target])
                 pred = {t: torch.cat([p[t] for p in preds]) for t in preds[0]}
+                if outputs and len({x.shape[1:] for x in outputs}) == 1:
+                    keep[key] = torch.cat(outputs)
                 given_preds = [readable[g] for g in given if g in readable] or [truth]
                 required = required_attributes(given_preds, pred, rates.get(target, {}))
-                results[f"{'+'.join(given)}->{target}"] = accuracy(pred, truth, required)
+                results[key] = accuracy(pred, truth, required)
     return results
 
 
-def joint_coherence(model, scorers: dict[str, Scorer], n: int = 1000, **gen_options) -> dict[str, float]:
-    """Fraction of prior samples whose modalities agree on every shared attribute."""
+def joint_coherence(model, scorers: dict[str, Scorer], n: int = 1000, keep: dict | None = None,
+                    **gen_options) -> dict[str, float]:
+    """Fraction of prior samples whose modalities agree on every shared attribute. keep: a dict
+    that receives the samples (model space, [n, ...]) under "prior->modality", for reuse."""
     if len(scorers) < 2:
         return {}
     samples = model.sample(n, targets=list(scorers), raw=True, **gen_options)
+    if keep is not None:
+        keep.update({f"prior->{m}": x for m, x in samples.items()})
     preds = {m: s(samples[m]) for m, s in scorers.items()}
     out = {}
     names = list(preds)

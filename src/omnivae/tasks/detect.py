@@ -46,7 +46,7 @@ class AnomalyDetector:
     """score(data) -> {name: per-example scores}; fit on normal data picks a threshold on
     one score (`score_name`); predict flags examples above it."""
 
-    def __init__(self, model, score_name: str = "neg_elbo", n_samples: int = 1, batch_size: int = 512,
+    def __init__(self, model, score_name: str = "neg_elbo", n_samples: int = 1, batch_size: int = 128,
                  seed: int = 0):
         if n_samples < 1 or batch_size < 1:
             raise InputError(f"n_samples and batch_size must be positive, received {n_samples}, {batch_size}")

@@ -20,6 +20,7 @@ from omnivae.metrics.coherence import (
     build_scorers,
     conditional_coherence,
     joint_coherence,
+    real_scores,
 )
 from omnivae.metrics.reconstruction import reconstruction_metrics
 from omnivae.modalities import MODALITY_KINDS, figure_roles
@@ -82,23 +83,27 @@ def _evaluate(model, train, test, out_dir, run_dir, n_eval, scorer_epochs, seed,
     scorers = build_scorers(model, train, epochs=scorer_epochs, seed=seed, max_examples=scorer_examples,
                             cache_dir=cache)
     progress(EVALUATION_STEPS[1], total)
+    readable = real_scores(test_data, scorers, n_eval)  # what the real test data shows, read once
+    drawn = model.uses_conditional_prior("auto")  # generation draws codes (else: the posterior mean)
+    generated: dict = {}  # outputs drawn as the Frechet distance draws them, reused there
     metrics = {
         "model": model.config.model,
         "n_test": len(test),
         # the default generation path: draws from the conditional prior where the model has one
-        "coherence": conditional_coherence(model, test_data, scorers, n_max=n_eval,
-                                           mean=not model.uses_conditional_prior("auto")),
-        "joint_coherence": joint_coherence(model, scorers, n=n_eval),
+        "coherence": conditional_coherence(model, test_data, scorers, n_max=n_eval, mean=not drawn,
+                                           readable=readable, keep=generated if drawn else None),
+        "joint_coherence": joint_coherence(model, scorers, n=n_eval, keep=generated),
         "reconstruction": reconstruction_metrics(model, test_data, n_max=n_eval),
     }
-    if model.uses_conditional_prior("auto"):
-        metrics["coherence_posterior_mean"] = conditional_coherence(model, test_data, scorers, n_max=n_eval)
+    if drawn:
+        metrics["coherence_posterior_mean"] = conditional_coherence(model, test_data, scorers, n_max=n_eval,
+                                                                    readable=readable)
     csv_path = combined_metrics_csv(Path(run_dir), fig_dir / "metrics_all.csv") if run_dir is not None else None
     sections = run_sections(model.config.to_dict(), train, test, run_dir, csv_path)  # config, data, training time
     sections += [Section("Metrics", "Cross-modal accuracy: a generated modality is scored by a classifier "
                         "(images) or a caption parser (text) and compared with the true attributes.",
                         table=dict(metrics))]
-    extra = Extra(model, train, test, test_data, scorers, fig_dir, figures, Section, n_eval, seed)
+    extra = Extra(model, train, test, test_data, scorers, fig_dir, figures, Section, n_eval, seed, generated)
     metrics.update(extra.run(lambda step: progress(step, total)))
     progress(EVALUATION_STEPS[-1], total)
     sections += extra.sections
@@ -156,8 +161,11 @@ class Extra:
     ANOMALY_FRACTION = 0.25
     FRECHET_N = 400
 
-    def __init__(self, model, train, test, test_data, scorers, fig_dir, figures, Section, n_eval, seed):
+    def __init__(self, model, train, test, test_data, scorers, fig_dir, figures, Section, n_eval, seed,
+                 generated: dict | None = None):
         self.model, self.train, self.test, self.data = model, train, test, test_data
+        # outputs the coherence metrics generated as the Frechet distance would ("text->image", "prior->image")
+        self.generated = generated or {}
         self.scorers, self.fig_dir, self.figures, self.Section = scorers, fig_dir, figures, Section
         self.n_eval, self.seed = n_eval, seed
         self.n = min(len(test), n_eval)
@@ -222,7 +230,6 @@ class Extra:
     # -- latent probes ---------------------------------------------------------------------
     def probes(self) -> dict:
         from omnivae.metrics.probe import kmeans_scores, linear_probe
-        from omnivae.tasks.embed import embed
 
         targets = [t for t in self.varied(self.test) if t in self.train.targets
                    and len(np.unique(self.train.targets[t][:self.PROBE_TRAIN])) > 1]
@@ -230,12 +237,12 @@ class Extra:
             raise Skip("the data has no target labels that vary")
         train = self.train.subset(np.arange(min(len(self.train), self.PROBE_TRAIN)))
         train_data = TensorData.from_raw(self.model, train)
-        test_idx = np.arange(self.n)
         views = {"joint": None, **({m: [m] for m in self.names} if len(self.names) > 1 else {})}
+        codes_train = view_codes(self.model, train_data, views)
+        codes_test = view_codes(self.model, head(self.data, self.n), views)
         out: dict = {}
         for view, given in views.items():
-            z_train = embed(self.model, train_data, given=given)
-            z_test = embed(self.model, self.data.batch(torch.from_numpy(test_idx)), given=given)
+            z_train, z_test = codes_train[view], codes_test[view]
             keep_tr = self.present_rows(train_data, given)
             keep_te = self.present_rows(self.data, given)[: self.n]
             for t in targets:
@@ -332,8 +339,9 @@ class Extra:
         if not benchmarks:
             raise Skip("needs two modalities (mismatched pairs) or a modality whose kind can corrupt its values")
         out, shown = {}, False
+        clean = detector.score(test)  # a benchmark changes only its anomalies: the other rows score as clean
         for key, (raw, is_anomaly) in benchmarks.items():
-            scores = detector.score(raw)
+            scores = with_rows(clean, is_anomaly, detector.score(raw.subset(np.nonzero(is_anomaly)[0])))
             table = {}
             for name, s in scores.items():
                 ok = np.isfinite(s)
@@ -394,13 +402,25 @@ class Extra:
             present = self.data.mask.get(img, torch.ones(len(self.data), dtype=torch.bool))[:n]
             real = feature_fn(self.model.modalities[img].features(self.data.data[img][:n][present]))
             batch = self.data.batch(torch.arange(n))
-            generated = {"prior_samples": self.model.sample(n, targets=[img], raw=True)[img]}
+            generated = {"prior_samples": self.drawn(img, None, batch)}
             for other in self.names:
                 if other != img:
-                    gen = self.model.generate(batch, given=[other], targets=[img], raw=True)[img]
+                    gen = self.drawn(img, other, batch)
                     generated[f"{other}->{img}"] = gen[present & batch.present(other)]
             out[img] = {key: frechet_distance(feature_fn(x), real) for key, x in generated.items()}
         return out
+
+    def drawn(self, img: str, given: str | None, batch) -> torch.Tensor:
+        """`img` generated for the examples of `batch` from `given` (None: prior samples, as many):
+        the first of those the coherence metrics drew on the same generation path (so from the same
+        distribution) when they kept enough, else generated here."""
+        n = len(batch)
+        kept = self.generated.get(f"{given or 'prior'}->{img}")
+        if kept is not None and len(kept) >= n:
+            return kept[:n]
+        if given is None:
+            return self.model.sample(n, targets=[img], raw=True)[img]
+        return self.model.generate(batch, given=[given], targets=[img], raw=True)[img]
 
 
 def classifier_features(scorer):
@@ -410,11 +430,44 @@ def classifier_features(scorer):
     if clf is None:
         return None
 
-    @torch.no_grad()
-    def features(x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        return torch.cat([clf.embed(x[i:i + batch_size].float()) for i in range(0, len(x), batch_size)])
+    from omnivae.metrics.classifier import features
 
-    return features
+    return lambda x: features(clf, x.float())
+
+
+@torch.no_grad()
+def view_codes(model, data: TensorData, views: dict, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Latent means [N, D] of `data` for each view {name: the modalities given (None: all)}, as
+    `embed` gives them. Where the model encodes each modality on its own (the base encoders and
+    encode), each encoder runs once per example and only the fusion runs per view."""
+    from omnivae.models.base import MultimodalModel
+    from omnivae.tasks.embed import embed
+
+    cls = type(model)
+    if cls.encode_unimodal is not MultimodalModel.encode_unimodal or cls.encode is not MultimodalModel.encode:
+        return {v: embed(model, data, given=given, batch_size=batch_size) for v, given in views.items()}
+    parts: dict[str, list] = {v: [] for v in views}
+    for start in range(0, len(data), batch_size):
+        batch = data.batch(torch.arange(start, min(len(data), start + batch_size)))
+        mu, logvar, present = model.encode_unimodal(batch)
+        for view, given in views.items():
+            use = torch.tensor([m in batch.data and (given is None or m in given) for m in model.names],
+                               device=mu.device)
+            # as encode_unimodal(batch, given) leaves the others: zeros, not present
+            keep = use[:, None, None]
+            q = model.fuse(torch.where(keep, mu, 0.0), torch.where(keep, logvar, 0.0), present & use[:, None])
+            parts[view].append(q.mu)
+    return {v: torch.cat(p).cpu().numpy() for v, p in parts.items()}
+
+
+def with_rows(scores: dict[str, np.ndarray], rows: np.ndarray, values: dict[str, np.ndarray]) -> dict:
+    """Copies of per-example `scores` with the `rows` (bool [N]) replaced by `values` (of those rows)."""
+    out = {}
+    for name, s in scores.items():
+        s = s.copy()
+        s[rows] = values[name]
+        out[name] = s
+    return out
 
 
 def head(data: TensorData, n: int) -> TensorData:
