@@ -244,10 +244,13 @@ def fmt(v) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table of the headline figures, each beside its ceiling."""
+    """Markdown table of the headline figures, each beside its ceiling; "scorer" is the format of
+    the scoring classifiers (omnivae.metrics.classifier.CACHE_FORMAT; 3: one network per attribute),
+    so rows scored by different classifiers are not compared unawares."""
     lines = ["| workload | model | caption/source -> image | image -> caption/target | mean cross (PolyMNIST) "
-             "| ceiling | joint | open attribute: distinct values in 20 draws | FD prior (post. / flow) | sharpness prior (flow) | NLL |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ceiling | joint | open attribute: distinct values in 20 draws | FD prior (post. / flow) | sharpness prior (flow) | NLL "
+             "| scorer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         auto, post = r["by_sampler"]["auto"], r["by_sampler"].get("posterior", {})
         coh = auto["coherence"]
@@ -262,7 +265,7 @@ def table(rows: list[dict]) -> str:
         sharp = auto.get("samples", {}).get("prior", {}).get("sharpness_ratio")
         lines.append(f"| {r['workload']} | {r['model']} | {fmt(to_img)} | {fmt(from_img)} | {fmt(cross)} | {ceil} "
                      f"| {fmt(auto['joint'])} | {open_txt} | {fmt(fd_post)} / {fmt(fd_flow)} | {fmt(sharp)} "
-                     f"| {fmt(r['nll'].get('joint'))} |")  # noqa: E501
+                     f"| {fmt(r['nll'].get('joint'))} | {r.get('scorer_format') or '3'} |")  # noqa: E501
     return "\n".join(lines)
 
 
