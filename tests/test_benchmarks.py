@@ -161,10 +161,10 @@ def test_deep_models_benchmark_quick_run(tmp_path):
     assert result["workload"] == "deep-models" and result["quick"] is True
     if not result["runs"]:
         pytest.skip(f"{result['skipped']}")  # MNIST files not on this machine
-    flat, ladder = result["runs"]
-    assert (flat["model"], ladder["model"]) == ("vae", "ladder_vae")
-    assert len(flat["active_units"]) == 1 and len(ladder["active_units"]) == 2
-    for run in (flat, ladder):
+    flat, ladder, merge = result["runs"]  # the ladder with its default (residual) posterior and the paper's merge
+    assert (flat["model"], ladder["model"], merge["model"]) == ("vae", "ladder_vae", "ladder_vae_merge")
+    assert len(flat["active_units"]) == 1 and len(ladder["active_units"]) == 2 == len(merge["active_units"])
+    for run in (flat, ladder, merge):
         assert run["iw_nll"] > 0 and run["neg_elbo"] >= run["iw_nll"] - 1.0 and run["k"] == 4
     assert abs(ladder["parameters"] / flat["parameters"] - 1) < 0.05  # the same budget in weights
     fd = result["frechet"]
