@@ -70,7 +70,7 @@ class Service:
         # what the page shows of index rows, encoded once (PNG thumbnails cost more than a search)
         self.row = functools.lru_cache(maxsize=4096)(self._row)
         self.indexed = functools.lru_cache(maxsize=4096)(self._indexed)
-        self.previewed = functools.lru_cache(maxsize=4096)(self._previewed)
+        self.picture_names, self.text_names = figure_roles(model.modalities)  # as the kinds draw their values
         if raw is not None:
             data = as_tensor_data(model, raw)
             self.galleries = {n: RetrievalIndex(model, data, n) for n in model.names
@@ -112,10 +112,6 @@ class Service:
         """Index row i of modality `name` (which the model may not have) as a JSON value."""
         return MODALITY_KINDS[self.raw.kinds[name]].json_item(self.raw.modalities[name][i])
 
-    def _previewed(self, name: str, i: int) -> dict:
-        """What the page shows of index row i's value of `name` (its kind's `preview`)."""
-        return MODALITY_KINDS[self.raw.kinds[name]].preview(self.raw.modalities[name][i])
-
     def _row(self, i: int) -> dict:
         """What the page shows of index row i: a thumbnail, a caption and a description."""
         from omnivae.cli.tasks import describe
@@ -123,7 +119,7 @@ class Service:
         raw, out = self.raw, {"index": int(i), "thumbnail": None, "caption": None}
         for name, kind in raw.kinds.items():  # the first of each field that a kind's preview gives
             if raw.mask[name][i]:
-                for field, value in self.previewed(name, int(i)).items():
+                for field, value in MODALITY_KINDS[kind].preview(raw.modalities[name][i]).items():
                     out[field] = value if out.get(field) is None else out[field]
         out["description"] = describe(raw, int(i), skip="")
         return out
@@ -162,9 +158,8 @@ class Service:
 
     @torch.no_grad()
     def caption(self, req: CaptionRequest) -> dict:
-        pictures, texts = figure_roles(self.model.modalities)  # as the kinds draw their values
-        image = self.first(pictures, "image", req.modality, "modality")
-        text = self.first(texts, "text", req.target, "target")
+        image = self.first(self.picture_names, "image", req.modality, "modality")
+        text = self.first(self.text_names, "text", req.target, "target")
         values = {image: model_values(self.model, image, [req.image], self.limits)}
         seed = req.seed if req.seed is not None else secrets.randbits(31)
         with seeded(seed):
