@@ -16,7 +16,7 @@ from omnivae.errors import InputError
 from omnivae.modalities import MODALITY_KINDS, Modality, ModalitySpec, register_modality
 
 SRC = Path(omnivae.__file__).parent
-KIND_NAMES = {"image", "text", "categorical", "vector", "signal"}
+KIND_NAMES = {"image", "text", "categorical", "vector", "signal", "audio"}
 # words that stand in for a kind (how a kind is shown): choosing by them is choosing by kind
 STAND_INS = {"picture", "pictures", "caption", "captions", "label", "labels", "audio", "sound"}
 # every module outside modalities/ (the one place that knows the kinds)
@@ -62,6 +62,55 @@ def test_the_scanner_finds_kind_comparisons():
             'if "image" not in raw.modalities: pass\nmatch kind:\n    case "vector": pass\n'
             'if m.display == "picture": pass\nshown = [n for n in names if show[n] in ("caption", "x")]\n')
     assert sorted(line for line, _ in kind_comparisons(code)) == [1, 2, 3, 8, 9, 10]
+
+
+def _modality_names(tree: ast.AST) -> set[int]:
+    """ids of string constants that name a modality, not a kind: dict keys and subscripts
+    (`mods["image"]`), `"image" in raw.modalities`, docstrings, and constants assigned to a name
+    ending in MODALITY (the folder reader's FILE_MODALITY)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            names |= {id(k) for k in node.keys if k is not None}
+        elif isinstance(node, ast.Subscript):
+            names.add(id(node.slice))
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            names.add(id(node.value))
+        elif isinstance(node, ast.Compare) and _names_a_modality(node):
+            names.add(id(node.left))
+        elif isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id.endswith("MODALITY")
+                                                  for t in node.targets):
+            names.add(id(node.value))
+    return names
+
+
+def kind_values(source: str) -> list[tuple[int, str]]:
+    """(line, name) of every kind name written as a value: returned, assigned, passed or put in a
+    dict as a value. Readers that pick a kind this way (`return "vector"` for a column of numbers)
+    decide for the kinds; the kind's class should claim its data instead (claims_values,
+    claims_arrow, claims_array, claims_files) or be named by its class (`ImageModality.kind`)."""
+    tree = ast.parse(source)
+    names = _modality_names(tree)
+    return [(n.lineno, n.value) for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in KIND_NAMES
+            and id(n) not in names]
+
+
+def test_the_scanner_finds_kind_names_written_as_values():
+    code = ('def f(t):\n    """Reads "text" columns."""\n    return "vector"\n'
+            'kinds = {"image": "image"}\nx = mods["text"]\nif "signal" in raw.modalities: pass\n'
+            'FILE_MODALITY = "image"\nKIND = "categorical"\nload(kind="text")\nk = "image" if a else "labels"\n')
+    assert sorted(kind_values(code)) == [(3, "vector"), (4, "image"), (8, "categorical"), (9, "text"), (10, "image")]
+
+
+def test_no_module_outside_modalities_writes_a_kind_name():
+    problems = []
+    for path in SCANNED:
+        source = path.read_text(encoding="utf-8")
+        lines = source.splitlines()
+        problems += [f"{path.relative_to(SRC.parent)}:{line}: {name!r}: {lines[line - 1].strip()}"
+                     for line, name in kind_values(source)]
+    assert not problems, ("let the kinds claim their data (claims_values, claims_arrow, claims_array, "
+                          "claims_files) or name a kind by its class (ImageModality.kind):\n" + "\n".join(problems))
 
 
 def display_reads(source: str) -> list[int]:
@@ -156,6 +205,29 @@ class ToyModality(Modality):
         return arr.astype(np.float32) / 10, arr[:, 0] >= 0, None
 
     @classmethod
+    def claims_values(cls, values):
+        """Metadata cells like "10/20/30" (strings, which the built-in text kind would take)."""
+        return all(isinstance(v, str) and len(v.split("/")) == 3 for v in values)
+
+    @classmethod
+    def claims_arrow(cls, arrow_type):
+        """Fixed-size lists of 3 integers (which the built-in vector kind would take)."""
+        import pyarrow as pa
+
+        return pa.types.is_fixed_size_list(arrow_type) and arrow_type.list_size == 3 and \
+            pa.types.is_integer(arrow_type.value_type)
+
+    @classmethod
+    def read_arrow(cls, name, column):
+        return np.asarray(column.to_pylist(), dtype=np.int64), None, None
+
+    @classmethod
+    def read_column(cls, table, column, classes=None):
+        cls.calls.append(column)
+        tenths = np.array([[int(t) for t in str(r[column]).split("/")] for r in table.rows])
+        return tenths.astype(np.float32) / 10, tenths[:, 0] >= 0, None
+
+    @classmethod
     def raw_array(cls, values):
         return np.round(np.asarray(values) * 10).astype(np.int64)
 
@@ -190,6 +262,42 @@ def test_a_registered_kind_is_read_by_its_own_class(toy_kind, tmp_path):
     from omnivae.data.inspect import describe
 
     assert describe(raw)["modalities"]["x"]["dtype"] == "toy"
+
+
+def test_a_registered_kind_claims_metadata_cells_and_parquet_columns(toy_kind, tmp_path):
+    """Readers ask the kinds to claim unlabelled data, a user's kinds before the built-in ones."""
+    from PIL import Image
+
+    from omnivae.data.folder import load_folder
+
+    cells = ["10/20/30", "-1/0/0", "5/5/5", "0/1/2"]
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "metadata.jsonl").write_text("".join(
+        f'{{"file_name": "{i}.png", "x": "{c}", "note": "a long note {i}"}}\n' for i, c in enumerate(cells)))
+    raw = load_folder(tmp_path)
+    assert raw.kinds["x"] == "toy" and raw.kinds["note"] == "text" and toy_kind.calls == ["x"]
+    assert np.allclose(raw.modalities["x"][0], [1, 2, 3]) and raw.mask["x"].tolist() == [True, False, True, True]
+
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    table = pa.table({"x": pa.array([[10, 20, 30], [5, 5, 5]], type=pa.list_(pa.int64(), 3)),
+                      "y": pa.array([[1.0, 2.0], [3.0, 4.0]], type=pa.list_(pa.float64(), 2))})
+    pq.write_table(table, tmp_path / "t.parquet")
+    raw = load_arrays(tmp_path / "t.parquet")
+    assert raw.kinds == {"x": "toy", "y": "vector"}
+    assert np.allclose(raw.modalities["x"], [[1, 2, 3], [0.5, 0.5, 0.5]])
+
+
+def test_without_a_users_kind_the_built_in_kinds_claim_the_same_data(tmp_path):
+    from PIL import Image
+
+    from omnivae.data.folder import load_folder
+
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "metadata.jsonl").write_text("".join(
+        f'{{"file_name": "{i}.png", "x": "{c}", "n": {i}.5}}\n' for i, c in enumerate(["1/2/3", "4/5/6", "7/8/9", "1/1/1"])))
+    assert {k: v for k, v in load_folder(tmp_path).kinds.items() if k != "image"} == {"x": "text", "n": "vector"}
 
 
 def test_a_kind_without_array_reading_says_so(tmp_path):

@@ -265,7 +265,7 @@ def test_labels_and_vectors_in_and_out(make_raw, tiny_config, tmp_path):
     found = ok(c.post("/api/caption", json={"image": png_b64(raw.modalities["image"][0])}))
     assert found["target"] == "label" and isinstance(found["caption"], int) and 0 <= found["caption"] < 3
     r = c.post("/api/caption", json={"image": png_b64(raw.modalities["image"][0]), "target": "vector"})
-    assert r.status_code == 400 and "not text" in r.json()["detail"]
+    assert r.status_code == 400 and "not drawn as a short text" in r.json()["detail"]
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ BAD = [
     (GEN, {"inputs": {"text": ["a red circle", "a blue square"], "image": [BAD_IMAGE]}}, 400, "image"),
     ("/api/caption", {"image": ""}, 400, "empty"),
     ("/api/caption", {"image": "%%%"}, 400, "base64"),
-    ("/api/caption", {"image": BAD_IMAGE, "target": "image"}, 400, "not text"),
+    ("/api/caption", {"image": BAD_IMAGE, "target": "image"}, 400, "not drawn as a short text"),
     ("/api/caption", {}, 422, "image"),
     ("/api/embed", {"inputs": {"text": ["a red circle"]}, "given": ["audio"]}, 400, "audio"),
     ("/api/embed", {"inputs": {}}, 400, "empty"),

@@ -26,7 +26,7 @@ import numpy as np
 
 from omnivae.atomic import replacing
 from omnivae.data.folder import CHANNELS, DataWarning, normal_mode, read_header, read_image
-from omnivae.data.raw import ROLES, RawData, kind_class, known_kinds
+from omnivae.data.raw import ROLES, RawData, claiming_kinds, kind_class, known_kinds
 from omnivae.errors import InputError
 
 SPECIAL_KINDS = ROLES  # target: evaluation labels only; ignore: not loaded
@@ -113,46 +113,17 @@ def read_parquet(path: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, 
     values, kinds, classes, masks = {}, {}, {}, {}
     for name in table.column_names:
         col = table.column(name).combine_chunks()
-        t = col.type
-        if pa.types.is_dictionary(t):
-            classes[name] = [str(c) for c in col.dictionary.to_pylist()]
-            values[name] = col.indices.fill_null(-1).to_numpy().astype(np.int64)
-            kinds[name] = "categorical"
-        elif pa.types.is_string(t) or pa.types.is_large_string(t):
-            values[name], kinds[name] = col.to_pylist(), "text"
-        elif pa.types.is_integer(t) or pa.types.is_boolean(t):
-            values[name] = col.cast(pa.int64()).to_numpy(zero_copy_only=False)  # float with NaN if nulls
-            kinds[name] = "categorical"
-        elif pa.types.is_floating(t):
-            values[name], kinds[name] = col.cast(pa.float32()).fill_null(np.nan).to_numpy(), "vector"
-        elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-            values[name], kinds[name] = _list_column(name, col, pa), "vector"
-        elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or (
-                pa.types.is_struct(t) and t.get_field_index("bytes") >= 0):
-            cells = col.field("bytes") if pa.types.is_struct(t) else col
-            values[name], masks[name] = decode_images(name, cells.to_pylist())
-            kinds[name] = "image"
-        else:
-            raise InputError(f"{path} column {name!r} has Arrow type {t}, which omnivae cannot read "
+        kind = next((k for k in claiming_kinds() if kind_class(k).claims_arrow(col.type)), None)
+        if kind is None:
+            raise InputError(f"{path} column {name!r} has Arrow type {col.type}, which omnivae cannot read "
                              "(expected strings, integers, floats, lists of numbers or image bytes)")
+        values[name], names, present = kind_class(kind).read_arrow(name, col)
+        kinds[name] = kind
+        if names is not None:
+            classes[name] = names
+        if present is not None:
+            masks[name] = present
     return values, kinds, classes, masks
-
-
-def _list_column(name: str, col, pa) -> np.ndarray:
-    """List cells of equal length -> float32 [N, D] (rows of nulls -> NaN, i.e. missing)."""
-    valid = col.is_valid().to_numpy(zero_copy_only=False)
-    present = col.filter(col.is_valid())
-    lengths = set(present.value_lengths().to_numpy(zero_copy_only=False).tolist()) if len(present) else {1}
-    if len(lengths) != 1:
-        raise InputError(f"list column {name!r} holds lists of different lengths {sorted(lengths)}; "
-                         "a vector modality needs one length")
-    (dim,) = lengths
-    flat = present.flatten()
-    if not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
-        raise InputError(f"list column {name!r} holds {flat.type}, expected numbers")
-    out = np.full((len(col), dim), np.nan, dtype=np.float32)
-    out[valid] = flat.cast(pa.float32()).fill_null(np.nan).to_numpy().reshape(-1, dim)
-    return out
 
 
 def decode_images(name: str, cells: list) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +156,7 @@ def decode_images(name: str, cells: list) -> tuple[np.ndarray, np.ndarray]:
 def infer_array_kind(name: str, arr: np.ndarray) -> str:
     """The first registered kind whose class claims an array of this dtype and shape."""
     kinds = known_kinds()
-    found = next((k for k in kinds if kind_class(k).claims_array(arr)), None)
+    found = next((k for k in claiming_kinds() if kind_class(k).claims_array(arr)), None)
     if found is None:
         raise InputError(f"array {name!r} of shape {list(arr.shape)} and dtype {arr.dtype} has no obvious kind; "
                          f"give it one with --set data.options.schema.{name}=vector (in Python: schema={{{name!r}: "

@@ -160,5 +160,8 @@ def load_coco(path, annotations: str | None = None, images: str | None = None, i
     info = {"source": "coco", "path": str(root), "annotations": file.name, "references": {"caption": references}}
     ids = {"image_id": np.array([str(image_id) for image_id, _ in entries]),
            "file_name": np.array([name for _, name in entries])}
-    return RawData({"image": pixels, "caption": [r[0] for r in references]}, {"image": "image", "caption": "text"},
+    from omnivae.modalities import ImageModality, TextModality
+
+    kinds = {"image": ImageModality.kind, "caption": TextModality.kind}
+    return RawData({"image": pixels, "caption": [r[0] for r in references]}, kinds,
                    info=info, ids=ids)

@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from omnivae.data.raw import ROLES, TARGET_READ_AS, RawData, kind_class, known_kinds
+from omnivae.data.raw import ROLES, RawData, claiming_kinds, kind_class, known_kinds, label_kind
 from omnivae.errors import InputError
 
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv")
-FILE_KIND = "image"  # the kind of the file-name column (image_column) unless kinds= says otherwise
 FILE_MODALITY = "image"  # the modality name the file-name column gets
 MAX_CLASSES = 50  # more distinct values than this (or half the rows or more) -> not categorical
 MAX_FILE_WARNINGS = 10  # one warning per bad image file, up to this many; the summary counts all
@@ -155,51 +154,48 @@ def _type(v: Any) -> str:
     return type(v).__name__
 
 
-def _few(values: list) -> bool:
+def few_distinct(values: list) -> bool:
+    """Whether values repeat like class labels: at most MAX_CLASSES distinct, fewer than half the count."""
     distinct = len(set(values))
     return distinct <= MAX_CLASSES and distinct < len(values) / 2
 
 
 def infer_kind(table: Table, name: str) -> str | None:
-    """text, categorical or vector from a column's present values (None if all are missing)."""
+    """The kind of a column from its present values (None if all are missing): the first
+    registered kind that claims them as its files (`claims_files`), else the first that claims
+    the values themselves (`claims_values`)."""
     present = [r.get(name) for r in table.rows if not is_missing(r.get(name))]
     if not present:
         return None
     types = {_type(v) for v in present}
-    if types == {"list"}:
-        return "vector"
-    if types == {"bool"}:
-        return "categorical"
-    if types == {"int"}:
-        if _few(present):
-            return "categorical"
-        kind = "vector"
-    elif types <= {"int", "float"}:
-        return "vector"
-    elif types == {"str"}:
+    if types == {"str"}:
         claimed = file_kind(present)
         if claimed is not None:
             return claimed
-        if _few(present) and not any(any(c.isspace() for c in v.strip()) for v in present):
-            return "categorical"
-        kind = "text"
-    else:
+    kind = next((k for k in claiming_kinds() if kind_class(k).claims_values(present)), None)
+    if kind is None:
         first = {t: next(i for i, r in enumerate(table.rows) if _type(r.get(name)) == t) for t in sorted(types)}
         examples = ", ".join(f"{t} ({table.where(i)})" for t, i in first.items())
         raise InputError(f"column {name!r} of {table.file.name}: cannot infer its kind, it mixes "
                          f"value types {examples}. Say what it holds with --set data.options.kinds.{name}=text "
-                         f"(or categorical, vector, ignore; in Python: kinds={{{name!r}: 'text'}})")
-    if len(present) >= 10 and len(set(present)) == len(present) and not any(" " in str(v) for v in present):
+                         f"(or {', '.join(known_kinds())}, ignore; in Python: kinds={{{name!r}: 'text'}})")
+    if types in ({"int"}, {"str"}) and len(present) >= 10 and len(set(present)) == len(present) \
+            and not any(" " in str(v) for v in present):
         warnings.warn(f"column {name!r} of {table.file.name}: every value is distinct, so it is read as "
                       f"{kind}; if it is an identifier, skip it with --set data.options.kinds.{name}=ignore "
                       f"(in Python: kinds={{{name!r}: 'ignore'}})", DataWarning, stacklevel=4)
     return kind
 
 
+def scanned_kind() -> str:
+    """The first registered kind whose files the folder reader scans itself (`column_names_files`)."""
+    return next(k for k in known_kinds() if kind_class(k).column_names_files)
+
+
 def file_kind(names: list[str]) -> str | None:
     """The first registered kind whose class claims these file names as its own files (`claims_files`,
     e.g. audio: every name ends in .wav), or None."""
-    for kind in known_kinds():
+    for kind in claiming_kinds():
         if kind_class(kind).claims_files([n.strip() for n in names]):
             return kind
     return None
@@ -467,14 +463,16 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
         raise InputError(f"kinds/classes name column(s) {unknown} that {table.file.name} lacks; "
                          f"its columns are {table.columns}")
     named = [str(r[image_column]) for r in table.rows if not is_missing(r.get(image_column))]
-    kind = kinds.setdefault(image_column, (file_kind(named) if named else None) or FILE_KIND)
+    # the file-name column's kind: kinds= if given, else the kind that claims the names, else the
+    # first registered kind the folder scans files for (images)
+    kind = kinds.setdefault(image_column, (file_kind(named) if named else None) or scanned_kind())
     if kind in ROLES or not (kind_class(kind).column_names_files or kind in column_kinds()):
         raise InputError(f"column {image_column!r} holds the image file names; it cannot be {kind!r}")
     # a file kind the folder scans (images) makes modality FILE_MODALITY; one read like a column (audio) its kind name
     file_modality = FILE_MODALITY if kind_class(kind).column_names_files else kind
     plan = FolderPlan(root, table, {}, {}, {}, {}, {}, {})
     for column in table.columns:
-        kind = kinds.get(column) or (TARGET_READ_AS if column in classes else infer_kind(table, column))
+        kind = kinds.get(column) or (label_kind() if column in classes else infer_kind(table, column))
         if kind is None:
             warnings.warn(f"column {column!r} of {table.file.name} is empty in every row; ignored",
                           DataWarning, stacklevel=2)

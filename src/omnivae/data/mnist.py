@@ -193,11 +193,13 @@ def load_mnist(root: str | Path | None = None, split: str = "train", with_label:
     props = stroke_properties(images, labels) if style == "partial" else {}
     partial = _partial_captions(labels, props, split) if props else None
     images, labels, templates = images[:stop, None], labels[:stop], templates[:stop]
-    mods, kinds = {"image": images}, {"image": "image"}
+    from omnivae.modalities import CategoricalModality, ImageModality, TextModality
+
+    mods, kinds = {"image": images}, {"image": ImageModality.kind}
     targets = {"digit": labels.copy()}  # first: coherence maps parse_digit_caption's int to it
     info = {"source": "mnist", "split": split, "classes": {"digit": list(DIGITS), "label": list(DIGITS)}}
     if with_label:
-        mods["label"], kinds["label"] = labels, "categorical"
+        mods["label"], kinds["label"] = labels, CategoricalModality.kind
     if style == "digit":
         mods["text"] = [CAPTION_TEMPLATES[t].format(d=DIGITS[y]) for t, y in zip(templates, labels)]
         info["named"] = {"digit": np.ones(stop, dtype=bool)}
@@ -208,7 +210,7 @@ def load_mnist(root: str | Path | None = None, split: str = "train", with_label:
         targets.update({a: v[:stop] for a, v in props.items()})
         info["classes"].update({a: list(names) for a, names in PROPERTIES.items()})
     if style:
-        kinds["text"] = "text"
+        kinds["text"] = TextModality.kind
         info["captions"] = style
     return RawData(mods, kinds, targets=targets, info=info)
 

@@ -34,7 +34,9 @@ def make_polymnist(mnist: RawData, n_modalities: int = 5, seed: int = 0, n: int 
     info = {"source": "polymnist", "n_modalities": n_modalities, "seed": seed,
             "source_index": source, "classes": {"digit": list(DIGITS)},
             "textures": [TEXTURES[m % len(TEXTURES)] for m in range(n_modalities)]}
-    return RawData(mods, {k: "image" for k in mods}, targets={"digit": digits[source[:, 0]]}, info=info)
+    from omnivae.modalities import ImageModality
+
+    return RawData(mods, {k: ImageModality.kind for k in mods}, targets={"digit": digits[source[:, 0]]}, info=info)
 
 
 def load_polymnist(root: str | Path | None = None, split: str = "train", n_modalities: int = 5,

@@ -14,7 +14,6 @@ import numpy as np
 from omnivae.errors import InputError
 
 ROLES = ("target", "ignore")  # what a data column may be besides a modality: labels only, or skipped
-TARGET_READ_AS = "categorical"  # a "target" column is read as that kind reads it, kept as labels only
 PER_EXAMPLE_INFO = ("named", "references")  # info entries {name: array [N]} that follow subset and concat
 
 
@@ -41,11 +40,27 @@ def known_kinds() -> tuple[str, ...]:
     return tuple(MODALITY_KINDS)
 
 
+def claiming_kinds() -> tuple[str, ...]:
+    """Kinds in the order readers ask them to claim unlabelled data (omnivae.modalities.claiming_kinds:
+    kinds registered by users before the built-in ones)."""
+    from omnivae.modalities import claiming_kinds as order
+
+    return order()
+
+
+def label_kind() -> str:
+    """The kind that reads class labels (omnivae.modalities.LABEL_KIND): "target" columns and
+    columns given class names are read as it reads them."""
+    from omnivae.modalities import LABEL_KIND
+
+    return LABEL_KIND
+
+
 def kind_class(kind: str):
-    """The Modality class that reads data of `kind` (a "target" column reads as TARGET_READ_AS)."""
+    """The Modality class that reads data of `kind` (a "target" column reads as label_kind())."""
     from omnivae.modalities import MODALITY_KINDS
 
-    kind = TARGET_READ_AS if kind == "target" else kind
+    kind = label_kind() if kind == "target" else kind
     if not isinstance(kind, str) or kind not in MODALITY_KINDS:
         raise InputError(f"unknown kind {kind!r}; known kinds: {list(MODALITY_KINDS)}")
     return MODALITY_KINDS[kind]

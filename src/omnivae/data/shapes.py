@@ -191,7 +191,10 @@ def make_shapes(n: int = 10000, level: str = "easy", seed: int = 0, image_size: 
         used.append(_fields(template))
     named = {a: np.array([a in u for u in used], dtype=bool) for a in ATTRIBUTES}
     info = {"source": "shapes", "level": level, "classes": names, "varied": spec.varied(), "named": named}
-    return RawData({"image": images, "text": captions}, {"image": "image", "text": "text"},
+    from omnivae.modalities import ImageModality, TextModality
+
+    kinds = {"image": ImageModality.kind, "text": TextModality.kind}
+    return RawData({"image": images, "text": captions}, kinds,
                    targets=targets, info=info)
 
 

@@ -22,6 +22,10 @@ def register_modality(cls: type[Modality]) -> type[Modality]:
     return cls
 
 
+# the kind that reads class labels: a data column given class names, or kept as evaluation labels
+# only ("target"), is read as this kind reads its values
+LABEL_KIND = CategoricalModality.kind
+
 for _cls in (ImageModality, CategoricalModality, VectorModality, SignalModality, AudioModality):
     register_modality(_cls)
 
@@ -31,6 +35,15 @@ try:  # the text modality lives in its own sub-package
     register_modality(TextModality)
 except ImportError:  # pragma: no cover - only while the package is being assembled
     pass
+
+BUILT_IN_KINDS = tuple(MODALITY_KINDS)
+
+
+def claiming_kinds() -> tuple[str, ...]:
+    """The order in which readers ask kinds to claim unlabelled data (claims_array, claims_values,
+    claims_arrow, claims_files): kinds registered by users first (they are more specific than the
+    generic built-in ones), then the built-in kinds in their order (labels before numbers and text)."""
+    return (*(k for k in MODALITY_KINDS if k not in BUILT_IN_KINDS), *BUILT_IN_KINDS)
 
 
 def parse_spec(name: str, spec: Any) -> ModalitySpec:
@@ -74,5 +87,5 @@ def figure_roles(modalities: dict[str, Modality]) -> tuple[list[str], list[str]]
     return pictures, texts
 
 
-__all__ = ["MODALITY_KINDS", "figure_roles", "Modality", "ModalitySpec", "register_modality", "parse_spec",
+__all__ = ["MODALITY_KINDS", "LABEL_KIND", "claiming_kinds", "figure_roles", "Modality", "ModalitySpec", "register_modality", "parse_spec",
            "build_modality", "infer_spec", "ImageSpec", "CategoricalSpec", "VectorSpec", "SignalSpec", "AudioSpec"]

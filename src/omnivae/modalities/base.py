@@ -79,6 +79,26 @@ class Modality(nn.Module):
         return False
 
     @classmethod
+    def claims_values(cls, values: list) -> bool:
+        """Whether a metadata column's present values (Python numbers, strings, lists; never
+        empty) are plainly of this kind; the folder reader gives an unlabelled column to the first
+        registered kind that claims it, after any kind that claims its values as file names.
+        Default: never."""
+        return False
+
+    @classmethod
+    def claims_arrow(cls, arrow_type: Any) -> bool:
+        """Whether a Parquet column of this Arrow type (a pyarrow.DataType) holds this kind's
+        values; the first registered kind that claims it reads it with `read_arrow`. Default: never."""
+        return False
+
+    @classmethod
+    def read_arrow(cls, name: str, column: Any) -> tuple[Any, list[str] | None, np.ndarray | None]:
+        """A Parquet column this kind claims (a pyarrow.Array) -> (an array `read_array` reads, class
+        names or None, rows known to hold data or None)."""
+        raise InputError(f"column {name!r}: data of kind {cls.kind!r} cannot be read from Parquet")
+
+    @classmethod
     def read_array(cls, name: str, arr: Any, classes: list | None = None, present: np.ndarray | None = None
                    ) -> tuple[Any, np.ndarray, list[str] | None]:
         """One array of an .npz / .npy folder / Parquet column -> (values, presence mask, class names

@@ -49,6 +49,35 @@ class CategoricalModality(Modality):
         return arr.ndim == 1 and arr.dtype.kind in "iub"
 
     @classmethod
+    def claims_values(cls, values: list) -> bool:
+        """True/False; or whole numbers or one-word strings that repeat (few distinct values)."""
+        from omnivae.data.folder import few_distinct
+
+        if all(isinstance(v, bool) for v in values):
+            return True
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return few_distinct(values)
+        return all(isinstance(v, str) for v in values) and few_distinct(values) and \
+            not any(any(c.isspace() for c in v.strip()) for v in values)
+
+    @classmethod
+    def claims_arrow(cls, arrow_type) -> bool:
+        """Dictionary-encoded (pandas categories), integer and boolean columns."""
+        import pyarrow as pa
+
+        return pa.types.is_dictionary(arrow_type) or pa.types.is_integer(arrow_type) or \
+            pa.types.is_boolean(arrow_type)
+
+    @classmethod
+    def read_arrow(cls, name, column):
+        import pyarrow as pa
+
+        if pa.types.is_dictionary(column.type):
+            names = [str(c) for c in column.dictionary.to_pylist()]
+            return column.indices.fill_null(-1).to_numpy().astype(np.int64), names, None
+        return column.cast(pa.int64()).to_numpy(zero_copy_only=False), None, None  # float with NaN if nulls
+
+    @classmethod
     def read_array(cls, name, arr, classes=None, present=None):
         """Integer indices (-1 or NaN: missing) or class names (None or "": missing)."""
         if isinstance(arr, list) or arr.dtype.kind == "U":  # names -> indices

@@ -268,6 +268,25 @@ class ImageModality(Modality):
             (arr.ndim == 3 and arr.dtype == np.uint8)
 
     @classmethod
+    def claims_arrow(cls, arrow_type) -> bool:
+        """Encoded image bytes: binary cells, or structs with a "bytes" field (Hugging Face datasets)."""
+        import pyarrow as pa
+
+        return pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type) or \
+            (pa.types.is_struct(arrow_type) and arrow_type.get_field_index("bytes") >= 0)
+
+    @classmethod
+    def read_arrow(cls, name, column):
+        """PNG/JPEG bytes decoded at the most common size; undecodable rows are missing."""
+        import pyarrow as pa
+
+        from omnivae.data.arrays import decode_images
+
+        cells = column.field("bytes") if pa.types.is_struct(column.type) else column
+        pixels, present = decode_images(name, cells.to_pylist())
+        return pixels, None, present
+
+    @classmethod
     def read_array(cls, name, arr, classes=None, present=None):
         """[N,C,H,W], [N,H,W] (grey) or channels-last [N,H,W,C] (turned, as a view)."""
         from omnivae.data.folder import CHANNELS

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from omnivae.config import PositiveInt
+from omnivae.errors import InputError
 from omnivae.modalities import likelihoods
 from omnivae.modalities.base import DropoutRate, ModalitySpec, StandardizedModality, check_finite, \
     flatten_codes, full_precision, mlp
@@ -40,6 +41,48 @@ class VectorModality(StandardizedModality):
     @classmethod
     def claims_array(cls, arr: np.ndarray) -> bool:
         return arr.ndim in (1, 2) and arr.dtype.kind in "fiu"
+
+    @classmethod
+    def claims_values(cls, values: list) -> bool:
+        """Lists of numbers, or numbers (whole numbers only once the label kind has declined them)."""
+        if all(isinstance(v, list) for v in values):
+            return True
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+    @classmethod
+    def claims_arrow(cls, arrow_type) -> bool:
+        """Floating-point columns and lists of numbers."""
+        import pyarrow as pa
+
+        return pa.types.is_floating(arrow_type) or pa.types.is_list(arrow_type) or \
+            pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type)
+
+    @classmethod
+    def read_arrow(cls, name, column):
+        import pyarrow as pa
+
+        if pa.types.is_floating(column.type):
+            return column.cast(pa.float32()).fill_null(np.nan).to_numpy(), None, None
+        return cls._list_column(name, column), None, None
+
+    @staticmethod
+    def _list_column(name: str, col) -> np.ndarray:
+        """List cells of equal length -> float32 [N, D] (rows of nulls -> NaN, i.e. missing)."""
+        import pyarrow as pa
+
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        present = col.filter(col.is_valid())
+        lengths = set(present.value_lengths().to_numpy(zero_copy_only=False).tolist()) if len(present) else {1}
+        if len(lengths) != 1:
+            raise InputError(f"list column {name!r} holds lists of different lengths {sorted(lengths)}; "
+                             "a vector modality needs one length")
+        (dim,) = lengths
+        flat = present.flatten()
+        if not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
+            raise InputError(f"list column {name!r} holds {flat.type}, expected numbers")
+        out = np.full((len(col), dim), np.nan, dtype=np.float32)
+        out[valid] = flat.cast(pa.float32()).fill_null(np.nan).to_numpy().reshape(-1, dim)
+        return out
 
     @classmethod
     def read_array(cls, name, arr, classes=None, present=None):

@@ -81,14 +81,14 @@ class Service:
     # -- helpers ------------------------------------------------------------------------------
     def first(self, able: list[str], wanted: str, name: str | None, what: str) -> str:
         """The modality named `name` (checked to be one of `able`), else the first of `able`;
-        `wanted` names them in the user's words ("image")."""
+        `wanted` says in words how `able` modalities are drawn."""
         if name is not None:
             self.model.check_names([name], what)
             if name not in able:
-                raise InputError(f"{what} {name!r} is a {self.kinds[name]} modality, not {wanted}")
+                raise InputError(f"{what} {name!r} is a {self.kinds[name]} modality, which is not {wanted}")
             return name
         if not able:
-            raise InputError(f"this model has no {wanted} modality (it has {self.kinds})")
+            raise InputError(f"this model has no modality {wanted} (it has {self.kinds})")
         return able[0]
 
     def target(self, name: str | None) -> str:
@@ -158,8 +158,8 @@ class Service:
 
     @torch.no_grad()
     def caption(self, req: CaptionRequest) -> dict:
-        image = self.first(self.picture_names, "image", req.modality, "modality")
-        text = self.first(self.text_names, "text", req.target, "target")
+        image = self.first(self.picture_names, "drawn as a picture", req.modality, "modality")
+        text = self.first(self.text_names, "drawn as a short text", req.target, "target")
         values = {image: model_values(self.model, image, [req.image], self.limits)}
         seed = req.seed if req.seed is not None else secrets.randbits(31)
         with seeded(seed):

@@ -80,6 +80,21 @@ class TextModality(Modality):
         return arr.dtype.kind == "U"
 
     @classmethod
+    def claims_values(cls, values: list) -> bool:
+        """Strings (asked after the kinds that read strings as file names or labels)."""
+        return all(isinstance(v, str) for v in values)
+
+    @classmethod
+    def claims_arrow(cls, arrow_type) -> bool:
+        import pyarrow as pa
+
+        return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+    @classmethod
+    def read_arrow(cls, name, column):
+        return column.to_pylist(), None, None
+
+    @classmethod
     def read_array(cls, name, arr, classes=None, present=None):
         """A unicode array (or a list: a Parquet column) of captions."""
         if isinstance(arr, np.ndarray) and arr.dtype.kind != "U":
