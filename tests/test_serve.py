@@ -97,8 +97,8 @@ def ok(response) -> dict:
 def test_info_describes_model_and_index(client, run):
     info = ok(client.get("/api/info"))
     assert info["model"] == "mopoe" and info["latent_dim"] == 4 and info["conditional_prior"] is True
-    assert info["modalities"] == [{"name": "image", "kind": "image", "shape": [3, 16, 16]},
-                                  {"name": "text", "kind": "text", "max_len": 6}]
+    assert info["modalities"] == [{"name": "image", "kind": "image", "drawn": "picture", "shape": [3, 16, 16]},
+                                  {"name": "text", "kind": "text", "drawn": "words", "max_len": 6}]
     assert info["index"]["loaded"] and info["index"]["size"] == len(run.splits.test)
     assert set(info["index"]["galleries"]) == {"image", "text"} and "neg_elbo" in info["index"]["scores"]
     assert info["limits"]["max_n"] == Limits().max_n

@@ -135,7 +135,8 @@ class Service:
         m = self.model
         mods = []
         for n in m.names:
-            spec, entry = m.modalities[n].spec, {"name": n, "kind": self.kinds[n]}
+            drawn = "picture" if n in self.picture_names else "words" if n in self.text_names else None
+            spec, entry = m.modalities[n].spec, {"name": n, "kind": self.kinds[n], "drawn": drawn}
             for key in ("shape", "max_len", "num_classes", "classes", "dim"):
                 if getattr(spec, key, None) is not None:
                     entry[key] = list(spec.shape) if key == "shape" else getattr(spec, key)
