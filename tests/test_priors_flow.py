@@ -172,3 +172,34 @@ def test_a_run_config_selects_the_flow_prior(tmp_path):
     model = load_model(tmp_path / "run" / "model")
     assert isinstance(model.prior, FlowPrior) and model.prior.is_fitted
     assert model.sample(3)["image"].shape == (3, 3, 16, 16)
+
+
+def test_flows_build_on_the_meta_device_without_the_compiler_stack():
+    """The loader's allocation-free size check builds the model on the meta device: the zuko flows
+    (flow prior, conditional prior, JNF) are built on the CPU there instead of failing, which
+    imported torch._dynamo (about a second of every load)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom omnivae.models import build_model\n"
+            "mods = {'a': {'kind': 'vector', 'dim': 5}, 'b': {'kind': 'categorical', 'num_classes': 3}}\n"
+            "with torch.device('meta'):\n"
+            "    for cfg in ({'model': 'mopoe', 'conditional_prior': {'kind': 'flow'}},\n"
+            "                {'model': 'vae', 'prior': {'kind': 'flow'}, 'modalities': {'a': mods['a']}},\n"
+            "                {'model': 'jnf'}):\n"
+            "        m = build_model({'latent_dim': 4, 'modalities': mods, **cfg})\n"
+            "        assert {p.device.type for p in m.parameters()} == {'meta'}, cfg\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
+def test_an_oversized_flow_is_refused_before_it_is_built():
+    import pytest
+
+    from omnivae.errors import ConfigError
+    from omnivae.priors.flow import FlowPrior
+
+    with pytest.raises(ConfigError, match="parameters"):
+        FlowPrior(8, {"hidden": [200_000, 200_000]})

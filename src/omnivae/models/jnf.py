@@ -47,6 +47,7 @@ from omnivae.fusion import moment_matched_mixture
 from omnivae.models.base import MultimodalModel
 from omnivae.models.jmvae import JMVAE, JOINT_ATTRIBUTE, JointEncoderConfig
 from omnivae.models.registry import register_model
+from omnivae.priors.flow import build_zuko
 
 
 class JNFConfig(JointEncoderConfig):
@@ -65,11 +66,10 @@ class JNF(JMVAE):
 
     def __init__(self, config, modalities=None):
         super().__init__(config, modalities)
-        device = torch.get_default_device()
-        with torch.device("cpu"):  # zuko builds its masks with ops that have no meta kernel (unique)
-            flows = {n: zuko.flows.MAF(features=config.latent_dim, transforms=config.flow_transforms,
-                                       hidden_features=tuple(config.flow_hidden)).transform for n in self.names}
-        self.flows = nn.ModuleDict(flows).to(device)  # on meta when load_model checks shapes without allocating
+        d, t, hidden = config.latent_dim, config.flow_transforms, config.flow_hidden
+        self.flows = nn.ModuleDict({n: build_zuko(
+            lambda: zuko.flows.MAF(features=d, transforms=t, hidden_features=tuple(hidden)).transform,
+            d, 0, t, hidden, 2) for n in self.names})
         self.joint_frozen = False  # the second phase (set by on_train_epoch_start)
 
     def check_config(self) -> None:

@@ -26,6 +26,7 @@ from torch import nn
 
 from omnivae.config import PositiveInt, StrictModel
 from omnivae.errors import InputError
+from omnivae.priors.flow import build_zuko
 
 
 class ConditionalPriorConfig(StrictModel):
@@ -64,9 +65,11 @@ class ConditionalFlowPrior(nn.Module):
         import zuko
 
         self.config, self.code_dim, self.num_modalities, self.width = config, code_dim, num_modalities, width
-        self.flow = zuko.flows.NSF(features=code_dim, context=num_modalities * (width + 1),
-                                   transforms=config.transforms, bins=config.bins,
-                                   hidden_features=tuple(config.hidden))
+        context = num_modalities * (width + 1)
+        self.flow = build_zuko(lambda: zuko.flows.NSF(features=code_dim, context=context,
+                                                      transforms=config.transforms, bins=config.bins,
+                                                      hidden_features=tuple(config.hidden)),
+                               code_dim, context, config.transforms, config.hidden, 3 * config.bins - 1)
         self.register_buffer("code_mean", torch.zeros(code_dim))
         self.register_buffer("code_std", torch.ones(code_dim))
         self.register_buffer("fitted", torch.tensor(False))

@@ -29,6 +29,29 @@ from omnivae.errors import ConfigError, InputError
 from omnivae.priors.config import PriorConfig
 
 FIT_BATCH = 512  # examples per optimisation step
+MAX_FLOW_PARAMETERS = 100_000_000  # a flow config larger than this is refused before it is built
+
+
+def flow_size(features: int, context: int, transforms: int, hidden, per_feature: int) -> int:
+    """Parameters of `transforms` autoregressive transforms, each an MLP from features + context
+    through `hidden` to `per_feature` outputs per feature (an upper bound of zuko's masked MLPs)."""
+    sizes = [features + context, *hidden, features * per_feature]
+    return transforms * sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+
+
+def build_zuko(make, features: int, context: int, transforms: int, hidden, per_feature: int) -> nn.Module:
+    """`make()` (a zuko flow or transform) built on the CPU, then moved to the default device.
+    zuko builds its masks with an op (unique over rows) that has no meta kernel, and a failed meta
+    build imports the compiler stack (about a second); so the loader's allocation-free check on the
+    meta device gets a CPU-built flow instead, whose size is bounded here before anything is allocated."""
+    size = flow_size(features, context, transforms, hidden, per_feature)
+    if size > MAX_FLOW_PARAMETERS:
+        raise ConfigError(f"a flow of {transforms} transforms with hidden widths {list(hidden)} over {features} "
+                          f"features would have about {size:,} parameters (more than {MAX_FLOW_PARAMETERS:,})")
+    device = torch.get_default_device()
+    with torch.device("cpu"):
+        module = make()
+    return module.to(device)
 
 
 class FlowPrior(nn.Module):
@@ -42,8 +65,9 @@ class FlowPrior(nn.Module):
             raise ConfigError(f"FlowPrior needs a prior config of kind 'flow', got {self.config.kind!r}")
         self.latent_dim = latent_dim
         cfg = self.config
-        self.flow = zuko.flows.NSF(features=latent_dim, context=0, transforms=cfg.transforms, bins=cfg.bins,
-                                   hidden_features=tuple(cfg.hidden))
+        self.flow = build_zuko(lambda: zuko.flows.NSF(features=latent_dim, context=0, transforms=cfg.transforms,
+                                                      bins=cfg.bins, hidden_features=tuple(cfg.hidden)),
+                               latent_dim, 0, cfg.transforms, cfg.hidden, 3 * cfg.bins - 1)
         self.register_buffer("code_mean", torch.zeros(latent_dim))
         self.register_buffer("code_std", torch.ones(latent_dim))
         self.register_buffer("fitted", torch.tensor(False))
