@@ -116,7 +116,9 @@ class ConvEncoder(nn.Module):
         self.head = nn.Linear(math.prod(self.flat), out_dim)
 
     def forward(self, x):
-        return self.head(self.convs(x).flatten(1))
+        # channels_last: oneDNN's convolutions are 5-10% faster on this CPU in that layout (train
+        # and eval, 28x28 to 64x64; see ResNetEncoder); flatten reads the logical (C, H, W) order
+        return self.head(self.convs(x.contiguous(memory_format=torch.channels_last)).flatten(1))
 
 
 class ConvDecoder(nn.Module):
@@ -136,7 +138,8 @@ class ConvDecoder(nn.Module):
         self.deconvs = nn.Sequential(*layers)
 
     def forward(self, z):
-        return self.deconvs(self.fc(z).view(-1, *self.flat))
+        x = self.fc(z).view(-1, *self.flat).contiguous(memory_format=torch.channels_last)
+        return self.deconvs(x).contiguous()  # NCHW: callers view it as [N, C, H, W]
 
 
 def group_norm(c: int) -> nn.GroupNorm:
