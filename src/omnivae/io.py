@@ -160,6 +160,17 @@ def build_from_header(header: dict, folder: Path):
         raise ModelFileError(f"{folder / CONFIG_FILE}: {exc}") from None
 
 
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """Initialisers (torch.nn.init.*) do nothing: on the meta device there is nothing to fill,
+    and their meta implementations import the compiler stack (about a second)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return kwargs["tensor"] if "tensor" in kwargs else args[0]
+        return func(*args, **kwargs)
+
+
 def load_model(folder: str | Path, map_location: str | torch.device = "cpu"):
     """Rebuild a model from its folder: JSON config, JSON tokenizers, safetensors weights.
     "hf://user/repo[@revision]" downloads the folder from the Hugging Face Hub first (omnivae.hub)."""
@@ -178,7 +189,7 @@ def load_model(folder: str | Path, map_location: str | torch.device = "cpu"):
         raise ModelFileError(f"{folder}: {WEIGHTS_FILE} is missing")
     shapes = read_shapes(weights)
     try:  # on the meta device sizes cost nothing: an oversized config is refused before any allocation
-        with torch.device("meta"):
+        with torch.device("meta"), _SkipInit():
             check_shapes(build_from_header(header, folder), shapes, weights)
     except ModelFileError:
         raise

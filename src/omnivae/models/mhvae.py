@@ -30,7 +30,7 @@ import torch
 
 from omnivae.batch import Batch, LossOutput
 from omnivae.config import NonNegativeFloat
-from omnivae.distributions import Gaussian, log_normal, masked_mean
+from omnivae.distributions import Gaussian, kl_normal, log_normal, masked_mean
 from omnivae.modalities.base import mlp
 from omnivae.models.hierarchical import HierarchicalConfig, HierarchicalModel, gaussian_head
 from omnivae.models.registry import register_model
@@ -39,6 +39,11 @@ from omnivae.models.registry import register_model
 class MHVAEConfig(HierarchicalConfig):
     model: Literal["mhvae"] = "mhvae"
     modality_beta: NonNegativeFloat = 1.0  # weight of the modality terms log q(z_m|x_m) - log p(z_m|z_c)
+    # what the core encoder reads of each modality latent: "mean" (the posterior mean, with the
+    # modality terms in closed form) or "sample" (the drawn z_m, single-draw modality terms)
+    core_input: Literal["mean", "sample"] = "sample"
+    # each modality term also weighted by the modality's likelihood weight w_m (its whole ELBO rescaled)
+    weighted_kl: bool = False
 
 
 class MHVAE(HierarchicalModel):
@@ -68,16 +73,20 @@ class MHVAE(HierarchicalModel):
         mu, logvar, present = self.encode_unimodal(batch)
         z_m = Gaussian(mu, logvar).rsample()  # [M,B,modality_dim]
         presentf = present.to(mu.dtype)
-        q = self.top_posterior(z_m, self.seen_by_top(present))
+        means = cfg.core_input == "mean"
+        q = self.top_posterior(mu if means else z_m, self.seen_by_top(present))
         z_c = q.rsample()
         rec = torch.zeros_like(presentf[0])
         kl_m = torch.zeros_like(presentf[0])
+        weights = self.likelihood_weights()
         for i, name in enumerate(self.names):
             lls = self.log_likelihoods(z_m[i].unsqueeze(0), batch, [name])
             if name in lls:
                 rec = rec + lls[name][0]
             p = self.conditional_prior_of(name, z_c)
-            kl_m = kl_m + (log_normal(z_m[i], mu[i], logvar[i]) - p.log_prob(z_m[i])) * presentf[i]
+            term = kl_normal(mu[i], logvar[i], p.mu, p.logvar) if means else \
+                log_normal(z_m[i], mu[i], logvar[i]) - p.log_prob(z_m[i])
+            kl_m = kl_m + term * presentf[i] * (weights[name] if cfg.weighted_kl else 1.0)
         kl_c = q.kl_standard()
         objective = rec - cfg.modality_beta * beta_scale * kl_m - cfg.beta * beta_scale * kl_c
         valid = present.any(0)
