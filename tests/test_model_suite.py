@@ -271,6 +271,22 @@ def test_encode_generate_sample_reconstruct(make, make_tensors, name, options, n
 
 
 @pytest.mark.parametrize("name, options, names", CASES)
+def test_encode_views_equals_encode_per_view(make, make_tensors, name, options, names):
+    """The one-pass shortcut of encode_views (models whose encodings are per modality) gives what
+    `encode` gives for each view; a model whose rows read several modalities must say so."""
+    from omnivae.batch import Batch
+
+    model = make(name, options, names).eval()
+    x = {k: v for k, v in make_tensors(6).items() if k in model.names}
+    batch = model.as_batch(x, {k: torch.tensor([True, True, False, True, True, True]) for k in x})
+    assert isinstance(batch, Batch)
+    views = {"all": None, **{f"only {m}": [m] for m in model.names}, "first two": model.names[:2]}
+    got = model.encode_views(batch, views)
+    for view, given in views.items():
+        torch.testing.assert_close(got[view], model.encode(batch, given=given), msg=view)
+
+
+@pytest.mark.parametrize("name, options, names", CASES)
 def test_anomaly_scores_and_likelihoods_work_or_refuse_by_name(make, make_tensors, name, options, names):
     """Every model gets finite anomaly scores (its decoders read what `decoder_codes` gives them:
     private parts, conditions, levels of a hierarchy), and an importance-weighted likelihood that

@@ -79,6 +79,10 @@ class MultimodalModel(nn.Module):
     supports_free_bits: ClassVar[bool] = False  # True where the objective applies config.free_bits
     supports_conditional_prior: ClassVar[bool] = True  # False where codes are not decoded alone (conditions)
     deterministic_codes: ClassVar[bool] = False  # True where codes are points (autoencoders: no KL prior)
+    # True where each modality's row of encode_unimodal depends on that modality alone, so the
+    # views of one batch share one encoding pass (encode_views); False where a row reads several
+    # modalities (JMVAE's joint encoder, M2's label row) or the model encodes otherwise (ladder)
+    encodes_modalities_apart: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig, modalities: dict[str, nn.Module] | None = None):
         super().__init__()
@@ -295,6 +299,23 @@ class MultimodalModel(nn.Module):
         if sample:
             return self.draw(mu, logvar, present, 1)[0]
         return self.fuse(mu, logvar, present).mu
+
+    @torch.no_grad()
+    def encode_views(self, batch: Batch, views: dict[str, Sequence[str] | None]) -> dict[str, torch.Tensor]:
+        """Posterior means [B,D] of one batch for each view {name: the modalities given (None: all
+        in the batch)}, equal to `encode(batch, given)` per view. Where encodings are per modality
+        (encodes_modalities_apart), each encoder runs once and only the fusion runs per view."""
+        if not self.encodes_modalities_apart:
+            return {v: self.encode(batch, given) for v, given in views.items()}
+        mu, logvar, present = self.encode_unimodal(batch)
+        out = {}
+        for view, given in views.items():
+            use = torch.tensor([m in batch.data and (given is None or m in given) for m in self.names],
+                               device=mu.device)
+            keep = use[:, None, None]  # as encode_unimodal(batch, given) leaves the others: zeros, absent
+            out[view] = self.fuse(torch.where(keep, mu, 0.0), torch.where(keep, logvar, 0.0),
+                                  present & use[:, None]).mu
+        return out
 
     @torch.no_grad()
     def generate(self, batch, given: Sequence[str] | None = None, targets: Sequence[str] | None = None,

@@ -106,6 +106,7 @@ class JMVAE(MultimodalModel):
     about = "joint multimodal VAE (joint encoder + unimodal encoders)"
     paper = "Suzuki et al. 2016, Joint multimodal learning with deep generative models"
     config_class = JMVAEConfig
+    encodes_modalities_apart = False  # encode_unimodal reads several modalities per row (see base)
 
     def __init__(self, config, modalities=None):
         super().__init__(config, modalities)

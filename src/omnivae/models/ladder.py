@@ -114,6 +114,7 @@ class LadderVAE(MultimodalModel):
     about = "ladder VAE (a hierarchy of stochastic layers, top-down inference)"
     paper = "Sønderby et al. 2016, Ladder variational autoencoders"
     config_class = LadderVAEConfig
+    encodes_modalities_apart = False  # its codes come through the ladder, not per-modality rows (see base)
     # a conditional flow's context is built from modality-width means; this model's codes are the top layer's
     supports_conditional_prior = False
 

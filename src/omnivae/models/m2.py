@@ -104,6 +104,7 @@ class M2(MultimodalModel):
     about = "semi-supervised VAE (labels where known, inferred where missing)"
     paper = "Kingma et al. 2014, Semi-supervised learning with deep generative models (M2)"
     config_class = M2Config
+    encodes_modalities_apart = False  # encode_unimodal reads several modalities per row (see base)
     supports_conditional_prior = False  # codes are decoded with a class
 
     def __init__(self, config, modalities=None):

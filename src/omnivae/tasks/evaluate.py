@@ -438,25 +438,13 @@ def classifier_features(scorer):
 @torch.no_grad()
 def view_codes(model, data: TensorData, views: dict, batch_size: int = 256) -> dict[str, np.ndarray]:
     """Latent means [N, D] of `data` for each view {name: the modalities given (None: all)}, as
-    `embed` gives them. Where the model encodes each modality on its own (the base encoders and
-    encode), each encoder runs once per example and only the fusion runs per view."""
-    from omnivae.models.base import MultimodalModel
-    from omnivae.tasks.embed import embed
-
-    cls = type(model)
-    if cls.encode_unimodal is not MultimodalModel.encode_unimodal or cls.encode is not MultimodalModel.encode:
-        return {v: embed(model, data, given=given, batch_size=batch_size) for v, given in views.items()}
+    `embed` gives them, a batch at a time (the model's `encode_views`: one encoding pass per
+    batch where its encoders read one modality each)."""
     parts: dict[str, list] = {v: [] for v in views}
     for start in range(0, len(data), batch_size):
         batch = data.batch(torch.arange(start, min(len(data), start + batch_size)))
-        mu, logvar, present = model.encode_unimodal(batch)
-        for view, given in views.items():
-            use = torch.tensor([m in batch.data and (given is None or m in given) for m in model.names],
-                               device=mu.device)
-            # as encode_unimodal(batch, given) leaves the others: zeros, not present
-            keep = use[:, None, None]
-            q = model.fuse(torch.where(keep, mu, 0.0), torch.where(keep, logvar, 0.0), present & use[:, None])
-            parts[view].append(q.mu)
+        for view, mu in model.encode_views(batch, views).items():
+            parts[view].append(mu)
     return {v: torch.cat(p).cpu().numpy() for v, p in parts.items()}
 
 
