@@ -1,7 +1,7 @@
 """Nexus: the objective against its formula (complete and incomplete examples); the top level
 reads and rebuilds detached modality latents, so it never trains the modality VAEs; encode
 returns the nexus latent and every generation goes through it; forced modality dropout (the
-helper shared with mhvae) keeps a non-empty proper subset and only while training; a short
+helper in models/hierarchical.py) keeps a non-empty proper subset and only while training; a short
 training gives label-from-image generation. The shared contract is in test_model_suite.py."""
 from __future__ import annotations
 

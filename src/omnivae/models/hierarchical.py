@@ -1,4 +1,4 @@
-"""Shared parts of the two-level models `nexus` and `mhvae`: a latent z_m per modality (each
+"""Shared parts of the two-level model `nexus`: a latent z_m per modality (each
 modality's own encoder q(z_m|x_m) and decoder p(x_m|z_m), of size `modality_dim`) under a top
 latent z (size `latent_dim`) inferred from the z_m, with a top-down network per modality from
 z back to z_m.
@@ -10,7 +10,7 @@ decodes that, so every generation, cross-modal or not, and `reconstruct` go thro
 `encode_unimodal` returns the q(z_m|x_m) [M,B,modality_dim], and `log_likelihoods` (as in
 every model) scores modality latents z_m, not top codes.
 
-Modality dropout (both papers): while training, each example with at least two present
+Modality dropout (the Nexus paper): while training, each example with at least two present
 modalities has, with probability `modality_dropout`, only a random non-empty proper subset of
 them seen by the top encoder (subset size uniform in 1..k-1 for k present, then a uniform
 choice of that many), so the top posterior also learns to work from partial inputs.

@@ -1,100 +1,172 @@
-"""MHVAE (Vasco, Melo & Paiva 2020, "MHVAE: a Human-Inspired Deep Hierarchical Generative Model
-for Multimodal Representation Learning"): modality-specific latents z_m under a shared core
-latent z_c, trained end to end on one hierarchical ELBO.
+"""MHVAE (Dorent et al. 2023, "Unified brain MR-ultrasound synthesis using multi-modal
+hierarchical representations"): a hierarchical VAE whose posterior at every level is a product
+of experts of the prior and one expert per given modality.
 
-Generative model: p(z_c) p(z_m|z_c) p(x_m|z_m) for each modality, with p(z_c) = N(0, I) and
-p(z_m|z_c) = N(mu_m(z_c), diag exp(lv_m(z_c))) from the modality's top-down network.
-Inference: q(z_m|x_m) from each modality's encoder; q(z_c | z_1..z_M) from the core encoder, an
-MLP over [z_m * s_m, s_m] for every modality m (s_m = 1 if the core encoder sees z_m, else 0),
-so missing and dropped modalities enter as zeros plus their flag (modality dropout during
-training, see omnivae.models.hierarchical: the paper's representation dropout).
-With one draw z_m ~ q(z_m|x_m) per present modality and z_c ~ q(z_c | z_seen):
-  ELBO = sum_m w_m log p(x_m|z_m)
-         - modality_beta * sum_m [log q(z_m|x_m) - log p(z_m|z_c)]
-         - beta * KL(q(z_c | z_seen) || N(0, I))
-summed over the present modalities, averaged over the examples with at least one; w_m is the
-modality's likelihood weight, beta_scale (KL warm-up) multiplies both KL weights. The modality
-terms are the single-draw estimate at the very z_m the core posterior was inferred from (the
-core posterior depends on them, so the closed-form KL(q(z_m|x_m) || p(z_m|z_c)) would be a
-different quantity); gradients reach every network (no stop-gradient, unlike nexus).
+Latents z_1 .. z_L (z_1 of size `latent_dim`, read by every decoder; z_2 .. z_L of the sizes in
+`upper`, top last). Generative model: p(z_L) = N(0, I), p(z_l | z_l+1) = N(prior_l(h_l)) with
+h_l = down_l(z_l+1), and p(x_m | z_1) for every modality.
 
-User API: `encode` returns the core latent z_c (see omnivae.models.hierarchical): the core
-encoder reads the means of the given modalities' posteriors. Generation decodes the mean of
-p(z_m|z_c) for each target.
+Inference for a subset S of the modalities: each modality's own encoder gives features d_m,1
+(its [mu, logvar]), bottom-up networks give d_m,2 .. d_m,L, and going down
+  q(z_L | x_S)        = p(z_L) x prod_{m in S} N(head_m(d_m,L))
+  q(z_l | x_S, z_l+1) = p(z_l | z_l+1) x prod_{m in S} N(post_m,l([h_l, d_m,l]))
+so a missing modality is an expert left out, as in MVAE.
+
+Objective (the paper's, as the reference library writes it): for a subset S,
+  ELBO_S = sum_m w_m log p(x_m | z_1) - beta * sum_l KL(q(z_l | x_S, z_l+1) || p(z_l | z_l+1))
+with z drawn from the posterior of S and every present modality reconstructed; the loss
+averages ELBO_S over the non-empty subsets of the present modalities. Here each example draws
+one such subset uniformly per step (an unbiased estimate of that average; every decoder and
+network runs once per step), examples with no modality add nothing, w_m is the likelihood
+weight and beta_scale (KL warm-up) multiplies beta.
+
+User API: codes are z_1. `fuse` gives q(z_1 | x_S) with the upper levels at their means,
+`draw` samples down the hierarchy, and `prior_sample` samples the hierarchical prior.
 """
 from __future__ import annotations
 
 from typing import Literal
 
 import torch
+from pydantic import Field
+from torch import nn
 
 from omnivae.batch import Batch, LossOutput
-from omnivae.config import NonNegativeFloat
-from omnivae.distributions import Gaussian, kl_normal, log_normal, masked_mean
+from omnivae.config import PositiveInt
+from omnivae.distributions import Gaussian, kl_normal, masked_mean
+from omnivae.errors import ConfigError
+from omnivae.fusion import product_of_experts
 from omnivae.modalities.base import mlp
-from omnivae.models.hierarchical import HierarchicalConfig, HierarchicalModel, gaussian_head
+from omnivae.models.base import ModelConfig, MultimodalModel
+from omnivae.models.hierarchical import gaussian_head
 from omnivae.models.registry import register_model
 
 
-class MHVAEConfig(HierarchicalConfig):
+class MHVAEConfig(ModelConfig):
     model: Literal["mhvae"] = "mhvae"
-    modality_beta: NonNegativeFloat = 1.0  # weight of the modality terms log q(z_m|x_m) - log p(z_m|z_c)
-    # what the core encoder reads of each modality latent: "mean" (the posterior mean, with the
-    # modality terms in closed form) or "sample" (the drawn z_m, single-draw modality terms)
-    core_input: Literal["mean", "sample"] = "sample"
-    # each modality term also weighted by the modality's likelihood weight w_m (its whole ELBO rescaled)
-    weighted_kl: bool = False
+    upper: list[PositiveInt] = Field(default=[16], min_length=1)  # sizes of z_2 .. z_L (top last)
+    hidden: list[PositiveInt] = [128]  # hidden widths of the bottom-up, top-down, prior and posterior networks
+    features: PositiveInt = 128  # width of each level's bottom-up and top-down features
 
 
-class MHVAE(HierarchicalModel):
-    about = "hierarchical multimodal VAE: modality latents under a core latent"
-    paper = ("Vasco et al. 2020, MHVAE: a human-inspired deep hierarchical generative model for "
-             "multimodal representation learning")
+def subset_draw(present: torch.Tensor) -> torch.Tensor:
+    """One non-empty subset of each example's present modalities [M,B], uniform over the 2^k - 1
+    of them: each modality kept with probability 1/2, redrawn (for all rows at once, with fixed
+    shapes) until every example with a modality keeps one."""
+    use = present & (torch.rand(present.shape, device=present.device) < 0.5)
+    for _ in range(64):  # a row stays empty with probability 1/2 per round at worst
+        empty = present.any(0) & ~use.any(0)
+        if not bool(empty.any()):
+            break
+        redraw = present & (torch.rand(present.shape, device=present.device) < 0.5)
+        use = torch.where(empty.unsqueeze(0), redraw, use)
+    empty = present.any(0) & ~use.any(0)  # after 64 rounds (never in practice): all present ones
+    return torch.where(empty.unsqueeze(0), present, use)
+
+
+def with_prior(prior: Gaussian, mu: torch.Tensor, logvar: torch.Tensor, use: torch.Tensor) -> Gaussian:
+    """The product of the prior [B,D] and the experts mu/logvar [M,B,D] marked in `use` [M,B]."""
+    mus, logvars = torch.cat([prior.mu.unsqueeze(0), mu]), torch.cat([prior.logvar.unsqueeze(0), logvar])
+    weights = torch.cat([torch.ones_like(use[:1]), use]).unsqueeze(0)
+    return product_of_experts(mus, logvars, weights, prior_expert=False)[0]
+
+
+class MHVAE(MultimodalModel):
+    about = "hierarchical multimodal VAE: a product of experts at every level of a ladder"
+    paper = ("Dorent et al. 2023, Unified brain MR-ultrasound synthesis using multi-modal hierarchical "
+             "representations")
     config_class = MHVAEConfig
-    top_down_outputs = 2  # p(z_m|z_c): mean and log-variance
 
     def __init__(self, config, modalities=None):
         super().__init__(config, modalities)
-        width = len(self.names) * (config.modality_dim + 1)
-        self.core_encoder = mlp([width, *config.hidden, 2 * config.latent_dim])
+        dims, f, hid = [config.latent_dim, *config.upper], config.features, config.hidden
+        self.dims = dims
+        levels = len(dims)
+        # per modality: d_1 = [mu, logvar] of its encoder, then one network per level above
+        self.up = nn.ModuleDict({n: nn.ModuleList(
+            [mlp([2 * dims[0] if i == 0 else f, *hid, f]) for i in range(levels - 1)]) for n in self.names})
+        self.head = nn.ModuleDict({n: mlp([f if levels > 1 else 2 * dims[0], *hid, 2 * dims[-1]])
+                                   for n in self.names})
+        # level l (0-based, below the top): h = down[l](z_l+1), prior[l](h), post[m][l]([h, d_m,l])
+        self.down = nn.ModuleList([mlp([dims[i + 1], *hid, f]) for i in range(levels - 1)])
+        self.prior_net = nn.ModuleList([mlp([f, *hid, 2 * dims[i]]) for i in range(levels - 1)])
+        self.post = nn.ModuleDict({n: nn.ModuleList(
+            [mlp([f + (2 * dims[0] if i == 0 else f), *hid, 2 * dims[i]]) for i in range(levels - 1)])
+            for n in self.names})
 
-    def top_posterior(self, z_m: torch.Tensor, seen: torch.Tensor) -> Gaussian:
-        """q(z_c | [z_m * s_m, s_m] for every modality)."""
-        s = seen.to(z_m.dtype).unsqueeze(-1)  # [M,B,1]
-        h = torch.cat([torch.where(seen.unsqueeze(-1), z_m, torch.zeros_like(z_m)), s], -1)  # [M,B,W+1]
-        return gaussian_head(self.core_encoder, h.transpose(0, 1).reshape(z_m.shape[1], -1))
+    def check_config(self) -> None:
+        if len(self.names) < 2:
+            raise ConfigError(f"model 'mhvae' needs at least two modalities, got {self.names}; use ladder_vae "
+                              "for a hierarchy over one")
 
-    def conditional_prior_of(self, name: str, z_c: torch.Tensor) -> Gaussian:
-        """p(z_m | z_c) for modality `name`."""
-        return gaussian_head(self.top_down[name], z_c)
+    # -- the hierarchy -----------------------------------------------------------------------
+    def features(self, mu: torch.Tensor, logvar: torch.Tensor) -> list[torch.Tensor]:
+        """Bottom-up features [M,B,.] of each level from the modality encoders' mu/logvar [M,B,D]."""
+        feats = [torch.cat([mu, logvar], -1)]
+        for i in range(len(self.dims) - 1):
+            feats.append(torch.stack([self.up[n][i](feats[-1][k]) for k, n in enumerate(self.names)]))
+        return feats
 
+    def experts(self, nets, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each modality's network on its row of x [M,B,.] -> mu, logvar [M,B,D]."""
+        out = [gaussian_head(nets[k], x[k]) for k in range(len(self.names))]
+        return torch.stack([q.mu for q in out]), torch.stack([q.logvar for q in out])
+
+    def posteriors(self, mu, logvar, use, sample: bool = True):
+        """Down the hierarchy for the modalities in `use` [M,B]: (z_1 [B,D], the posterior and
+        the prior of every level, top first). sample=False takes each level's mean."""
+        feats = self.features(mu, logvar)
+        top_mu, top_lv = self.experts([self.head[n] for n in self.names], feats[-1])
+        zeros = torch.zeros_like(top_mu[0])
+        q = with_prior(Gaussian(zeros, zeros), top_mu, top_lv, use)
+        levels = [(q, Gaussian(zeros, zeros))]
+        z = q.rsample() if sample else q.mu
+        for i in range(len(self.dims) - 2, -1, -1):
+            h = self.down[i](z)
+            p = gaussian_head(self.prior_net[i], h)
+            e_mu, e_lv = self.experts([self.post[n][i] for n in self.names],
+                                      torch.cat([h.expand(len(self.names), *h.shape), feats[i]], -1))
+            q = with_prior(p, e_mu, e_lv, use)
+            levels.append((q, p))
+            z = q.rsample() if sample else q.mu
+        return z, levels
+
+    def fuse(self, mu, logvar, present) -> Gaussian:
+        """q(z_1 | x_present) with the levels above at their means (the prior where none is present)."""
+        return self.posteriors(mu, logvar, present, sample=False)[1][-1][0]
+
+    def draw(self, mu, logvar, present, n: int) -> torch.Tensor:
+        """n draws [n,B,D] of z_1, sampling every level on the way down."""
+        def rep(t):  # [M,B,...] -> [M,n*B,...]
+            return t.unsqueeze(1).expand(t.shape[0], n, *t.shape[1:]).reshape(t.shape[0], -1, *t.shape[2:])
+
+        z, _ = self.posteriors(rep(mu), rep(logvar), rep(present), sample=True)
+        return z.reshape(n, mu.shape[1], -1)  # rows were repeated n-major
+
+    def prior_sample(self, n: int) -> torch.Tensor:
+        """n codes z_1 [n,D] from the hierarchical prior (a fitted prior over z_1, if the model has one)."""
+        if self.prior is not None:
+            return self.prior.sample(n)
+        z = torch.randn(n, self.dims[-1], device=self.device)
+        for i in range(len(self.dims) - 2, -1, -1):
+            z = gaussian_head(self.prior_net[i], self.down[i](z)).rsample()
+        return z
+
+    # -- the objective -----------------------------------------------------------------------
     def loss(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:
-        cfg = self.config
         mu, logvar, present = self.encode_unimodal(batch)
-        z_m = Gaussian(mu, logvar).rsample()  # [M,B,modality_dim]
-        presentf = present.to(mu.dtype)
-        means = cfg.core_input == "mean"
-        q = self.top_posterior(mu if means else z_m, self.seen_by_top(present))
-        z_c = q.rsample()
-        rec = torch.zeros_like(presentf[0])
-        kl_m = torch.zeros_like(presentf[0])
-        weights = self.likelihood_weights()
-        for i, name in enumerate(self.names):
-            lls = self.log_likelihoods(z_m[i].unsqueeze(0), batch, [name])
-            if name in lls:
-                rec = rec + lls[name][0]
-            p = self.conditional_prior_of(name, z_c)
-            term = kl_normal(mu[i], logvar[i], p.mu, p.logvar) if means else \
-                log_normal(z_m[i], mu[i], logvar[i]) - p.log_prob(z_m[i])
-            kl_m = kl_m + term * presentf[i] * (weights[name] if cfg.weighted_kl else 1.0)
-        kl_c = q.kl_standard()
-        objective = rec - cfg.modality_beta * beta_scale * kl_m - cfg.beta * beta_scale * kl_c
+        use = subset_draw(present) if self.training else present
+        z, levels = self.posteriors(mu, logvar, use)
+        lls = self.log_likelihoods(z.unsqueeze(0), batch)
+        rec = sum(ll[0] for ll in lls.values())  # [B]; absent entries score 0
+        kls = [kl_normal(q.mu, q.logvar, p.mu, p.logvar) for q, p in levels]  # top first, each [B]
+        kl = torch.stack(kls).sum(0)
         valid = present.any(0)
-        total = -masked_mean(objective, valid)
-        return LossOutput(total, {"loss": total.detach(), "rec": masked_mean(rec, valid).detach(),
-                                  "kl": masked_mean(kl_m + kl_c, valid).detach(),
-                                  "kl_modalities": masked_mean(kl_m, valid).detach(),
-                                  "kl_core": masked_mean(kl_c, valid).detach()})
+        total = -masked_mean(rec - self.config.beta * beta_scale * kl, valid)
+        terms = {"loss": total.detach(), "rec": masked_mean(rec, valid).detach(),
+                 "kl": masked_mean(kl, valid).detach()}
+        terms.update({f"kl_z{len(kls) - i}": masked_mean(k, valid).detach() for i, k in enumerate(kls)})
+        return LossOutput(total, terms)
 
 
 register_model("mhvae", MHVAE)
