@@ -38,9 +38,6 @@ class NexusConfig(HierarchicalConfig):
     message_dim: PositiveInt = 16  # size of each modality's message to the nexus
     modality_beta: NonNegativeFloat = 1.0  # weight of the modality KL terms (beta weighs the nexus KL)
     gamma: NonNegativeFloat = 1.0  # weight of the nexus's squared error on the modality latents
-    # each modality's squared error also weighted by its likelihood weight w_m, as the authors weight
-    # the top level like the bottom one
-    weighted_top: bool = False
 
 
 class Nexus(HierarchicalModel):
@@ -77,9 +74,6 @@ class Nexus(HierarchicalModel):
         q = self.top_posterior(target, self.seen_by_top(present))
         z = q.rsample()
         sq = torch.stack([(target[i] - self.top_down_mean(n, z)).pow(2).sum(-1) for i, n in enumerate(self.names)])
-        if cfg.weighted_top:
-            weights = self.likelihood_weights()
-            sq = sq * torch.tensor([weights[n] for n in self.names], dtype=sq.dtype, device=sq.device).unsqueeze(-1)
         rec_top = (sq * presentf).sum(0)  # [B]
         kl_top = q.kl_standard()
         objective = rec - cfg.modality_beta * beta_scale * kl_m - cfg.gamma * rec_top - cfg.beta * beta_scale * kl_top
