@@ -31,6 +31,13 @@ def poe(gaussians):
     return mu, -torch.log(precision)
 
 
+def per_example(prior, experts, present):
+    """Example by example: the product of the prior and the experts of the present modalities."""
+    out = [poe([(prior[0][b], prior[1][b])] + [(e[0][b], e[1][b]) for k, e in enumerate(experts) if present[k, b]])
+           for b in range(len(present[0]))]
+    return torch.stack([m for m, _ in out]), torch.stack([lv for _, lv in out])
+
+
 def head(net, h):
     return net(h).chunk(2, -1)
 
@@ -52,20 +59,12 @@ def test_mhvae_objective_matches_formula_in_eval(tiny_config, make_tensors, mask
     # top level: p(z_2) = N(0, I) times the experts of the present modalities, per example
     zeros = torch.zeros(16, UPPER)
     tops = [head(model.head[n], d2[k]) for k, n in enumerate(names)]
-    mu2, lv2 = [], []
-    for b in range(16):
-        m, lv = poe([(zeros[b], zeros[b])] + [(tops[k][0][b], tops[k][1][b]) for k in range(2) if present[k, b]])
-        mu2.append(m), lv2.append(lv)
-    mu2, lv2 = torch.stack(mu2), torch.stack(lv2)
+    mu2, lv2 = per_example((zeros, zeros), tops, present)
     z2 = mu2 + torch.randn(16, UPPER) * torch.exp(0.5 * lv2)
     h = model.down[0](z2)
     p_mu, p_lv = head(model.prior_net[0], h)
     posts = [head(model.post[n][0], torch.cat([h, d1[k]], -1)) for k, n in enumerate(names)]
-    mu1, lv1 = [], []
-    for b in range(16):
-        m, lv = poe([(p_mu[b], p_lv[b])] + [(posts[k][0][b], posts[k][1][b]) for k in range(2) if present[k, b]])
-        mu1.append(m), lv1.append(lv)
-    mu1, lv1 = torch.stack(mu1), torch.stack(lv1)
+    mu1, lv1 = per_example((p_mu, p_lv), posts, present)
     z1 = mu1 + torch.randn(16, LATENT) * torch.exp(0.5 * lv1)
     rec = sum(present[k].float() * model.modalities[n].log_likelihood(z1.unsqueeze(0), batch.data[n])[0]
               for k, n in enumerate(names))
