@@ -205,3 +205,15 @@ def test_streaming_benchmark_quick_run_samples_memory_of_every_process(tmp_path)
     assert streamed["processes"] == 3 and memory["processes"] == 1  # the training process and its 2 workers
     assert streamed["memory"]["rss"]["peak_mb"] > streamed["memory"]["main_rss"]["peak_mb"] > 0
     assert result["stream_over_memory"] > 0 and len(result["targets"]) == 3
+
+
+@pytest.mark.slow
+def test_memory_format_benchmark_quick_run_times_both_layouts(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_memory_format.py"), "--quick", "--threads", "1",
+                           "--out", str(tmp_path)], check=False, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "memory-format_quick.json").read_text())
+    assert len(result["runs"]) == 6 and len(result["targets"]) == 6
+    for run in result["runs"]:
+        assert run["ms"]["nchw"] > 0 and run["ms"]["channels_last"] > 0
+        assert run["speedup"] == pytest.approx(run["ms"]["nchw"] / run["ms"]["channels_last"], rel=0.01)
