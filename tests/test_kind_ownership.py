@@ -135,6 +135,29 @@ def test_no_module_outside_modalities_compares_kind_names():
     assert not problems, "ask the kind's Modality class instead:\n" + "\n".join(problems)
 
 
+def kind_equalities(source: str) -> list[int]:
+    """Lines of every == / != whose operand is a variable or attribute named `kind` (`kind ==
+    "target"`, `spec.kind != x`): a branch on whatever names a kind, a role or any other kind of
+    thing. Outside modalities/ such choices go through a lookup (column_use, PRIORS, a table of
+    functions) and numpy dtypes through np.issubdtype, so a grep for `kind ==` finds only the kinds."""
+    def named_kind(node: ast.AST) -> bool:
+        return isinstance(node, ast.Name) and node.id == "kind" or isinstance(node, ast.Attribute) and node.attr == "kind"
+
+    return sorted({n.lineno for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Compare)
+                   and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in n.ops)
+                   and any(named_kind(o) for o in (n.left, *n.comparators))})
+
+
+def test_no_module_outside_modalities_compares_a_kind_for_equality():
+    code = ('if kind == "target": pass\nif a.dtype.kind != "U": pass\nif kind in ROLES: pass\n'
+            'x = 1 if "gmm" == cfg.kind else 2\nif other != kinds: pass\n')
+    assert kind_equalities(code) == [1, 2, 4]
+    problems = [f"{p.relative_to(SRC.parent)}:{line}: {p.read_text('utf-8').splitlines()[line - 1].strip()}"
+                for p in SCANNED for line in kind_equalities(p.read_text("utf-8"))]
+    assert not problems, ("look the kind or role up instead (column_use, MODALITY_KINDS, PRIORS; np.issubdtype "
+                          "for dtypes):\n" + "\n".join(problems))
+
+
 # Boolean class attributes of the kinds that other code may read: what training and reading need
 # from a kind (the model contract), not how values are shown. How values are drawn, previewed,
 # augmented, corrupted, summarised or turned into labels is a method of the kind instead.

@@ -26,7 +26,7 @@ import numpy as np
 
 from omnivae.atomic import replacing
 from omnivae.data.folder import CHANNELS, DataWarning, normal_mode, read_header, read_image
-from omnivae.data.raw import ROLES, RawData, claiming_kinds, kind_class, known_kinds
+from omnivae.data.raw import ROLES, RawData, claiming_kinds, column_use, kind_class, known_kinds
 from omnivae.errors import InputError
 
 SPECIAL_KINDS = ROLES  # target: evaluation labels only; ignore: not loaded
@@ -167,7 +167,7 @@ def infer_array_kind(name: str, arr: np.ndarray) -> str:
 def convert(name: str, arr: Any, kind: str, classes: list | None, present: np.ndarray | None = None
             ) -> tuple[Any, np.ndarray, list[str] | None]:
     """(values in RawData form, presence mask, class names or None) for one array, read by its
-    kind's class (a "target" column as a categorical one); `present` is a known mask of decoded images."""
+    kind's class; `present` is a known mask of decoded images."""
     if isinstance(arr, np.ndarray) and arr.ndim == 0:
         raise InputError(f"array {name!r} holds a single value (shape []); expected one entry per example")
     return kind_class(kind).read_array(name, arr, classes, present)
@@ -205,15 +205,16 @@ def load_arrays(path, schema: dict[str, Any] | None = None, mmap: bool = False) 
     written = layout or {"kinds": {}, "classes": {}, "mask": {}, "targets": {}, "imputed": {}, "ids": {}}
     mods, kinds, mask, targets, names = {}, {}, {}, {}, {}
     for name, arr in arrays.items():
-        if fmt != "parquet" and isinstance(arr, np.ndarray) and arr.dtype.kind == "S":
+        if fmt != "parquet" and isinstance(arr, np.ndarray) and np.issubdtype(arr.dtype, np.bytes_):
             raise InputError(f"array {name!r} holds bytes strings (dtype {arr.dtype}); save unicode "
                              "strings instead: arr.astype(str)")
         entry = spec.get(name, {})
-        kind = entry.get("kind") or written["kinds"].get(name) or inferred.get(name) or infer_array_kind(name, arr)
-        if kind == "ignore":
+        use = column_use(entry.get("kind") or written["kinds"].get(name) or inferred.get(name)
+                         or infer_array_kind(name, arr))
+        if use.reads is None:
             continue
         declared = entry.get("classes") or classes.get(name) or written["classes"].get(name)
-        values, present, cls = convert(name, arr, kind, declared, decoded.get(name))
+        values, present, cls = convert(name, arr, use.reads, declared, decoded.get(name))
         if name in written["mask"]:
             if len(written["mask"][name]) != len(present):
                 raise InputError(f"{path}: mask__{name} has {len(written['mask'][name])} entries, but {name!r} "
@@ -221,14 +222,14 @@ def load_arrays(path, schema: dict[str, Any] | None = None, mmap: bool = False) 
             present = present & written["mask"][name]
         if cls:
             names[name] = cls
-        # labels of a label kind double as targets, unless the file lists its targets itself
-        if kind == "target":
+        if not use.modality:  # a target column: evaluation labels only
             targets[name] = values.copy()
             continue
-        labels = kind_class(kind).label_targets(values) if layout is None else None
+        # labels of a label kind double as targets, unless the file lists its targets itself
+        labels = kind_class(use.reads).label_targets(values) if layout is None else None
         if labels is not None:
             targets[name] = labels
-        mods[name], kinds[name], mask[name] = values, kind, present
+        mods[name], kinds[name], mask[name] = values, use.reads, present
     if not mods:
         raise InputError(f"{path} holds no modality (every array is ignored or a target)")
     targets.update(written["targets"])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from omnivae.data.raw import ROLES, RawData, claiming_kinds, kind_class, known_kinds, label_kind
+from omnivae.data.raw import ROLES, RawData, claiming_kinds, column_use, kind_class, known_kinds, label_kind
 from omnivae.errors import InputError
 
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv")
@@ -466,7 +466,7 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
     # the file-name column's kind: kinds= if given, else the kind that claims the names, else the
     # first registered kind the folder scans files for (images)
     kind = kinds.setdefault(image_column, (file_kind(named) if named else None) or scanned_kind())
-    if kind in ROLES or not (kind_class(kind).column_names_files or kind in column_kinds()):
+    if not column_use(kind).modality or not (kind_class(kind).column_names_files or kind in column_kinds()):
         raise InputError(f"column {image_column!r} holds the image file names; it cannot be {kind!r}")
     # a file kind the folder scans (images) makes modality FILE_MODALITY; one read like a column (audio) its kind name
     file_modality = FILE_MODALITY if kind_class(kind).column_names_files else kind
@@ -477,13 +477,14 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
             warnings.warn(f"column {column!r} of {table.file.name} is empty in every row; ignored",
                           DataWarning, stacklevel=2)
             continue
-        if kind == "ignore":
+        use = column_use(kind)
+        if use.reads is None:
             continue
         name = file_modality if column == image_column else column
         if name in plan.kinds or (name == file_modality and column != image_column):
             raise InputError(f"column {column!r} clashes with the file modality's name {file_modality!r}; pass "
                              f"--set data.options.kinds.{column}=ignore (in Python: kinds={{{column!r}: 'ignore'}}) or rename it")
-        reader = kind_class(kind)  # a "target" column is read like a categorical one
+        reader = kind_class(use.reads)  # a "target" column is read as the label kind reads it
         if reader.column_names_files:
             plan.kinds[name], plan.mask[name] = kind, np.zeros(len(table.rows), dtype=bool)
             plan.images[name] = scan_images(table, root, name, column, image_size, resize, mode, plan.warn_file)
@@ -491,13 +492,13 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
         values, present, names = reader.read_column(table, column, classes.get(column))
         if names is not None:
             plan.classes[name] = names
-        if kind == "target":
+        if not use.modality:  # a target column: evaluation labels only
             plan.targets[name] = values.copy()
             continue
         labels = reader.label_targets(values)
         if labels is not None:
             plan.targets[name] = labels
-        plan.modalities[name], plan.kinds[name], plan.mask[name] = values, kind, present
+        plan.modalities[name], plan.kinds[name], plan.mask[name] = values, use.reads, present
     for name, col in plan.images.items():
         plan.mask[name] = col.ok.copy()
     return plan

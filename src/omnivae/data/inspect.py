@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from omnivae.data.folder import METADATA_NAMES
-from omnivae.data.raw import RawData, kind_class
+from omnivae.data.raw import RawData, kind_class, label_kind
 from omnivae.errors import InputError
 
 
@@ -32,7 +32,7 @@ def describe(raw: RawData) -> dict[str, Any]:
                                  "missing_fraction": (n - count) / n if n else 0.0}
         entry.update(kind_class(kind).summarize(values, present, classes.get(name)))
         mods[name] = entry
-    labels = kind_class("target")  # targets are labels, summarised as a label kind's values
+    labels = kind_class(label_kind())  # targets are labels, summarised as a label kind's values
     targets = {name: labels.summarize(np.asarray(t), np.asarray(t) >= 0, classes.get(name))
                for name, t in raw.targets.items()}
     return {"examples": n, "complete": int(present_all.sum()), "source": raw.info.get("source"),

@@ -73,26 +73,43 @@ def source_indices(digits: np.ndarray, n_modalities: int, seed: int, n: int | No
     return out
 
 
+# each texture's pattern in [0, 1] [size, size] from pixel coordinates y, x and modality m's angle;
+# blotches and rings draw from rng (in this order of calls, so the data stay as published here)
+def _stripes(m, rng, x, y, angle):
+    return 0.5 + 0.5 * np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / (5 + m % 4))
+
+
+def _checkerboard(m, rng, x, y, angle):
+    cell = 3 + m % 4
+    return ((x // cell + y // cell) % 2).astype(np.float32)
+
+
+def _gradient(m, rng, x, y, angle):
+    p = x * np.cos(angle) + y * np.sin(angle)
+    return (p - p.min()) / (p.max() - p.min())
+
+
+def _blotches(m, rng, x, y, angle):
+    size = x.shape[0]
+    return np.kron(rng.random((size // 7 + 1, size // 7 + 1)), np.ones((7, 7)))[:size, :size]
+
+
+def _rings(m, rng, x, y, angle):  # around a random centre
+    cy, cx = rng.uniform(0, x.shape[0], size=2)
+    return 0.5 + 0.5 * np.sin(np.hypot(x - cx, y - cy) / (1.2 + 0.3 * (m % 3)))
+
+
+TEXTURE_PATTERNS = {"stripes": _stripes, "checkerboard": _checkerboard, "gradient": _gradient,
+                    "blotches": _blotches, "rings": _rings}
+
+
 def modality_style(m: int, seed: int = 0, size: int = 56) -> tuple[np.ndarray, np.ndarray]:
     """Background texture (uint8 [3,size,size], dark to mid tones) and bright ink colour [3] of modality m."""
     rng = np.random.default_rng([seed, 1, m])
     hue = (m * 0.618034 + rng.uniform(0, 0.05)) % 1.0
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     angle = np.pi * ((m * 0.37) % 1.0)
-    kind = TEXTURES[m % len(TEXTURES)]
-    if kind == "stripes":
-        p = 0.5 + 0.5 * np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / (5 + m % 4))
-    elif kind == "checkerboard":
-        cell = 3 + m % 4
-        p = ((x // cell + y // cell) % 2).astype(np.float32)
-    elif kind == "gradient":
-        p = x * np.cos(angle) + y * np.sin(angle)
-        p = (p - p.min()) / (p.max() - p.min())
-    elif kind == "blotches":
-        p = np.kron(rng.random((size // 7 + 1, size // 7 + 1)), np.ones((7, 7)))[:size, :size]
-    else:  # rings around a random centre
-        cy, cx = rng.uniform(0, size, size=2)
-        p = 0.5 + 0.5 * np.sin(np.hypot(x - cx, y - cy) / (1.2 + 0.3 * (m % 3)))
+    p = TEXTURE_PATTERNS[TEXTURES[m % len(TEXTURES)]](m, rng, x, y, angle)
     p = np.clip(p + rng.normal(0, 0.08, size=p.shape), 0, 1)
     light = np.array(colorsys.hsv_to_rgb(hue, 0.85, 0.6), dtype=np.float32)
     dark = np.array(colorsys.hsv_to_rgb((hue + 0.08) % 1.0, 0.7, 0.15), dtype=np.float32)

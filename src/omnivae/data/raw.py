@@ -27,8 +27,10 @@ def presence_mask(value: Any, what: str) -> np.ndarray:
         arr = np.asarray(value)
     except (ValueError, TypeError):  # ragged nesting
         arr = np.asarray(None)
-    if arr.dtype.kind not in "biuf" or arr.dtype.kind != "b" and not np.isin(arr, (0, 1)).all():
-        shown = f"dtype {arr.dtype}" if arr.dtype.kind != "O" else type(value).__name__
+    flags = arr.dtype == np.bool_
+    numbers = np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    if not (flags or numbers and np.isin(arr, (0, 1)).all()):
+        shown = f"dtype {arr.dtype}" if arr.dtype != object else type(value).__name__
         raise InputError(f"{what} must hold True/False (or 0/1) per example, got {shown}: {str(value)[:60]}")
     return arr.astype(bool)
 
@@ -56,11 +58,30 @@ def label_kind() -> str:
     return LABEL_KIND
 
 
+@dataclass(frozen=True)
+class ColumnUse:
+    """How a reader uses a data column the user (or a schema) gave a kind or a role.
+    reads: the modality kind whose class reads the values (None: the column is skipped);
+    modality: whether the values become a modality (False: evaluation labels only)."""
+
+    reads: str | None
+    modality: bool = True
+
+
+def column_use(kind_or_role: str) -> ColumnUse:
+    """A modality kind makes a modality of that kind; role "target" reads the column as the label
+    kind does and keeps it as evaluation labels only; role "ignore" skips it."""
+    roles = {"target": ColumnUse(label_kind(), modality=False), "ignore": ColumnUse(None, modality=False)}
+    if kind_or_role in roles:
+        return roles[kind_or_role]
+    kind_class(kind_or_role)  # an unknown name fails here
+    return ColumnUse(kind_or_role)
+
+
 def kind_class(kind: str):
-    """The Modality class that reads data of `kind` (a "target" column reads as label_kind())."""
+    """The Modality class that reads data of `kind`."""
     from omnivae.modalities import MODALITY_KINDS
 
-    kind = label_kind() if kind == "target" else kind
     if not isinstance(kind, str) or kind not in MODALITY_KINDS:
         raise InputError(f"unknown kind {kind!r}; known kinds: {list(MODALITY_KINDS)}")
     return MODALITY_KINDS[kind]

@@ -16,7 +16,7 @@ def _array(x, name: str, ndim: int, expected: str) -> np.ndarray:
     a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
     if a.ndim != ndim or a.shape[0] == 0:
         raise InputError(f"{name}: expected a non-empty {expected}, received shape {a.shape}")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
         raise InputError(f"{name}: expected finite values, received NaN or inf")
     return a
 

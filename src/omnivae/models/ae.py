@@ -89,13 +89,14 @@ class SparseAEConfig(AEConfig):
     sparsity: Literal["none", "l1", "kl"] = "l1"
 
 
-def corrupt(x: torch.Tensor, kind: str, level: float) -> torch.Tensor:
-    """A corrupted copy of encoder features x (never in place). salt_pepper sets the hit
-    features to the batch's smallest or largest value (0 or 1 for images)."""
-    if kind == "gaussian":
+def corrupt(x: torch.Tensor, noise: str, level: float) -> torch.Tensor:
+    """A corrupted copy of encoder features x (never in place), by the config's `noise`:
+    gaussian adds noise of std `level`; masking zeroes a fraction `level` of the features;
+    salt_pepper sets that fraction to the batch's smallest or largest value (0 or 1 for images)."""
+    if noise == "gaussian":
         return x + level * torch.randn_like(x)
     hit = torch.rand_like(x) < level
-    if kind == "masking":
+    if noise == "masking":
         return x.masked_fill(hit, 0.0)
     salt = torch.rand_like(x) < 0.5
     lo, hi = x.min().detach(), x.max().detach()

@@ -15,12 +15,12 @@ import torch
 from omnivae.batch import Batch
 from omnivae.distributions import Gaussian
 from omnivae.errors import InputError
+from omnivae.priors.base import PRIORS, FittedPrior
 from omnivae.priors.config import KIND_OPTIONS, PriorConfig
 from omnivae.priors.flow import FlowPrior
 from omnivae.priors.gmm import GaussianMixturePrior
 
-PRIORS = {"gmm": GaussianMixturePrior, "flow": FlowPrior}
-Prior = GaussianMixturePrior | FlowPrior
+Prior = FittedPrior
 
 
 def build_prior(config: PriorConfig | dict, latent_dim: int) -> Prior:
@@ -97,21 +97,19 @@ def fit_prior(model, data, kind: str | None = None, batch_size: int = 512, seed:
     batch_size: examples encoded at a time."""
     base = getattr(model.config, "prior", None)
     kind = kind or (base.kind if base is not None else "gmm")
-    inherited = {k: getattr(base, k) for k in KIND_OPTIONS[kind]} if base is not None and base.kind == kind else {}
+    # a saved config holds only its own kind's options: those of the chosen kind carry over
+    inherited = {k: v for k, v in (base.model_dump() if base is not None else {}).items() if k in KIND_OPTIONS[kind]}
     given = {k: v for k, v in options.items() if v is not None}
     config = PriorConfig.from_dict({**inherited, **given, "kind": kind}, "prior")
     q = encode_posteriors(model, data, batch_size)
-    if config.kind == "flow":
-        with torch.random.fork_rng():  # the flow's initial weights: the same for a seed
-            torch.manual_seed(seed)
-            prior = FlowPrior(model.config.latent_dim, config)
-        prior.fit(q.mu, q.logvar, seed=seed)
-    else:
-        prior = GaussianMixturePrior(model.config.latent_dim, config).fit(q.mu, seed=seed)
+    with torch.random.fork_rng():  # initial weights (a flow's): the same for a seed
+        torch.manual_seed(seed)
+        prior = build_prior(config, model.config.latent_dim)
+    prior.fit_posteriors(q, seed=seed)
     if attach:
         attach_prior(model, prior)
     return prior
 
 
-__all__ = ["PRIORS", "PriorConfig", "GaussianMixturePrior", "FlowPrior", "build_prior", "encode_posteriors",
+__all__ = ["PRIORS", "FittedPrior", "PriorConfig", "GaussianMixturePrior", "FlowPrior", "build_prior", "encode_posteriors",
            "encode_latents", "attach_prior", "fit_prior", "supports_saved_prior"]

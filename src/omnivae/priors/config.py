@@ -40,7 +40,7 @@ class PriorConfig(StrictModel):
         kind = data.get("kind", "gmm")
         if kind not in KIND_OPTIONS:
             return data  # the kind field's own check names the allowed kinds
-        foreign = [k for other, keys in KIND_OPTIONS.items() if other != kind for k in keys if k in data]
+        foreign = [k for keys in KIND_OPTIONS.values() for k in keys if k in data and k not in KIND_OPTIONS[kind]]
         if foreign:
             raise ValueError(f"{foreign} apply to another kind of prior, not to kind {kind!r} "
                              f"(whose options are {list(KIND_OPTIONS[kind])}); leave them out")

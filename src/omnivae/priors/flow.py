@@ -24,8 +24,9 @@ import math
 import torch
 from torch import nn
 
-from omnivae.distributions import log_standard_normal
+from omnivae.distributions import Gaussian, log_standard_normal
 from omnivae.errors import ConfigError, InputError
+from omnivae.priors.base import FittedPrior
 from omnivae.priors.config import PriorConfig
 
 FIT_BATCH = 512  # examples per optimisation step
@@ -54,16 +55,13 @@ def build_zuko(make, features: int, context: int, transforms: int, hidden, per_f
     return module.to(device)
 
 
-class FlowPrior(nn.Module):
+class FlowPrior(FittedPrior):
+    kind = "flow"
+
     def __init__(self, latent_dim: int, config: PriorConfig | dict | None = None):
-        super().__init__()
+        super().__init__(latent_dim, config)
         import zuko
 
-        self.config = config if isinstance(config, PriorConfig) else \
-            PriorConfig.from_dict({"kind": "flow", **(config or {})}, "prior")
-        if self.config.kind != "flow":
-            raise ConfigError(f"FlowPrior needs a prior config of kind 'flow', got {self.config.kind!r}")
-        self.latent_dim = latent_dim
         cfg = self.config
         self.flow = build_zuko(lambda: zuko.flows.NSF(features=latent_dim, context=0, transforms=cfg.transforms,
                                                       bins=cfg.bins, hidden_features=tuple(cfg.hidden)),
@@ -73,9 +71,8 @@ class FlowPrior(nn.Module):
         self.register_buffer("fitted", torch.tensor(False))
         self.requires_grad_(False)  # trained only by fit, never by the model's optimiser
 
-    @property
-    def is_fitted(self) -> bool:
-        return bool(self.fitted)
+    def fit_posteriors(self, q: Gaussian, seed: int = 0) -> FlowPrior:
+        return self.fit(q.mu, q.logvar, seed=seed)
 
     def fit(self, mu: torch.Tensor, logvar: torch.Tensor | None = None, seed: int = 0) -> FlowPrior:
         """Fit on posteriors N(mu, exp(logvar)) [N,D] (logvar None: on the points mu) on this

@@ -6,31 +6,30 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from omnivae.errors import ConfigError, InputError
+from omnivae.distributions import Gaussian
+from omnivae.errors import InputError
+from omnivae.priors.base import FittedPrior
 from omnivae.priors.config import PriorConfig
 
 
-class GaussianMixturePrior(nn.Module):
+class GaussianMixturePrior(FittedPrior):
     """p(z) = sum_k w_k N(z; mean_k, L_k L_k^T), parameters kept as buffers (saved with safetensors).
     Until `fit` runs it is the N(0, I) the model was trained against."""
 
+    kind = "gmm"
+
     def __init__(self, latent_dim: int, config: PriorConfig | dict | None = None):
-        super().__init__()
-        self.config = config if isinstance(config, PriorConfig) else PriorConfig.from_dict(config or {}, "prior")
-        if self.config.kind != "gmm":
-            raise ConfigError(f"GaussianMixturePrior needs a prior config of kind 'gmm', got {self.config.kind!r}")
+        super().__init__(latent_dim, config)
         k, d = self.config.components, latent_dim
-        self.latent_dim = d
         self.register_buffer("weights", torch.full((k,), 1.0 / k))
         self.register_buffer("means", torch.zeros(k, d))
         self.register_buffer("scale_tril", torch.eye(d).expand(k, d, d).clone())
         self.register_buffer("fitted", torch.tensor(False))
 
-    @property
-    def is_fitted(self) -> bool:
-        return bool(self.fitted)
+    def fit_posteriors(self, q: Gaussian, seed: int = 0) -> GaussianMixturePrior:
+        """Fit on the posterior means (the codes `encode` gives)."""
+        return self.fit(q.mu, seed=seed)
 
     def fit(self, z: torch.Tensor, seed: int = 0, max_iter: int = 200) -> GaussianMixturePrior:
         """Fit the mixture to codes z [N,D] with scikit-learn's EM (k-means initialisation)."""

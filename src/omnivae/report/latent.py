@@ -29,7 +29,7 @@ def _labels(labels: Any, n: int) -> np.ndarray | None:
     if labels is None:
         return None
     lab = as_array(labels, "labels")
-    if lab.shape != (n,) or (lab.dtype.kind == "f" and not np.all(lab == np.round(lab))):
+    if lab.shape != (n,) or (np.issubdtype(lab.dtype, np.floating) and not np.all(lab == np.round(lab))):
         raise InputError(f"labels: expected integer labels of shape ({n},), got {lab.dtype} {tuple(lab.shape)}")
     return lab.astype(int)
 

@@ -60,7 +60,8 @@ def impute(model, raw: RawData, batch_size: int = 512, mean: bool = True, **opti
 
 def _fit_dtype(array: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Widen a string array when generated class names are longer than its item size."""
-    if array.dtype.kind == "U" and values.dtype.kind == "U" and values.dtype.itemsize > array.dtype.itemsize:
+    strings = np.issubdtype(array.dtype, np.str_) and np.issubdtype(values.dtype, np.str_)
+    if strings and values.dtype.itemsize > array.dtype.itemsize:
         return array.astype(values.dtype)
     return array
 
