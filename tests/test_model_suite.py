@@ -50,6 +50,9 @@ VARIANTS = [  # (model, options, modalities or None for the model's default): es
     ("dae", {"noise": "gaussian", "noise_level": 0.3}, ("vector",)),
     ("stacked_ae", {"layers": [8, 2], "pretrain_epochs": 1}, ("vector",)),
     ("ladder_vae", {"layers": [8, 6, 4], "hidden": [16]}, ("vector",)),
+    # an image branch with private ladder layers below the code (omnivae.modalities.ladder_branch)
+    ("vae", {"image_spec": {"ladder": [6, 5]}}, None), ("mopoe", {"image_spec": {"ladder": [6]}}, None),
+    ("mmvae_plus", {"image_spec": {"ladder": [6]}}, None), ("mvae", {"image_spec": {"ladder": [6]}}, None),
 ]
 SHAPES = {"image": (1, 8, 8), "label": (), "vector": (4,)}  # one example's output, by modality
 
@@ -68,7 +71,11 @@ def config_of(tiny_config, name, options, names, **extra) -> dict:
     options = {**OPTIONS.get(name, {}), **options, **extra}
     if "layers" in options:  # stacked_ae, ladder_vae: the code size is the last layer
         options["latent_dim"] = options["layers"][-1]
-    return tiny_config(name, names, **options)
+    image_spec = options.pop("image_spec", {})  # options of the image modality's spec
+    config = tiny_config(name, names, **options)
+    if image_spec:
+        config["modalities"]["image"].update(image_spec)
+    return config
 
 
 @pytest.fixture

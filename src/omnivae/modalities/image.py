@@ -22,6 +22,9 @@ outputs must not depend on the batch.
 channels are dropped: neighbouring pixels are correlated, so dropping single ones barely
 regularises; Tompson et al. 2015) and nn.Dropout on dense layers; never on an output layer.
 At p = 0 no dropout module is built: the networks are exactly those without the option.
+
+`ladder: [l_1, ...]` puts private latent layers between the model's code and the decoder (a
+hierarchical image branch in any model; omnivae.modalities.ladder_branch).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from omnivae.config import PositiveFloat, PositiveInt
 from omnivae.modalities import likelihoods
 from omnivae.modalities.base import DropoutRate, Modality, ModalitySpec, check_finite, dropped, flatten_codes, \
     full_precision, mlp, numeric_array
+from omnivae.modalities.ladder_branch import LadderBranch
 from omnivae.modalities.pretrained import TransformersImageEncoder, resolve_folder
 
 
@@ -74,6 +78,9 @@ class ImageSpec(ModalitySpec):
     # omnivae[pretrained]): the encoder; stored as an absolute path, and needed again to load the model
     pretrained_path: str | None = None
     fine_tune: bool = False  # train the pretrained model too (else frozen, its features cached)
+    # private latent layers below the model's code for this modality, bottom (read by the
+    # decoder) first: a ladder branch (omnivae.modalities.ladder_branch); [] none
+    ladder: list[PositiveInt] = []
 
     @field_validator("pretrained_path")
     @classmethod
@@ -94,6 +101,18 @@ class ImageSpec(ModalitySpec):
         if self.fine_tune and self.pretrained_path is None:
             raise ValueError("fine_tune applies to a pretrained encoder only: set pretrained_path")
         return self
+
+
+LADDER_HIDDEN = [128]  # hidden widths of a ladder branch's top-down MLPs
+
+
+def ladder_up(arch: str, shape, channels, spec: ImageSpec, p: float) -> nn.Module:
+    """A ladder branch's bottom-up network: pixels -> 2 * sum(spec.ladder) estimates, a conv net
+    of half the encoder's widths (dense layers of half `hidden` for mlp or too small images)."""
+    out = 2 * sum(spec.ladder)
+    if arch != "mlp" and min(shape[1:]) >= 2 ** len(channels):
+        return ConvEncoder(shape, [max(8, c // 2) for c in channels], out, p)
+    return nn.Sequential(nn.Flatten(), mlp([math.prod(shape), *(max(8, h // 2) for h in spec.hidden), out], dropout=p))
 
 
 def conv_sizes(shape, channels) -> list[tuple[int, int]]:
@@ -314,25 +333,29 @@ class ImageModality(Modality):
         arch = resolve_arch(spec.arch, shape)
         channels = list(spec.channels or DEFAULT_CHANNELS.get(arch, DEFAULT_CHANNELS["conv"]))
         p, own = spec.dropout, spec.pretrained_path is None  # own: the encoder of `arch`, else pretrained
+        code = latent_dim  # what the model gives this modality; the decoder reads the ladder's bottom
+        latent_dim = spec.ladder[0] if spec.ladder else latent_dim
         if arch == "resnet":
             if own:
-                self.encoder = ResNetEncoder(shape, channels, spec.blocks, 2 * latent_dim, p)
+                self.encoder = ResNetEncoder(shape, channels, spec.blocks, 2 * code, p)
             sizes = resnet_stages(shape, channels)
             self.decoder = ResNetDecoder(shape, resnet_widths(channels, sizes), sizes, spec.blocks, latent_dim, p)
         elif arch == "conv":
             if min(shape[1:]) < 2 ** len(channels):
                 raise self._error(f"image {shape} is too small for {len(channels)} stride-2 layers")
             if own:
-                self.encoder = ConvEncoder(shape, channels, 2 * latent_dim, p)
+                self.encoder = ConvEncoder(shape, channels, 2 * code, p)
             sizes = conv_sizes(shape, channels)
             self.decoder = ConvDecoder(shape, channels, sizes, (channels[-1], *sizes[-1]), latent_dim, p)
         else:
             if own:
-                self.encoder = nn.Sequential(nn.Flatten(), mlp([n_pix, *spec.hidden, 2 * latent_dim], dropout=p))
+                self.encoder = nn.Sequential(nn.Flatten(), mlp([n_pix, *spec.hidden, 2 * code], dropout=p))
             self.decoder = mlp([latent_dim, *reversed(spec.hidden), n_pix], dropout=p)
         if not own:  # features of a pretrained model (frozen unless fine_tune) + a trained head
             self.encoder = TransformersImageEncoder(spec.pretrained_path, spec.fine_tune, shape[0], spec.hidden,
-                                                    2 * latent_dim, f"modality {name!r} (image)")
+                                                    2 * code, f"modality {name!r} (image)")
+        self.ladder = LadderBranch(code, spec.ladder, LADDER_HIDDEN, ladder_up(arch, shape, channels, spec, p)) \
+            if spec.ladder else None
         self.log_scale = nn.Parameter(torch.tensor(math.log(spec.scale)), requires_grad=spec.learn_scale)
 
     def prepare(self, raw) -> torch.Tensor:
@@ -369,22 +392,32 @@ class ImageModality(Modality):
     def placeholder(self, n: int) -> torch.Tensor:
         return torch.zeros(n, *self.spec.shape, dtype=torch.uint8)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """z[N,D] -> decoder output (logits or pre-sigmoid means) [N,C,H,W]."""
+    def decode(self, z: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        """z[N,D] -> decoder output (logits or pre-sigmoid means) [N,C,H,W]; a ladder branch's
+        private layers at their conditional means, or drawn with sample=True."""
+        if self.ladder is not None:
+            z = self.ladder.bottom(z, sample)
         return self.decoder(z).view(-1, *self.spec.shape)
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) [..., B] for codes z [..., B, D]; with a ladder branch its ELBO over the
+        private layers (one draw each; see omnivae.modalities.ladder_branch)."""
+        kl = None
+        if self.ladder is not None:
+            z, kl = self.ladder.posterior_bottom(z, self.features(x))
         flat, lead = flatten_codes(z)
         out = full_precision(self.decoder(flat)).reshape(*lead, -1)  # fp32 scores under bf16 autocast
         target = self.features(x).reshape(x.shape[0], -1)
         if self.spec.likelihood == "bernoulli":
-            return likelihoods.bernoulli(out, target)
-        fn = likelihoods.CONTINUOUS[self.spec.likelihood]
-        return fn(torch.sigmoid(out), target, self.log_scale)
+            ll = likelihoods.bernoulli(out, target)
+        else:
+            ll = likelihoods.CONTINUOUS[self.spec.likelihood](torch.sigmoid(out), target, self.log_scale)
+        return ll if kl is None else ll - kl
 
     def generate(self, z: torch.Tensor, sample: bool = False, **_) -> torch.Tensor:
-        """Mean image in [0,1] (or a Bernoulli / noisy draw with sample=True)."""
-        mean = torch.sigmoid(self.decode(z))
+        """Mean image in [0,1] (or a Bernoulli / noisy draw with sample=True, the ladder branch's
+        private layers drawn too)."""
+        mean = torch.sigmoid(self.decode(z, sample))
         if not sample:
             return mean
         if self.spec.likelihood == "bernoulli":

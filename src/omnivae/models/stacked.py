@@ -66,8 +66,9 @@ class StackedAEConfig(ModelConfig):
             if not MODALITY_KINDS[spec.kind].stackable:
                 raise ValueError(f"stacked_ae works on one image or vector modality; {name!r} is {spec.kind!r}")
             # the stack replaces the kind's own networks: dense ones (unused) stand in for them
-            out[name] = spec.model_copy(update={"hidden": [], **({"arch": "mlp"} if "arch" in type(spec).model_fields
-                                                                 else {})})
+            fields = type(spec).model_fields  # dense networks, and no private ladder layers below the code
+            out[name] = spec.model_copy(update={"hidden": [], **({"arch": "mlp"} if "arch" in fields else {}),
+                                                **({"ladder": []} if "ladder" in fields else {})})
         return out
 
     @model_validator(mode="after")
