@@ -40,6 +40,7 @@ from omnivae.metrics.classifier import CACHE_FORMAT  # noqa: E402
 from omnivae.metrics.fid import frechet_distance  # noqa: E402
 from omnivae.metrics.likelihood import estimate_log_likelihoods  # noqa: E402
 from omnivae.metrics.samples import laplacian_sharpness, open_attribute_diversity  # noqa: E402
+from omnivae.modalities import figure_roles  # noqa: E402
 from omnivae.report.figures import image_grid  # noqa: E402
 from omnivae.run import train_run  # noqa: E402
 from omnivae.tasks.evaluate import classifier_features  # noqa: E402
@@ -87,7 +88,14 @@ def run_config(workload: dict, label: str, epochs: int, overrides: dict) -> dict
 
 
 def image_names(model) -> list[str]:
-    return [n for n in model.names if model.modalities[n].kind == "image"]
+    """The modalities whose kinds draw pictures."""
+    return figure_roles(model.modalities)[0]
+
+
+def caption_names(model) -> list[str]:
+    """The modalities whose kinds draw one text per value: the captions (no workload here has a
+    label modality, which would draw as text too)."""
+    return figure_roles(model.modalities)[1]
 
 
 def ceiling(scorers, test: TensorData, model, blur: bool = False) -> dict:
@@ -141,9 +149,8 @@ def scorers_for(model, splits, workload: str, quick: bool) -> dict:
     if workload not in SCORERS:
         SCORERS[workload] = build_scorers(model, splits.train, epochs=2 if quick else 4, seed=0)
     cached = dict(SCORERS[workload])
-    for name in model.names:
-        if model.modalities[name].kind == "text":
-            cached[name] = caption_scorer(model.modalities[name], splits.train)
+    for name in caption_names(model):
+        cached[name] = caption_scorer(model.modalities[name], splits.train)
     return cached
 
 
@@ -166,7 +173,7 @@ def evaluate(model, splits, workload: str, label: str, n_eval: int, quick: bool,
         entry["joint"] = joint_coherence(model, scorers, n=n_eval, sampler=sampler).get("all")
         for name in image_names(model)[:1]:
             entry["samples"] = sample_quality(model, test, scorers, name, n_eval, sampler)
-            for given in [[g] for g in model.names if g != name and model.modalities[g].kind == "text"]:
+            for given in [[g] for g in caption_names(model) if g != name]:
                 entry[f"open_{given[0]}->{name}"] = open_attribute_diversity(
                     model, test, scorers, given, name, n_samples=20, n_inputs=20 if quick else 60, sampler=sampler)
         result["by_sampler"][sampler] = entry

@@ -94,10 +94,17 @@ async def flood(base: str, path: str, body: dict, requests: int) -> tuple[list[i
     return [s for s, _ in results], [t for _, t in results], wall
 
 
+def drawn_as(info: dict) -> dict[str, str]:
+    """The first modality of each way the server draws values ("picture", "words"), by name."""
+    out = {}
+    for m in info["modalities"]:
+        out.setdefault(m["drawn"], m["name"])
+    return out
+
+
 def workloads(info: dict, image_url: str | None) -> dict[str, tuple[str, dict]]:
-    kinds = {m["name"]: m["kind"] for m in info["modalities"]}
-    text = next((n for n, k in kinds.items() if k == "text"), None)
-    image = next((n for n, k in kinds.items() if k == "image"), None)
+    roles = drawn_as(info)
+    text, image = roles.get("words"), roles.get("picture")
     out = {}
     if text and image:
         gen = {"inputs": {text: ["a red circle"]}, "targets": [image], "n": 4}
@@ -110,11 +117,11 @@ def workloads(info: dict, image_url: str | None) -> dict[str, tuple[str, dict]]:
     return out
 
 
-def png_url(raw) -> str | None:
-    names = [n for n, k in raw.kinds.items() if k == "image"] if raw is not None else []
-    if not names:
+def png_url(raw, image: str | None) -> str | None:
+    """The first example of modality `image` (a picture) as a PNG data URL."""
+    if raw is None or image is None:
         return None
-    a = np.asarray(raw.modalities[names[0]][0])
+    a = np.asarray(raw.modalities[image][0])
     a = a.transpose(1, 2, 0) if a.shape[0] == 3 else a[0]
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG")
@@ -154,7 +161,7 @@ def main() -> Path:
     try:
         info = httpx.get(base + "/api/info").json()
         result["settings"].update(server_model=info["model"], index_size=info["index"]["size"])
-        for name, (path, body) in workloads(info, png_url(raw)).items():
+        for name, (path, body) in workloads(info, png_url(raw, drawn_as(info).get("picture"))).items():
             codes, times, wall = asyncio.run(flood(base, path, body, requests))
             ms = np.array(times) * 1000
             errors = sum(code != 200 for code in codes)
