@@ -217,3 +217,17 @@ def test_memory_format_benchmark_quick_run_times_both_layouts(tmp_path):
     for run in result["runs"]:
         assert run["ms"]["nchw"] > 0 and run["ms"]["channels_last"] > 0
         assert run["speedup"] == pytest.approx(run["ms"]["nchw"] / run["ms"]["channels_last"], rel=0.01)
+
+
+@pytest.mark.slow
+def test_threads_benchmark_quick_run_times_each_count_beside_competitors(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_threads.py"), "--quick", "--loads", "0", "1",
+                           "--out", str(tmp_path)], check=False, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "threads_quick.json").read_text())
+    assert [(r["competitors"]) for r in result["runs"]] == [0, 1, 0, 1]
+    cores = str(result["settings"]["cores"])
+    for run in result["runs"]:
+        assert run["ms_per_step"]["1"] > 0 and run["ms_per_step"][cores] > 0
+        assert run["all_over_one"] == pytest.approx(run["ms_per_step"]["1"] / run["ms_per_step"][cores], rel=0.01)
+    assert subprocess.run(["pgrep", "-f", "a = torch.tanh"], capture_output=True).returncode == 1  # competitors gone

@@ -409,3 +409,40 @@ def test_max_steps_shorter_than_an_epoch_with_early_stopping(tmp_path, tiny_sour
     result = train_run(run_config(max_steps=1, batch_size=8, patience=3), tmp_path / "run")
     assert result.steps_trained == 1 and (tmp_path / "run" / "model" / "model.safetensors").is_file()
     assert not [w for w in recwarn if "val/loss" in str(w.message)]
+
+
+@pytest.mark.parametrize("cores, processes, busy, want", [
+    (2, 1, 0.3, 2),   # a quiet machine (this process's own start-up): every core
+    (2, 1, 1.2, 1),   # one busy program: one thread
+    (2, 1, 3.0, 1),   # more busy programs than cores: still one
+    (8, 2, 0.0, 4),   # two DDP processes share the cores
+    (8, 2, 5.4, 3),   # ... and what other programs leave free
+    (8, 1, 1.6, 6),
+])
+def test_default_threads_leave_busy_cores_alone(cores, processes, busy, want):
+    assert omnivae.train.trainer.default_threads(cores, processes, busy) == want
+
+
+def test_busy_elsewhere_leaves_out_this_process():
+    """This test process has been running (busy) for a while: its own share of the load average
+    is taken off, so what remains is at most the average itself and never negative."""
+    busy = omnivae.train.trainer.busy_elsewhere()
+    assert 0.0 <= busy <= os.getloadavg()[0]
+    assert 0 < omnivae.train.trainer.process_age() < 7 * 24 * 3600
+
+
+def test_set_threads_reads_the_load_average(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "times", lambda: os.times_result((0.0, 0.0, 0.0, 0.0, 0.0)))  # an idle process
+    try:
+        monkeypatch.setattr(os, "getloadavg", lambda: (2.5, 2.0, 1.0))
+        omnivae.train.trainer.set_threads(TrainConfig())
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+        omnivae.train.trainer.set_threads(TrainConfig())
+        assert torch.get_num_threads() == 2
+        omnivae.train.trainer.set_threads(TrainConfig(num_threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -44,7 +44,7 @@ class TrainConfig(StrictModel):
     strategy: str = "auto"  # e.g. "ddp" or "ddp_spawn" (with accelerator cpu: gloo)
     precision: str = "32-true"  # "bf16-mixed" for autocast (fast on CPUs with AMX or AVX512-BF16, and on GPUs)
     compile: bool = False  # torch.compile the training objective (needs a C++ compiler on CPU)
-    num_threads: PositiveInt | None = None  # torch threads per process; None: all cores / processes
+    num_threads: PositiveInt | None = None  # torch threads per process; None: cores / processes, less busy ones
     num_workers: int = Field(default=0, ge=0)  # DataLoader workers (in-memory data needs none)
     progress: bool = True  # rich progress bar
     log_every_n_steps: PositiveInt = 50
