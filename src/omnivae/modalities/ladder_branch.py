@@ -36,6 +36,12 @@ def gaussian(h: torch.Tensor) -> Gaussian:
     return Gaussian(mu, clamp_logvar(logvar))
 
 
+def residual(offset: Gaussian, p: Gaussian) -> Gaussian:
+    """p shifted by offset.mu and its standard deviation scaled by offset.std: N(mu_p + mu^, sigma_p^2 sigma^2)
+    (broadcasting, so one offset per example serves several draws of the layer above)."""
+    return Gaussian(p.mu + offset.mu, clamp_logvar(p.logvar + offset.logvar))
+
+
 class LadderBranch(nn.Module):
     """Private layers `sizes` (bottom first) under a code of size code_dim; `up` maps the
     modality's encoder features [B, ...] to the bottom-up estimates [B, 2 * sum(sizes)]."""
@@ -70,7 +76,7 @@ class LadderBranch(nn.Module):
         kl = z.new_zeros(z.shape[:-1])
         for down, offset in zip(reversed(self.down), reversed(self.estimates(features))):
             p = gaussian(down(z))
-            q = Gaussian(p.mu + offset.mu, clamp_logvar(p.logvar + offset.logvar))  # broadcasts over [...]
+            q = residual(offset, p)
             z = q.mu + torch.randn_like(q.mu) * q.std
             kl = kl + kl_normal(q.mu, q.logvar, p.mu, p.logvar)
         return z, kl

@@ -24,9 +24,10 @@ from pydantic import field_validator
 from torch import nn
 
 from omnivae.config import PositiveInt
-from omnivae.distributions import Gaussian, clamp_logvar
+from omnivae.distributions import Gaussian
 from omnivae.errors import ConfigError, InputError
 from omnivae.modalities.base import full_precision, mlp
+from omnivae.modalities.ladder_branch import gaussian
 from omnivae.models.base import ModelConfig, MultimodalModel
 
 
@@ -57,8 +58,7 @@ def drop_modalities(present: torch.Tensor, rate: float) -> torch.Tensor:
 
 def gaussian_head(net: nn.Module, h: torch.Tensor) -> Gaussian:
     """A network whose outputs are [mu, logvar] -> that Gaussian."""
-    mu, logvar = full_precision(net(h)).chunk(2, -1)
-    return Gaussian(mu, clamp_logvar(logvar))
+    return gaussian(net(h))
 
 
 class HierarchicalModel(MultimodalModel):

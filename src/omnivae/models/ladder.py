@@ -45,7 +45,8 @@ from omnivae.batch import Batch, LossOutput
 from omnivae.config import PositiveInt
 from omnivae.distributions import Gaussian, clamp_logvar, kl_normal, log_standard_normal, masked_mean
 from omnivae.errors import ConfigError
-from omnivae.modalities.base import full_precision, mlp
+from omnivae.modalities.base import mlp
+from omnivae.modalities.ladder_branch import gaussian, residual
 from omnivae.models.base import ModelConfig, MultimodalModel
 from omnivae.models.layer_sizes import code_size_from_layers
 from omnivae.models.registry import register_model
@@ -84,22 +85,11 @@ class LadderVAEConfig(ModelConfig):
         return self
 
 
-def gaussian(h: torch.Tensor) -> Gaussian:
-    """Network output [..., 2n] -> N(mu, exp(logvar)) [..., n]."""
-    mu, logvar = full_precision(h).chunk(2, dim=-1)
-    return Gaussian(mu, clamp_logvar(logvar))
-
-
 def merge(a: Gaussian, b: Gaussian) -> Gaussian:
     """The precision-weighted combination of two Gaussians (their normalised product)."""
     pa, pb = torch.exp(-a.logvar), torch.exp(-b.logvar)
     precision = pa + pb
     return Gaussian((a.mu * pa + b.mu * pb) / precision, clamp_logvar(-torch.log(precision)))
-
-
-def residual(offset: Gaussian, p: Gaussian) -> Gaussian:
-    """p shifted by offset.mu and its standard deviation scaled by offset.std: N(mu_p + mu^, sigma_p^2 sigma^2)."""
-    return Gaussian(p.mu + offset.mu, clamp_logvar(p.logvar + offset.logvar))
 
 
 def draw(q: Gaussian, k: int | None, generator: torch.Generator | None) -> torch.Tensor:
