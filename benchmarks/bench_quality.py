@@ -86,6 +86,7 @@ def run_config(workload: dict, label: str, epochs: int, overrides: dict) -> dict
     return {"data": {**data, "test_fraction": 0.1},
             "model": {"model": model, **extra.get("model", {}), **overrides.get("model", {})},
             "train": {"max_epochs": epochs, "patience": None, "progress": False, "tensorboard": False,
+                      "num_threads": torch.get_num_threads(),  # --threads, not the load-dependent default
                       **extra.get("train", {}), **overrides.get("train", {})}}
 
 
