@@ -9,7 +9,7 @@ Writes benchmarks/results/threads.json: per workload and number of competitors, 
 (median of the rounds) for each thread count, the speed-up of all threads over one, and the
 machine's load average when the measurement started (other work counts as competitors too).
 The library's default (train.num_threads unset) is chosen from these figures: see
-omnivae.train.trainer.default_threads.
+omnivae.threads.default_threads.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import yaml
 import omnivae
 import omnivae.run
 import omnivae.run_folder
+import omnivae.threads
 import omnivae.train.trainer
 from omnivae import ConfigError, LossOutput, ModelFileError, TrainingError, build_model
 from omnivae.data.tensors import TensorData
@@ -420,15 +421,15 @@ def test_max_steps_shorter_than_an_epoch_with_early_stopping(tmp_path, tiny_sour
     (8, 1, 1.6, 6),
 ])
 def test_default_threads_leave_busy_cores_alone(cores, processes, busy, want):
-    assert omnivae.train.trainer.default_threads(cores, processes, busy) == want
+    assert omnivae.threads.default_threads(cores, processes, busy) == want
 
 
 def test_busy_elsewhere_leaves_out_this_process():
     """This test process has been running (busy) for a while: its own share of the load average
     is taken off, so what remains is at most the average itself and never negative."""
-    busy = omnivae.train.trainer.busy_elsewhere()
+    busy = omnivae.threads.busy_elsewhere()
     assert 0.0 <= busy <= os.getloadavg()[0]
-    assert 0 < omnivae.train.trainer.process_age() < 7 * 24 * 3600
+    assert 0 < omnivae.threads.process_age() < 7 * 24 * 3600
 
 
 def test_set_threads_reads_the_load_average(monkeypatch):

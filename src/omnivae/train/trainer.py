@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
-import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omnivae.data.tensors import TensorData, batch_loader
 from omnivae.models.base import MultimodalModel
 from omnivae.run_folder import RunFolder
+from omnivae.threads import default_threads
 from omnivae.train.adversarial import select_module
 from omnivae.train.callbacks import LastCheckpoint, RandomState, TrainingInterrupted
 from omnivae.train.checkpoint import AtomicCheckpointIO, CheckpointWarning, resume_checkpoint
@@ -27,9 +26,6 @@ from omnivae.train.loggers import LogRunConfig, build_loggers
 from omnivae.train.module import OmniModule
 from omnivae.train.sampler import ResumableLoader
 from omnivae.train.timing import PhaseClock
-
-_IMPORTED = time.monotonic()  # process_age's fallback clock
-
 
 class BestCheckpoint(ModelCheckpoint):
     """ModelCheckpoint whose state_key (Lightning formats it for every hook call of every step)
@@ -122,42 +118,11 @@ def make_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer
     )
 
 
-def default_threads(cores: int, processes: int, busy: float) -> int:
-    """Torch threads per training process when train.num_threads is unset: the cores shared
-    among this run's processes, less those other programs keep busy (`busy`, see busy_elsewhere).
-    On a busy machine a
-    parallel region waits for its slowest thread, and a thread that shares its core with another
-    program stalls every step: beside busy processes one thread ran the same steps 1.3-4x
-    faster than two on this project's 2-core machine (benchmarks/bench_threads.py)."""
-    free = cores - int(busy + 0.5)
-    return max(1, min(cores // max(1, processes), free))
-
-
-def process_age() -> float:
-    """Seconds since this process started (Linux: /proc; elsewhere since this module's import)."""
-    try:
-        start = float(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        return float(Path("/proc/uptime").read_text().split()[0]) - start / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return time.monotonic() - _IMPORTED
-
-
-def busy_elsewhere() -> float:
-    """Cores other programs keep busy: the 1-minute load average less this process's share of it
-    (its mean number of running threads since it started, as the average has taken it in:
-    a steady load's share after t seconds is 1 - exp(-t / 60)). 0 where there is no load average."""
-    if not hasattr(os, "getloadavg"):
-        return 0.0
-    age, times = process_age(), os.times()
-    own = (times.user + times.system) / age * (1 - math.exp(-age / 60)) if age > 0 else 0.0
-    return max(0.0, os.getloadavg()[0] - own)
-
-
 def set_threads(config: TrainConfig) -> None:
     n = config.num_threads
     if n is None:
         procs = config.devices if isinstance(config.devices, int) and config.accelerator == "cpu" else 1
-        n = default_threads(os.cpu_count() or 1, procs, busy_elsewhere())
+        n = default_threads(os.cpu_count() or 1, procs)
     torch.set_num_threads(n)
     torch.set_flush_denormal(True)  # tiny importance weights must not slow the CPU down
 
