@@ -73,8 +73,9 @@ VARIANTS = {"gmm": {"model": {"prior": {"kind": "gmm", "components": 10}}},
             # the conditional prior's former default fit (1,500 steps of 512), against today's (as many
             # steps as training, batches of 128)
             "prior1500": {"model": {"conditional_prior": {"steps": 1500, "batch_size": 512, "lr": 0.002}}},
-            # a ladder branch: a private image layer of 32 below the code (omnivae.modalities.ladder_branch)
-            "ladder": {"model": {"modalities": {"image": {"ladder": [32]}}}}}
+            # a ladder branch: a private image layer of 32 below the code (omnivae.modalities.ladder_branch);
+            # model.modalities lists every modality a run keeps: this one is for the image + text workloads
+            "ladder": {"model": {"modalities": {"image": {"ladder": [32]}, "text": {}}}}}
 
 
 def run_config(workload: dict, label: str, epochs: int, overrides: dict) -> dict:
