@@ -447,3 +447,20 @@ def test_set_threads_reads_the_load_average(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_evaluation_threads_follow_the_load(monkeypatch):
+    from omnivae.tasks.evaluate import limited_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(omnivae.threads, "busy_elsewhere", lambda: 1.4)
+    with limited_threads("auto"):
+        assert torch.get_num_threads() == 1
+    monkeypatch.setattr(omnivae.threads, "busy_elsewhere", lambda: 0.2)
+    with limited_threads("auto"):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="'auto' or None"):
+        with limited_threads("many"):
+            pass

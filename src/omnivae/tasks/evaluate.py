@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from omnivae.metrics.coherence import (
 from omnivae.metrics.reconstruction import reconstruction_metrics
 from omnivae.modalities import MODALITY_KINDS, figure_roles
 from omnivae.run_folder import RunFolder
+from omnivae.threads import default_threads
 
 
 def combined_metrics_csv(run_dir: Path, out: Path) -> Path | None:
@@ -47,14 +49,15 @@ def combined_metrics_csv(run_dir: Path, out: Path) -> Path | None:
 
 def evaluate_model(model, train: RawData, test: RawData, out_dir: Path, run_dir: Path | None = None,
                    n_eval: int = 1000, scorer_epochs: int = 3, seed: int = 0, scorer_examples: int = 2500,
-                   num_threads: int | None = 1, progress=None) -> dict:
+                   num_threads: int | str | None = "auto", progress=None) -> dict:
     """Every metric that applies to `model` and `test`, with figures; writes metrics.json and
     report.html. Metrics that do not apply to the data are listed under "skipped" with why.
 
     n_eval caps the test examples each metric uses; the evaluation classifiers are trained
     for `scorer_epochs` on at most `scorer_examples` training examples. The work runs on
-    `num_threads` torch/BLAS threads (None: as set): these are small batches, where more
-    threads gain little and, on a busy machine, cost several times the time.
+    `num_threads` torch/BLAS threads (None: as set; "auto": omnivae.threads.default_threads, every
+    core on a quiet machine and one beside busy programs: on the demo run 9.3 s with two threads
+    against 10.5-11.1 s with one when quiet, but 24-27 s against 11.2 s beside one busy program).
 
     progress(step, total): called as each of the `EVALUATION_STEPS` starts (a progress bar)."""
     with limited_threads(num_threads):
@@ -117,13 +120,16 @@ def _evaluate(model, train, test, out_dir, run_dir, n_eval, scorer_epochs, seed,
 
 
 @contextmanager
-def limited_threads(n: int | None):
-    """Torch and BLAS/OpenMP thread pools limited to n threads inside the block (None: unchanged)."""
+def limited_threads(n: int | str | None):
+    """Torch and BLAS/OpenMP thread pools limited to n threads inside the block (None: unchanged;
+    "auto": default_threads, the cores other programs leave free)."""
     if n is None:
         yield
         return
-    if n < 1:
-        raise ValueError(f"num_threads must be >= 1 or None, got {n}")
+    if n == "auto":
+        n = default_threads(os.cpu_count() or 1)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_threads must be >= 1, 'auto' or None, got {n!r}")
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
