@@ -161,11 +161,14 @@ def test_deep_models_benchmark_quick_run(tmp_path):
     assert result["workload"] == "deep-models" and result["quick"] is True
     if not result["runs"]:
         pytest.skip(f"{result['skipped']}")  # MNIST files not on this machine
-    flat, ladder, merge = result["runs"]  # the ladder with its default (residual) posterior and the paper's merge
-    assert (flat["model"], ladder["model"], merge["model"]) == ("vae", "ladder_vae", "ladder_vae_merge")
+    # the ladder with its default (residual) posterior and the paper's merge, and a flat VAE with a ladder branch
+    flat, ladder, merge, branch = result["runs"]
+    assert [r["model"] for r in result["runs"]] == ["vae", "ladder_vae", "ladder_vae_merge", "vae_ladder_branch"]
     assert len(flat["active_units"]) == 1 and len(ladder["active_units"]) == 2 == len(merge["active_units"])
     for run in (flat, ladder, merge):
         assert run["iw_nll"] > 0 and run["neg_elbo"] >= run["iw_nll"] - 1.0 and run["k"] == 4
+    assert branch["config"]["modalities"]["image"]["ladder"] == [32] and branch["neg_elbo"] > 0
+    assert result["neg_elbo_branch_minus_vae"] == pytest.approx(branch["neg_elbo"] - flat["neg_elbo"], abs=0.02)
     assert abs(ladder["parameters"] / flat["parameters"] - 1) < 0.05  # the same budget in weights
     fd = result["frechet"]
     assert fd["prior_configs"]["flow"]["kind"] == "flow"
