@@ -33,15 +33,6 @@ def forward(enc, dec, x, z, fmt):
     return h, y
 
 
-def time_ms(fn, reps: int) -> float:
-    for _ in range(2):
-        fn()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps * 1000
-
-
 def measure(shape, fmt, train: bool, reps: int, batch: int = 64) -> float:
     torch.manual_seed(0)
     enc, dec = nets(shape)
@@ -59,7 +50,7 @@ def measure(shape, fmt, train: bool, reps: int, batch: int = 64) -> float:
         with torch.no_grad():
             forward(enc, dec, x, z, fmt)
 
-    return time_ms(step if train else evaluate, reps)
+    return c.time_ms(step if train else evaluate, reps)
 
 
 def main() -> None:

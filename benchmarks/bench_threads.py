@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -72,12 +73,7 @@ def step_ms(model, data: dict, batch_size: int, steps: int, threads: int) -> flo
         loss.backward()
         opt.step()
 
-    for _ in range(2):
-        step()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - t) / steps * 1000
+    return c.time_ms(step, steps)
 
 
 def start_competitors(k: int) -> list[subprocess.Popen]:
@@ -121,7 +117,7 @@ def main() -> None:
     result = c.new_result("threads", args.quick, cores=cores, rounds=rounds, steps=steps,
                           competitor="a one-thread 384x384 matmul + tanh loop per process")
     result["runs"] = runs
-    c.save_result(result, t0, out=c.Path(args.out))
+    c.save_result(result, t0, out=Path(args.out))
 
 
 if __name__ == "__main__":

@@ -311,6 +311,16 @@ def summarise(times: list[float], batch_size: int, warmup: int, window: int) -> 
             "steps": len(kept), "windows": len(windows)}
 
 
+def time_ms(fn: Callable[[], Any], reps: int, warmup: int = 2) -> float:
+    """Mean milliseconds of one call of `fn` over `reps` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps * 1000
+
+
 def throughput(fn: Callable[[], Any], n_examples: int, repeats: int) -> float:
     """Examples per second of `fn` (which handles n_examples), median of `repeats` calls."""
     fn()

@@ -26,10 +26,9 @@ import numpy as np
 
 from omnivae.atomic import replacing
 from omnivae.data.folder import CHANNELS, DataWarning, normal_mode, read_header, read_image
-from omnivae.data.raw import ROLES, RawData, claiming_kinds, column_use, kind_class, known_kinds
+from omnivae.data.raw import RawData, claiming_kinds, column_use, column_uses, kind_class, known_kinds
 from omnivae.errors import InputError
 
-SPECIAL_KINDS = ROLES  # target: evaluation labels only; ignore: not loaded
 LAYOUT_PREFIXES = ("mask__", "target__", "imputed__", "ids__")  # omnivae's .npz layout (see the module docstring)
 LAYOUT_KEYS = ("__kinds__", "__classes__")
 
@@ -51,8 +50,8 @@ def read_schema(path: Path, schema: dict | None) -> dict[str, dict]:
     out = {}
     for name, entry in {**found, **(schema or {})}.items():
         entry = {"kind": entry} if isinstance(entry, str) else entry
-        if not isinstance(entry, dict) or entry.get("kind") not in (*known_kinds(), *SPECIAL_KINDS):
-            raise InputError(f"schema entry {name!r}: expected a kind in {[*known_kinds(), *SPECIAL_KINDS]} or "
+        if not isinstance(entry, dict) or entry.get("kind") not in column_uses():
+            raise InputError(f"schema entry {name!r}: expected a kind in {list(column_uses())} or "
                              f"{{'kind': ..., 'classes': [...]}}, got {entry!r}")
         out[name] = entry
     return out
@@ -271,9 +270,9 @@ def split_layout(arrays: dict[str, np.ndarray], path: Path) -> tuple[dict[str, n
         if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
             raise InputError(f"{path}: __classes__ must map names to lists of class names, got {name!r}: {names!r}")
     for name, kind in layout["kinds"].items():
-        if not isinstance(kind, str) or kind not in (*known_kinds(), *SPECIAL_KINDS):
+        if not isinstance(kind, str) or kind not in column_uses():
             raise InputError(f"{path}: __kinds__ gives {name!r} the kind {kind!r}, which is not one of "
-                             f"{[*known_kinds(), *SPECIAL_KINDS]}")
+                             f"{list(column_uses())}")
     return plain, layout
 
 

@@ -68,14 +68,20 @@ class ColumnUse:
     modality: bool = True
 
 
-def column_use(kind_or_role: str) -> ColumnUse:
-    """A modality kind makes a modality of that kind; role "target" reads the column as the label
-    kind does and keeps it as evaluation labels only; role "ignore" skips it."""
+def column_uses() -> dict[str, ColumnUse]:
+    """Every name a column may be given, with its use: each registered kind makes a modality of
+    that kind; role "target" reads the column as the label kind does and keeps it as evaluation
+    labels only; role "ignore" skips it."""
     roles = {"target": ColumnUse(label_kind(), modality=False), "ignore": ColumnUse(None, modality=False)}
-    if kind_or_role in roles:
-        return roles[kind_or_role]
-    kind_class(kind_or_role)  # an unknown name fails here
-    return ColumnUse(kind_or_role)
+    return {**{kind: ColumnUse(kind) for kind in known_kinds()}, **roles}
+
+
+def column_use(name: str) -> ColumnUse:
+    """The use of a column given `name` (a kind or a role; see column_uses)."""
+    uses = column_uses()
+    if not isinstance(name, str) or name not in uses:
+        raise InputError(f"unknown kind {name!r}; known kinds: {list(known_kinds())}, roles: {list(ROLES)}")
+    return uses[name]
 
 
 def kind_class(kind: str):

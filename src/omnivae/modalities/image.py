@@ -333,28 +333,27 @@ class ImageModality(Modality):
         arch = resolve_arch(spec.arch, shape)
         channels = list(spec.channels or DEFAULT_CHANNELS.get(arch, DEFAULT_CHANNELS["conv"]))
         p, own = spec.dropout, spec.pretrained_path is None  # own: the encoder of `arch`, else pretrained
-        code = latent_dim  # what the model gives this modality; the decoder reads the ladder's bottom
-        latent_dim = spec.ladder[0] if spec.ladder else latent_dim
+        read = spec.ladder[0] if spec.ladder else latent_dim  # the decoder's input: the code, or the ladder's bottom
         if arch == "resnet":
             if own:
-                self.encoder = ResNetEncoder(shape, channels, spec.blocks, 2 * code, p)
+                self.encoder = ResNetEncoder(shape, channels, spec.blocks, 2 * latent_dim, p)
             sizes = resnet_stages(shape, channels)
-            self.decoder = ResNetDecoder(shape, resnet_widths(channels, sizes), sizes, spec.blocks, latent_dim, p)
+            self.decoder = ResNetDecoder(shape, resnet_widths(channels, sizes), sizes, spec.blocks, read, p)
         elif arch == "conv":
             if min(shape[1:]) < 2 ** len(channels):
                 raise self._error(f"image {shape} is too small for {len(channels)} stride-2 layers")
             if own:
-                self.encoder = ConvEncoder(shape, channels, 2 * code, p)
+                self.encoder = ConvEncoder(shape, channels, 2 * latent_dim, p)
             sizes = conv_sizes(shape, channels)
-            self.decoder = ConvDecoder(shape, channels, sizes, (channels[-1], *sizes[-1]), latent_dim, p)
+            self.decoder = ConvDecoder(shape, channels, sizes, (channels[-1], *sizes[-1]), read, p)
         else:
             if own:
-                self.encoder = nn.Sequential(nn.Flatten(), mlp([n_pix, *spec.hidden, 2 * code], dropout=p))
-            self.decoder = mlp([latent_dim, *reversed(spec.hidden), n_pix], dropout=p)
+                self.encoder = nn.Sequential(nn.Flatten(), mlp([n_pix, *spec.hidden, 2 * latent_dim], dropout=p))
+            self.decoder = mlp([read, *reversed(spec.hidden), n_pix], dropout=p)
         if not own:  # features of a pretrained model (frozen unless fine_tune) + a trained head
             self.encoder = TransformersImageEncoder(spec.pretrained_path, spec.fine_tune, shape[0], spec.hidden,
-                                                    2 * code, f"modality {name!r} (image)")
-        self.ladder = LadderBranch(code, spec.ladder, LADDER_HIDDEN, ladder_up(arch, shape, channels, spec, p)) \
+                                                    2 * latent_dim, f"modality {name!r} (image)")
+        self.ladder = LadderBranch(latent_dim, spec.ladder, LADDER_HIDDEN, ladder_up(arch, shape, channels, spec, p)) \
             if spec.ladder else None
         self.log_scale = nn.Parameter(torch.tensor(math.log(spec.scale)), requires_grad=spec.learn_scale)
 

@@ -56,4 +56,4 @@ class PriorConfig(StrictModel):
     @model_serializer(mode="wrap")
     def _dump_own_options(self, handler) -> dict[str, Any]:
         data = handler(self)
-        return {k: v for k, v in data.items() if k == "kind" or k in KIND_OPTIONS[self.kind]}
+        return {k: v for k, v in data.items() if k in ("kind", *KIND_OPTIONS[self.kind])}

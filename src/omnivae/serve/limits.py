@@ -34,8 +34,8 @@ class Limits:
         for name, value in asdict(self).items():
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not number or not math.isfinite(value) or value <= 0 or (name != "timeout_s" and value != int(value)):
-                kind = "a positive number" if name == "timeout_s" else "a positive integer"
-                raise ConfigError(f"limit {name} must be {kind}, got {value!r}")
+                wanted = "a positive number" if name == "timeout_s" else "a positive integer"
+                raise ConfigError(f"limit {name} must be {wanted}, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
