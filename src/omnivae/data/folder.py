@@ -434,13 +434,15 @@ def _check_options(resize, mode, image_size, kinds, classes) -> None:
         raise InputError(f"kinds {bad}: each kind must be one of {list(allowed)}")
 
 
-def column_kinds() -> tuple[str, ...]:
-    """What a metadata column may be: a kind whose class reads columns or names files, or a role."""
+def readable(cls) -> bool:
+    """Whether a kind's class can read a metadata column: it names files, or reads cells itself."""
     from omnivae.modalities import Modality
 
-    def readable(cls) -> bool:
-        return cls.column_names_files or cls.read_column.__func__ is not Modality.read_column.__func__
+    return cls.column_names_files or cls.read_column.__func__ is not Modality.read_column.__func__
 
+
+def column_kinds() -> tuple[str, ...]:
+    """What a metadata column may be: a kind whose class reads columns or names files, or a role."""
     return (*(k for k in known_kinds() if readable(kind_class(k))), *ROLES)
 
 
@@ -466,7 +468,7 @@ def plan_folder(path, image_size: int | None = None, resize: str = "resize", kin
     # the file-name column's kind: kinds= if given, else the kind that claims the names, else the
     # first registered kind the folder scans files for (images)
     kind = kinds.setdefault(image_column, (file_kind(named) if named else None) or scanned_kind())
-    if not column_use(kind).modality or not (kind_class(kind).column_names_files or kind in column_kinds()):
+    if not column_use(kind).modality or not readable(kind_class(kind)):
         raise InputError(f"column {image_column!r} holds the image file names; it cannot be {kind!r}")
     # a file kind the folder scans (images) makes modality FILE_MODALITY; one read like a column (audio) its kind name
     file_modality = FILE_MODALITY if kind_class(kind).column_names_files else kind
