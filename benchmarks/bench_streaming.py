@@ -12,7 +12,7 @@ share with the parent once per process, and PSS, which splits them). Throughput 
 second of the training steps, from the run's own record (omnivae-run.json "phases").
 Targets: memory flat (growth <= 5% over training) and under 2 GB; streaming >= 80% of in-memory.
 
-    python benchmarks/bench_streaming.py [--quick] [--threads N] [--workers 2] [--steps 300]
+    python benchmarks/bench_streaming.py [--quick] [--threads N] [--workers N] [--steps 300]
 """
 from __future__ import annotations
 
@@ -144,7 +144,8 @@ def main() -> Path:
     parser.add_argument("--quick", action="store_true", help="2,000 images, 1,000 in memory, 10 steps")
     parser.add_argument("--out", type=Path, default=c.RESULTS)
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the training process")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streamed run")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers of the streamed run (default: the library's, one)")
     parser.add_argument("--images", type=int, default=200_000)
     parser.add_argument("--in-memory", type=int, default=20_000, help="rows of the in-memory subset")
     parser.add_argument("--steps", type=int, default=300)
@@ -165,10 +166,10 @@ def main() -> Path:
     with tempfile.TemporaryDirectory(prefix="omnivae-streaming-") as tmp:
         tmp = Path(tmp)
         memory = run_sampled(["--data", str(subset_folder(root, subset)), *common], tmp / "memory")
-        stream = run_sampled(["--data", str(root), *common, "--set", "data.stream=true",
-                              "--set", f"train.num_workers={args.workers}"], tmp / "stream")
+        workers = [] if args.workers is None else ["--set", f"train.num_workers={args.workers}"]
+        stream = run_sampled(["--data", str(root), *common, "--set", "data.stream=true", *workers], tmp / "stream")
     result["runs"] = [summary(f"in memory ({subset} rows)", memory, args.batch_size),
-                      summary(f"streamed ({n} rows, {args.workers} workers)", stream, args.batch_size)]
+                      summary(f"streamed ({n} rows, {args.workers or 'default: 1'} workers)", stream, args.batch_size)]
     mem, streamed = result["runs"]
     ratio = round(streamed["examples_per_s"] / mem["examples_per_s"], 3)
     result["stream_over_memory"] = ratio

@@ -3,9 +3,12 @@ decode the images) trains on the same rows as the in-memory path, validates, and
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -111,3 +114,59 @@ def test_stream_options_are_checked(folder, tmp_path):
         train_run({"data": {"source": "folder", "options": {"path": str(folder), "n": 3}, "stream": True}},
                   tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=30))
+def test_packed_strings_give_back_every_string_and_gap(items):
+    from omnivae.data.lazy import PackedStrings
+
+    packed = PackedStrings(items)
+    assert len(packed) == len(items)
+    assert [packed[i] for i in range(len(items))] == items
+
+
+def test_streamed_folder_holds_captions_and_paths_packed_and_reads_them_back(tmp_path):
+    """200,000 rows as Python lists cost ~300 MB (and forked workers copy what they touch): the
+    lazy folder keeps paths and captions packed, and reads back what load_folder reads."""
+    from omnivae.data.folder import load_folder
+    from omnivae.data.lazy import LazyImageFolder, PackedStrings
+
+    rows = []
+    for i in range(6):
+        Image.fromarray(np.full((4, 4, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "caption": None if i == 2 else f"a t-shirt, number {i} — ünïcode"})
+    rows.append({"file_name": "gone.png", "caption": "no picture"})  # a missing file: image marked missing
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for read in (LazyImageFolder, load_folder):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            data = read(tmp_path)
+        assert any("gone.png" in str(w.message) for w in got) and any("kept with some" in str(w.message) for w in got)
+        lazy, memory = (data, None) if read is LazyImageFolder else (lazy, data)
+    assert isinstance(lazy.paths["image"], PackedStrings) and isinstance(lazy.values["caption"], PackedStrings)
+    assert len(lazy) == len(memory) == 7
+    for i in range(7):
+        values, present = lazy[i]
+        assert values["caption"] == memory.modalities["caption"][i]
+        assert present["caption"] == bool(memory.mask["caption"][i]) and present["image"] == bool(memory.mask["image"][i])
+        assert np.array_equal(values["image"], memory.modalities["image"][i])
+    assert lazy.where(6) == "metadata.jsonl line 7"
+
+
+def test_streamed_data_gets_one_worker_unless_set(folder):
+    from omnivae.data.tensors import TensorData
+    from omnivae.models import build_model
+    from omnivae.run import resolve_model_config
+    from omnivae.train.config import TrainConfig
+    from omnivae.train.trainer import OmniDataModule
+
+    config = RunConfig.from_dict({"data": {"source": "folder", "options": {"path": str(folder)}, "stream": True}})
+    rows, sample = stream_splits(config)
+    model = build_model(resolve_model_config({"model": "mvae", "latent_dim": 4, "conditional_prior": None}, sample),
+                        sample)
+    streamed, in_memory = LazyRows(rows.train.folder, rows.train.rows, model), TensorData.from_raw(model, sample)
+    default = OmniDataModule(streamed, None, TrainConfig())
+    assert default.workers(streamed) == 1 and default.workers(in_memory) == 0
+    assert default.train_dataloader().num_workers == 1
+    chosen = OmniDataModule(streamed, None, TrainConfig(num_workers=3))
+    assert chosen.workers(streamed) == 3 and chosen.workers(in_memory) == 3

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,30 +45,37 @@ class LazyImageFolder(Dataset):
         plan = plan_folder(path, image_size, resize, kinds, image_column, classes, mode)
         rows = np.flatnonzero(plan.finish())
         self.kinds, self.info = dict(plan.kinds), plan.info()
-        self.paths = {n: [c.paths[i] if c.ok[i] else None for i in rows] for n, c in plan.images.items()}
+        # per-row strings packed into buffers (PackedStrings): a list of 200,000 Python objects
+        # would cost ~300 MB here, and forked workers copy the pages whose reference counts they touch
+        self.paths = {n: PackedStrings(c.paths[i] if c.ok[i] else None for i in rows) for n, c in plan.images.items()}
         self.image_format = {n: (c.mode, c.size, c.shape) for n, c in plan.images.items()}
-        self.values = {n: (v[rows] if isinstance(v, np.ndarray) else [v[i] for i in rows])
+        self.values = {n: (v[rows] if isinstance(v, np.ndarray) else PackedStrings.or_list([v[i] for i in rows]))
                        for n, v in plan.modalities.items()}
         self.mask = {n: m[rows] for n, m in plan.mask.items()}
         self.targets = {n: t[rows] for n, t in plan.targets.items()}
-        self.where = [plan.table.where(i) for i in rows]
+        self.metadata_name, self.lines = plan.table.file.name, np.asarray(plan.table.lines, dtype=np.int64)[rows]
         files = [plan.table.rows[i].get(image_column) for i in rows]  # ids as load_folder keeps them
         self.ids = {"index": rows, image_column: np.array(["" if is_missing(f) else str(f).strip() for f in files],
                                                           dtype=str)}
 
     def __len__(self) -> int:
-        return len(self.where)
+        return len(self.lines)
+
+    def where(self, i: int) -> str:
+        """Row i's place in the metadata file, for messages."""
+        return f"{self.metadata_name} line {self.lines[i]}"
 
     def __getitem__(self, i: int) -> tuple[dict[str, Any], dict[str, bool]]:
         values, present = {}, {}
         for name, paths in self.paths.items():
             mode, size, shape = self.image_format[name]
             values[name], present[name] = np.zeros(shape, dtype=np.uint8), False
-            if paths[i] is not None:
+            path = paths[i]
+            if path is not None:
                 try:
-                    values[name], present[name] = read_image(paths[i], mode, size), True
+                    values[name], present[name] = read_image(Path(path), mode, size), True
                 except OSError as exc:
-                    warnings.warn(f"image file {paths[i].name!r} ({self.where[i]}) is unreadable ({exc}); "
+                    warnings.warn(f"image file {Path(path).name!r} ({self.where(i)}) is unreadable ({exc}); "
                                   "image marked missing for that row", DataWarning, stacklevel=2)
         for name, v in self.values.items():
             values[name], present[name] = v[i], bool(self.mask[name][i])
@@ -84,6 +92,31 @@ class LazyImageFolder(Dataset):
 
     def collate(self, model) -> "BatchCollate":
         return BatchCollate(model, self.kinds, self.info)
+
+
+class PackedStrings:
+    """Strings (None where missing) as one UTF-8 buffer and end offsets: no Python object per
+    row, so memory is the text itself and forked DataLoader workers share it untouched."""
+
+    def __init__(self, items):
+        encoded = [None if s is None else str(s).encode("utf-8", "surrogatepass") for s in items]
+        self.missing = np.array([e is None for e in encoded], dtype=bool)
+        self.ends = np.cumsum([0 if e is None else len(e) for e in encoded], dtype=np.int64)
+        self.buffer = np.frombuffer(b"".join(e for e in encoded if e is not None), dtype=np.uint8)
+
+    @classmethod
+    def or_list(cls, values: list):
+        """Packed if every value is a string or None (captions); otherwise the list as given."""
+        return cls(values) if all(v is None or isinstance(v, str) for v in values) else values
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> str | None:
+        if self.missing[i]:
+            return None
+        start = int(self.ends[i - 1]) if i else 0
+        return self.buffer[start:int(self.ends[i])].tobytes().decode("utf-8", "surrogatepass")
 
 
 class LazyRows(Dataset):

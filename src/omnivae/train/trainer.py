@@ -61,15 +61,21 @@ class OmniDataModule(L.LightningDataModule):
     def train_dataloader(self):
         # order fixed by (seed, epoch), split across processes, position saved in checkpoints
         return ResumableLoader(self.train_data, self.cfg.batch_size, seed=self.cfg.seed, shuffle=True,
-                               num_workers=self.cfg.num_workers)
+                               num_workers=self.workers(self.train_data))
 
     def val_dataloader(self):
         # every process validates the whole (small) validation set: identical val/loss everywhere
         if self.val_data is None or len(self.val_data) == 0:
             return []
         # in-memory data is sliced in this process; a streamed folder (LazyRows) is read by the workers
-        workers = 0 if isinstance(self.val_data, TensorData) else self.cfg.num_workers
+        workers = 0 if isinstance(self.val_data, TensorData) else self.workers(self.val_data)
         return batch_loader(self.val_data, max(self.cfg.batch_size, 512), shuffle=False, num_workers=workers)
+
+    def workers(self, data) -> int:
+        """train.num_workers; unset: none for in-memory data, one for a streamed folder."""
+        if self.cfg.num_workers is not None:
+            return self.cfg.num_workers
+        return 0 if isinstance(data, TensorData) else 1
 
 
 @dataclass
