@@ -73,3 +73,21 @@ def test_train_run_records_its_phases(tmp_path, one_thread):
     assert fit_total <= record["wall_seconds"] + 1e-3
     assert phases["fit"]["steps_s"] > 0 and phases["fit"]["checkpoints_s"] > 0
 
+
+
+def test_train_run_records_the_conditional_prior_fit_as_a_second_training_stage(tmp_path, one_thread):
+    """With a conditional prior, the record holds the prior's own optimiser steps and their seconds
+    (within the priors phase, which also encodes the training data)."""
+    from omnivae.run import train_run
+    from omnivae.run_folder import RunFolder
+
+    config = {"data": {"source": "shapes", "options": {"n": 60, "level": "easy"}},
+              "model": {"model": "mvae", "latent_dim": 4, "conditional_prior": {"hidden": [8], "steps": 7},
+                        "modalities": {"image": {"arch": "mlp", "hidden": [16]}}},
+              "train": {"max_epochs": 1, "batch_size": 16, "progress": False, "tensorboard": False}}
+    result = train_run(config, tmp_path / "run")
+    phases = RunFolder(tmp_path / "run").training_record()["phases"]
+    prior = phases["prior_fit"]
+    assert prior["steps"] == 7 and prior["batch_size"] == 48  # the config's steps; batch capped at the 48 codes
+    assert 0 < prior["steps_s"] <= phases["priors_s"]
+    assert result.model.conditional_prior.last_fit == prior

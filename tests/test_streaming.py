@@ -153,20 +153,27 @@ def test_streamed_folder_holds_captions_and_paths_packed_and_reads_them_back(tmp
     assert lazy.where(6) == "metadata.jsonl line 7"
 
 
-def test_streamed_data_gets_one_worker_unless_set(folder):
+def test_streamed_data_gets_a_worker_per_core_the_torch_threads_leave_free(folder, monkeypatch):
     from omnivae.data.tensors import TensorData
     from omnivae.models import build_model
     from omnivae.run import resolve_model_config
+    from omnivae.train import trainer
     from omnivae.train.config import TrainConfig
-    from omnivae.train.trainer import OmniDataModule
 
     config = RunConfig.from_dict({"data": {"source": "folder", "options": {"path": str(folder)}, "stream": True}})
     rows, sample = stream_splits(config)
     model = build_model(resolve_model_config({"model": "mvae", "latent_dim": 4, "conditional_prior": None}, sample),
                         sample)
     streamed, in_memory = LazyRows(rows.train.folder, rows.train.rows, model), TensorData.from_raw(model, sample)
-    default = OmniDataModule(streamed, None, TrainConfig())
-    assert default.workers(streamed) == 1 and default.workers(in_memory) == 0
-    assert default.train_dataloader().num_workers == 1
-    chosen = OmniDataModule(streamed, None, TrainConfig(num_workers=3))
+    default = trainer.OmniDataModule(streamed, None, TrainConfig())
+    threads = torch.get_num_threads()
+    try:
+        for cores, used, workers in ((2, 2, 0), (2, 1, 1), (8, 2, 4), (1, 1, 0)):
+            monkeypatch.setattr(trainer.os, "cpu_count", lambda cores=cores: cores)
+            torch.set_num_threads(used)
+            assert default.workers(streamed) == workers and default.workers(in_memory) == 0
+        assert default.train_dataloader().num_workers == 0  # 1 core, 1 thread
+    finally:
+        torch.set_num_threads(threads)
+    chosen = trainer.OmniDataModule(streamed, None, TrainConfig(num_workers=3))
     assert chosen.workers(streamed) == 3 and chosen.workers(in_memory) == 3

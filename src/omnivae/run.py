@@ -244,17 +244,20 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
             from omnivae.priors import fit_prior
 
             fit_prior(model, fit_on)
+        prior_fit = None
         if getattr(model, "conditional_prior", None) is not None:
             from omnivae.priors.conditional import fit_conditional_prior
 
-            fit_conditional_prior(model, train if isinstance(train, TensorData) else fit_on, seed=config.train.seed,
-                                  training_steps=result.trainer.global_step)  # its cost follows training's
+            prior = fit_conditional_prior(model, train if isinstance(train, TensorData) else fit_on,
+                                          seed=config.train.seed, training_steps=result.trainer.global_step)
+            prior_fit = prior.last_fit  # the second training stage's optimiser steps, for the record
         laps.lap("priors")
         save_model(model, folder.model)
         laps.lap("save")
         phases = {"startup_s": None if startup is None else round(startup, 3),
                   **{f"{k}_s": round(v, 3) for k, v in laps.seconds.items() if k != "fit"},
-                  "fit": result.clock.record(fit_seconds), "fit_steps": result.clock.steps}
+                  "fit": result.clock.record(fit_seconds), "fit_steps": result.clock.steps,
+                  **({"prior_fit": prior_fit} if prior_fit else {})}
         record_training(folder, time.monotonic() - started, result.trainer, splits, phases)
     return RunResult(model.eval(), run_dir, splits, config, steps_trained=steps_trained)
 

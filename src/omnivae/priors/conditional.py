@@ -19,6 +19,7 @@ options in the model config (`conditional_prior:`), so a saved model rebuilds it
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from pydantic import Field
@@ -74,6 +75,7 @@ class ConditionalFlowPrior(nn.Module):
         self.register_buffer("code_std", torch.ones(code_dim))
         self.register_buffer("fitted", torch.tensor(False))
         self.requires_grad_(False)  # trained only by fit, never by the model's own optimiser
+        self.last_fit: dict[str, float] = {}  # the last fit's steps, batch size and seconds in its steps
 
     @property
     def is_fitted(self) -> bool:
@@ -118,7 +120,7 @@ class ConditionalFlowPrior(nn.Module):
         self.train()
         opt = torch.optim.Adam(self.flow.parameters(), lr=cfg.lr, fused=True)  # fit runs on the CPU
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        losses = []
+        losses, start = [], time.perf_counter()
         try:
             for step in range(steps):
                 idx = torch.randint(len(code), (min(cfg.batch_size, len(code)),), generator=gen)
@@ -137,6 +139,8 @@ class ConditionalFlowPrior(nn.Module):
             self.requires_grad_(False)
             self.eval()
         self.fitted.fill_(True)
+        self.last_fit = {"steps": steps, "batch_size": min(cfg.batch_size, len(code)),
+                         "steps_s": round(time.perf_counter() - start, 3)}
         return losses
 
 

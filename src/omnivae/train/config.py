@@ -45,9 +45,9 @@ class TrainConfig(StrictModel):
     precision: str = "32-true"  # "bf16-mixed" for autocast (fast on CPUs with AMX or AVX512-BF16, and on GPUs)
     compile: bool = False  # torch.compile the training objective (needs a C++ compiler on CPU)
     num_threads: PositiveInt | None = None  # torch threads per process; None: cores / processes, less busy ones
-    # DataLoader workers; None: none for in-memory data (batches are tensor slices), one for a
-    # streamed folder (one worker decodes a batch of 128 64x64 PNGs in ~40 ms, far ahead of the
-    # step; each more worker costs ~500 MB of resident memory, benchmarks/bench_streaming.py)
+    # DataLoader workers; None: none for in-memory data (batches are tensor slices); for a streamed
+    # folder one per core the torch threads leave free, at most 4 (one worker decodes a batch of
+    # 128 64x64 PNGs in ~40 ms, far ahead of the step; OmniDataModule.workers)
     num_workers: int | None = Field(default=None, ge=0)
     progress: bool = True  # rich progress bar
     log_every_n_steps: PositiveInt = 50
