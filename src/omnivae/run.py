@@ -248,9 +248,9 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
         if getattr(model, "conditional_prior", None) is not None:
             from omnivae.priors.conditional import fit_conditional_prior
 
-            prior = fit_conditional_prior(model, train if isinstance(train, TensorData) else fit_on,
-                                          seed=config.train.seed, training_steps=result.trainer.global_step)
-            prior_fit = prior.last_fit  # the second training stage's optimiser steps, for the record
+            fit_conditional_prior(model, train if isinstance(train, TensorData) else fit_on, seed=config.train.seed,
+                                  training_steps=result.trainer.global_step)  # its cost follows training's
+            prior_fit = model.conditional_prior.last_fit  # the second training stage's steps, for the record
         laps.lap("priors")
         save_model(model, folder.model)
         laps.lap("save")
