@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -336,3 +337,18 @@ def test_cli_resume_falls_back_past_a_damaged_last_checkpoint(tmp_path):
     assert result.exit_code == 0, result.output
     assert any(issubclass(w.category, CheckpointWarning) for w in caught)
     assert read_checkpoint(out / "checkpoints" / "last.ckpt")["epoch"] == 2
+
+
+def test_a_last_written_by_this_process_is_kept_without_reading_it_back(tmp_path, monkeypatch):
+    """Keeping last.ckpt as previous.ckpt checks it first, unless it is still the very file this
+    process wrote (same inode, size and time): then the 13 MB read and hash are skipped."""
+    checked = []
+    monkeypatch.setattr(ckpt_module, "verify_checkpoint", lambda path, real=ckpt_module.verify_checkpoint:
+                        (checked.append(Path(path).name), real(path))[1])
+    io = ckpt_module.AtomicCheckpointIO()
+    last = tmp_path / "last.ckpt"
+    io.save_checkpoint({"v": torch.tensor(1)}, last)
+    io.save_checkpoint({"v": torch.tensor(2)}, last)
+    assert checked == [] and int(read_checkpoint(tmp_path / "previous.ckpt")["v"]) == 1
+    ckpt_module.AtomicCheckpointIO().save_checkpoint({"v": torch.tensor(3)}, last)  # another process's writer
+    assert checked == ["last.ckpt"] and int(read_checkpoint(tmp_path / "previous.ckpt")["v"]) == 2
