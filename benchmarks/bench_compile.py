@@ -29,7 +29,7 @@ from torch import nn
 from omnivae.batch import Batch
 from omnivae.data.tensors import TensorData
 from omnivae.models import build_model
-from omnivae.run import resolve_model_config
+from omnivae.run import RunConfig, resolve_model_config
 
 NAME = "compile"
 
@@ -165,7 +165,7 @@ def workloads(quick: bool):
     root = Path(tempfile.gettempdir()) / f"omnivae-compile-rgb64-{n}"
     folders.write_folder(root, n, 64, "RGB", processes=2, label=False)
     raw = load_folder(root)
-    config = resolve_model_config({}, raw)  # the folder default, as `omnivae train --data` builds it
+    config = resolve_model_config(RunConfig.from_dict({}).model, raw)  # as `omnivae train --data` builds it
     model = build_model(config, raw)
     yield f"64x64 RGB + captions, {config.model} (conv + GRU)", model, TensorData.from_raw(model, raw), 128
 
