@@ -352,3 +352,23 @@ def test_a_last_written_by_this_process_is_kept_without_reading_it_back(tmp_path
     assert checked == [] and int(read_checkpoint(tmp_path / "previous.ckpt")["v"]) == 1
     ckpt_module.AtomicCheckpointIO().save_checkpoint({"v": torch.tensor(3)}, last)  # another process's writer
     assert checked == ["last.ckpt"] and int(read_checkpoint(tmp_path / "previous.ckpt")["v"]) == 2
+
+
+def test_a_new_best_is_a_copy_of_the_last_checkpoint_of_its_step(setup, tmp_path, monkeypatch):
+    """One serialisation per epoch: a best found at an epoch's end is last.ckpt of that step copied
+    (a file of its own, so damage to one leaves the other); epochs that do not improve leave it."""
+    written = []
+    real = ckpt_module.write_checkpoint
+    monkeypatch.setattr(ckpt_module, "write_checkpoint",
+                        lambda state, path: (written.append(Path(path).name), real(state, path))[1])
+    result = run(setup, tmp_path, max_epochs=3)
+    folder = tmp_path / "checkpoints"
+    assert written == ["last.ckpt"] * 3
+    per_epoch = result.trainer.global_step // 3
+    best, last = read_checkpoint(folder / "best.ckpt"), read_checkpoint(folder / "last.ckpt")
+    assert best["global_step"] in {per_epoch, 2 * per_epoch, 3 * per_epoch} and last["global_step"] == 3 * per_epoch
+    assert os.stat(folder / "best.ckpt").st_ino != os.stat(folder / "last.ckpt").st_ino
+    if best["global_step"] == last["global_step"]:
+        assert (folder / "best.ckpt").read_bytes() == (folder / "last.ckpt").read_bytes()
+    else:  # the older best is the one previous.ckpt or an earlier last held: its weights, not the final ones
+        assert not all(torch.equal(best["state_dict"][k], v) for k, v in last["state_dict"].items())

@@ -31,8 +31,9 @@ def test_process_age_counts_from_the_process_start():
 
 def test_phase_clock_splits_fit_into_steps_validation_and_checkpoints(tmp_path, make_raw, tiny_config, one_thread,
                                                                       monkeypatch):
-    """Every checkpoint write is made 0.2 s slower: the clock charges that to checkpoints (4 writes: best
-    and last after each of 2 epochs), not to validation or steps; the parts add up to fit's time."""
+    """Every checkpoint write is made 0.2 s slower: the clock charges that to checkpoints (2 writes: last
+    after each of 2 epochs, each copied to best while validation improves), not to validation or steps;
+    the parts add up to fit's time."""
     delay, real_save = 0.2, AtomicCheckpointIO.save_checkpoint
 
     def slow_save(self, *args, **kwargs):
@@ -48,7 +49,7 @@ def test_phase_clock_splits_fit_into_steps_validation_and_checkpoints(tmp_path, 
     result = fit(model, train, val, config, tmp_path / "run")
     phases = result.clock.record(time.perf_counter() - started)
     assert result.clock.steps == result.trainer.global_step == 10
-    assert phases["checkpoints_s"] >= 4 * delay
+    assert 2 * delay <= phases["checkpoints_s"] < 3 * delay
     assert 0 < phases["validation_s"] < delay and 0 < phases["steps_s"]
     assert phases["other_s"] >= 0 and phases["setup_s"] >= 0 and phases["teardown_s"] >= 0
     assert "save_checkpoint" not in result.trainer.__dict__  # the Trainer's own method is back

@@ -149,6 +149,7 @@ class LastCheckpoint(Checkpoint):
         self._signal: int | None = None  # SIGTERM / SIGINT received, acted on at the next checkpoint point
         self._previous: dict[int, Any] = {}  # handlers replaced while training
         self._trainer: L.Trainer | None = None
+        self._copy_to: str | None = None  # a best checkpoint to copy from the next last.ckpt of this step
 
     @property
     def state_key(self) -> str:
@@ -158,7 +159,19 @@ class LastCheckpoint(Checkpoint):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         self._saved_step = trainer.global_step
-        trainer.save_checkpoint(self.path, weights_only=False)  # full state, for resuming (and no "not set" notice)
+        copy, self._copy_to = self._copy_to, None  # AtomicCheckpointIO copies the file there once written
+        trainer.save_checkpoint(self.path, weights_only=False,  # full state, for resuming (and no "not set" notice)
+                                storage_options=None if copy is None else {"copy_to": copy})
+
+    def saves_at_epoch_end(self, trainer: L.Trainer) -> bool:
+        """Whether this epoch's end (validation included) is still to come with a save: a checkpoint
+        asked for now can be a copy of that last.ckpt."""
+        return (trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and not trainer.sanity_checking
+                and trainer.state.fn == TrainerFn.FITTING)
+
+    def copy_next(self, path: str | Path) -> None:
+        """Make `path` a copy of the last.ckpt written next (at this epoch's end)."""
+        self._copy_to = str(path)
 
     # -- stopping on SIGTERM / SIGINT ------------------------------------------------------
     def _install(self, trainer: L.Trainer) -> None:

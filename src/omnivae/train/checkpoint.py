@@ -134,11 +134,18 @@ class AtomicCheckpointIO(CheckpointIO):
         self.written: dict[Path, tuple] = {}  # path -> file_identity of the file this process wrote there
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        """storage_options {"copy_to": other path}: also copy the written file there (best.ckpt
+        found at the step last.ckpt is written: a copy, not a link, so damage to one file leaves
+        the other to fall back on)."""
         path = Path(path)
         if path.name == LAST and path.is_file():
             keep_previous(path, self.written.get(path))
         write_checkpoint(checkpoint, path)
         self.written[path] = file_identity(path)
+        copy_to = (storage_options or {}).get("copy_to")
+        if copy_to is not None:
+            with replacing(copy_to) as tmp:
+                shutil.copyfile(path, tmp)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         return read_checkpoint(path, map_location)

@@ -8,6 +8,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from weakref import proxy
 
 import lightning as L
 import torch
@@ -29,13 +30,30 @@ from omnivae.train.timing import PhaseClock
 
 class BestCheckpoint(ModelCheckpoint):
     """ModelCheckpoint whose state_key (Lightning formats it for every hook call of every step)
-    is built once: it depends only on the constructor's arguments."""
+    is built once: it depends only on the constructor's arguments.
+
+    A new best found at an epoch's end is not serialised on its own: `last` writes last.ckpt at
+    the same step moments later and copies that file to best.ckpt (one torch.save and hash
+    instead of two; the same weights, and the epoch-end state a resume needs)."""
+
+    def __init__(self, *args, last: LastCheckpoint | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.last = last
 
     @property
     def state_key(self) -> str:
         if "_state_key" not in self.__dict__:
             self.__dict__["_state_key"] = super().state_key
         return self.__dict__["_state_key"]
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if self.last is None or not self.last.saves_at_epoch_end(trainer):
+            return super()._save_checkpoint(trainer, filepath)
+        self.last.copy_next(filepath)
+        self._last_global_step_saved, self._last_checkpoint_saved = trainer.global_step, filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
 
 class ConfiguredEarlyStopping(EarlyStopping):
@@ -103,10 +121,12 @@ def make_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer
     monitor = "val/loss" if has_val else "train/loss_epoch"
     # best.ckpt: the best epoch so far; last.ckpt (LastCheckpoint, after it in order): every
     # epoch end and every checkpoint_every_n_steps steps, for resuming
+    last = LastCheckpoint(folder.last_checkpoint, config.checkpoint_every_n_steps)
     callbacks = [BestCheckpoint(dirpath=folder.checkpoints, filename=folder.best_checkpoint.stem, monitor=monitor,
                                  mode="min", save_top_k=1, save_last=False, enable_version_counter=False,
-                                 save_on_train_epoch_end=not has_val),  # with validation: after it, only
-                 LastCheckpoint(folder.last_checkpoint, config.checkpoint_every_n_steps),
+                                 save_on_train_epoch_end=not has_val,  # with validation: after it, only
+                                 last=last),
+                 last,
                  RandomState(config.seed), PhaseClock()]
     if config.patience is not None and has_val:
         # checked after validation only: a run stopped by max_steps mid-epoch has no val/loss to read
