@@ -105,7 +105,7 @@ def test_two_processes_compute_the_same_updates_as_one(tmp_path):
         Gaussian.rsample = original
     a = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
     b = read_checkpoint(single / "checkpoints" / "last.ckpt")["state_dict"]
-    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point())  # not flags
     print(f"\nmax weight difference after 3 epochs, 2 processes vs 1: {diff:.2e}")
     assert diff < 1e-4
 
