@@ -167,7 +167,7 @@ class LastCheckpoint(Checkpoint):
         """Whether this epoch's end (validation included) is still to come with a save: a checkpoint
         asked for now can be a copy of that last.ckpt."""
         return (trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and not trainer.sanity_checking
-                and trainer.state.fn == TrainerFn.FITTING)
+                and trainer.state.fn == TrainerFn.FITTING and self._saved_step != trainer.global_step)
 
     def copy_next(self, path: str | Path) -> None:
         """Make `path` a copy of the last.ckpt written next (at this epoch's end)."""
