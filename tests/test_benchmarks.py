@@ -215,6 +215,26 @@ def test_streaming_benchmark_quick_run_samples_memory_of_every_process(tmp_path)
 
 
 @pytest.mark.slow
+def test_compile_benchmark_quick_run_times_each_step_variant_and_the_gru(tmp_path):
+    """bench_compile.py --quick: eager, compiled objective and whole compiled step on both workloads,
+    each with a step time and the compilation's first step; the GRU decoder's call against its loop."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_compile.py"), "--quick", "--threads", "1",
+                           "--out", str(tmp_path)], check=False, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads((tmp_path / "compile_quick.json").read_text())
+    runs = {r["workload"].split(",")[0]: r for r in result["runs"]}
+    assert set(runs) == {"mnist-label", "64x64 RGB + captions"}
+    steps = runs["mnist-label"]["steps"]  # --quick compiles this workload only
+    assert set(steps) == {"eager", "objective", "whole step"} and set(runs["64x64 RGB + captions"]["steps"]) == {"eager"}
+    assert all(v["step_ms"] > 0 and v["speedup"] > 0 for v in steps.values())
+    assert steps["objective"]["first_step_s"] > steps["eager"]["step_ms"] / 1000  # the compilation
+    gru = runs["64x64 RGB + captions"]["gru_decoder"]
+    assert gru["one_call_ms"] > 0 and gru["token_loop_ms"] > 0 and gru["tokens"] > 1
+    assert "gru_decoder" not in runs["mnist-label"] and len(result["targets"]) == 1
+
+
+@pytest.mark.slow
 def test_memory_format_benchmark_quick_run_times_both_layouts(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "bench_memory_format.py"), "--quick", "--threads", "1",
                            "--out", str(tmp_path)], check=False, capture_output=True, text=True, timeout=600)
