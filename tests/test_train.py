@@ -6,6 +6,9 @@ import csv
 import math
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -424,23 +427,48 @@ def test_default_threads_leave_busy_cores_alone(cores, processes, busy, want):
     assert omnivae.threads.default_threads(cores, processes, busy) == want
 
 
-def test_busy_elsewhere_leaves_out_this_process():
-    """This test process has been running (busy) for a while: its own share of the load average
-    is taken off, so what remains is at most the average itself and never negative."""
+def test_busy_elsewhere_without_proc_stat_leaves_out_this_process(monkeypatch):
+    """Without /proc/stat, the load average: this test process has been running (busy) for a while,
+    its own share is taken off, so what remains is at most the average itself and never negative."""
+    monkeypatch.setattr(omnivae.threads, "cpu_ticks", lambda: (_ for _ in ()).throw(OSError("no /proc/stat")))
+    assert omnivae.threads.busy_now() is None
     busy = omnivae.threads.busy_elsewhere()
     assert 0.0 <= busy <= os.getloadavg()[0]
     assert 0 < omnivae.threads.process_age() < 7 * 24 * 3600
 
 
-def test_set_threads_reads_the_load_average(monkeypatch):
+def test_busy_now_counts_other_programs_not_this_one(monkeypatch):
+    """Ticks from /proc/stat: 2 cores, 40 ticks in the window, 10 idle -> 1.5 cores busy; this
+    process used 0.15 s of CPU in the 0.15 s window (one core), so other programs keep 0.5 busy."""
+    ticks = iter([(1000, 400), (1040, 410)])
+    times = iter([os.times_result((1.0, 0.0, 0.0, 0.0, 0.0)), os.times_result((1.15, 0.0, 0.0, 0.0, 0.0))])
+    monkeypatch.setattr(omnivae.threads, "cpu_ticks", lambda: next(ticks))
+    monkeypatch.setattr(os, "times", lambda: next(times))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(omnivae.threads.time, "sleep", lambda s: None)
+    assert omnivae.threads.busy_now(0.15) == pytest.approx(0.5)
+
+
+def test_busy_now_sees_a_program_that_just_started():
+    """A spinning process started a moment ago: the load average has not caught up with it, the
+    tick count has (at least half a core of the 2 it may use; other load only adds)."""
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 5: pass"])
+    try:
+        time.sleep(0.3)
+        assert omnivae.threads.busy_now(0.3) >= 0.5
+    finally:
+        spin.kill()
+        spin.wait()
+
+
+def test_set_threads_reads_what_other_programs_keep_busy(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(os, "times", lambda: os.times_result((0.0, 0.0, 0.0, 0.0, 0.0)))  # an idle process
     try:
-        monkeypatch.setattr(os, "getloadavg", lambda: (2.5, 2.0, 1.0))
+        monkeypatch.setattr(omnivae.threads, "busy_now", lambda: 1.2)
         omnivae.train.trainer.set_threads(TrainConfig())
         assert torch.get_num_threads() == 1
-        monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+        monkeypatch.setattr(omnivae.threads, "busy_now", lambda: 0.1)
         omnivae.train.trainer.set_threads(TrainConfig())
         assert torch.get_num_threads() == 2
         omnivae.train.trainer.set_threads(TrainConfig(num_threads=1))

@@ -30,10 +30,39 @@ def process_age() -> float:
         return time.monotonic() - _IMPORTED
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(all ticks, idle ticks) of every CPU so far, from the first line of /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields), fields[3] + fields[4]  # idle + iowait
+
+
+def busy_now(window: float = 0.15) -> float | None:
+    """Cores that programs other than this one keep busy over the next `window` seconds: CPU
+    ticks not idle (/proc/stat) less this process's own CPU time. None where /proc/stat is not
+    there. Unlike the load average, it does not lag: right after other work ends it reads 0."""
+    try:
+        (total0, idle0), own0 = cpu_ticks(), os.times()
+        time.sleep(window)
+        (total1, idle1), own1 = cpu_ticks(), os.times()
+    except (OSError, ValueError, IndexError):
+        return None
+    span = total1 - total0
+    if span <= 0:
+        return None
+    cores = os.cpu_count() or 1  # the ticks count every CPU of the machine
+    own = (own1.user + own1.system - own0.user - own0.system) / window
+    return max(0.0, (span - (idle1 - idle0)) / span * cores - own)
+
+
 def busy_elsewhere() -> float:
-    """Cores other programs keep busy: the 1-minute load average less this process's share of it
-    (its mean number of running threads since it started, as the average has taken it in:
-    a steady load's share after t seconds is 1 - exp(-t / 60)). 0 where there is no load average."""
+    """Cores other programs keep busy: measured now (busy_now) where the system says, else the
+    1-minute load average less this process's share of it (its mean number of running threads
+    since it started, as the average has taken it in: a steady load's share after t seconds is
+    1 - exp(-t / 60)). The load average lags by about a minute, so a run started right after
+    other work would take one thread too few. 0 where neither is there."""
+    now = busy_now()
+    if now is not None:
+        return now
     if not hasattr(os, "getloadavg"):
         return 0.0
     age, times = process_age(), os.times()

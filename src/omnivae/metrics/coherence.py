@@ -143,7 +143,7 @@ def real_scores(data: TensorData, scorers: dict[str, Scorer], n_max: int = 1000)
 
 
 def conditional_coherence(model, data: TensorData, scorers: dict[str, Scorer], max_given: int | None = None,
-                          n_max: int = 1000, batch_size: int = 500, readable: dict | None = None,
+                          n_max: int = 1000, batch_size: int = 1000, readable: dict | None = None,
                           keep: dict | None = None, **gen_options) -> dict[str, dict[str, float]]:
     """Accuracy of every target modality generated from every subset of the others
     (subsets up to `max_given` modalities), keyed "source+source->target". Only attributes the

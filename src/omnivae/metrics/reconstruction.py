@@ -19,7 +19,7 @@ from omnivae.errors import InputError
 
 
 @torch.no_grad()
-def reconstruction_metrics(model, data: TensorData, n_max: int = 1000, batch_size: int = 500) -> dict:
+def reconstruction_metrics(model, data: TensorData, n_max: int = 1000, batch_size: int = 1000) -> dict:
     """{target: {"mse", "psnr_db" (pictures) or "mse_standardized" (numbers), "n", "from": {source:
     the same from that modality alone}}} over the first n_max examples where the target is present.
     Reconstructions decode the posterior mean (model.generate(mean=True)); "from" lists each other
