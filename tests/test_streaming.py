@@ -175,5 +175,12 @@ def test_streamed_data_gets_a_worker_per_core_the_torch_threads_leave_free(folde
         assert default.train_dataloader().num_workers == 0  # 1 core, 1 thread
     finally:
         torch.set_num_threads(threads)
+    two = trainer.OmniDataModule(streamed, None, TrainConfig(accelerator="cpu", devices=2))
+    try:
+        monkeypatch.setattr(trainer.os, "cpu_count", lambda: 8)
+        torch.set_num_threads(3)  # 2 processes x 3 threads leave 2 of 8 cores
+        assert two.workers(streamed) == 2
+    finally:
+        torch.set_num_threads(threads)
     chosen = trainer.OmniDataModule(streamed, None, TrainConfig(num_workers=3))
     assert chosen.workers(streamed) == 3 and chosen.workers(in_memory) == 3

@@ -98,7 +98,7 @@ class OmniDataModule(L.LightningDataModule):
             return self.cfg.num_workers
         if isinstance(data, TensorData):
             return 0
-        return max(0, min(4, (os.cpu_count() or 1) - torch.get_num_threads()))
+        return max(0, min(4, (os.cpu_count() or 1) - torch.get_num_threads() * cpu_processes(self.cfg)))
 
 
 @dataclass
@@ -149,11 +149,16 @@ def make_trainer(config: TrainConfig, run_dir: Path, has_val: bool) -> L.Trainer
     )
 
 
+def cpu_processes(config: TrainConfig) -> int:
+    """Training processes sharing this machine's cores: the devices of a CPU run (one per device
+    on this node), else 1."""
+    return config.devices if isinstance(config.devices, int) and config.accelerator == "cpu" else 1
+
+
 def set_threads(config: TrainConfig) -> None:
     n = config.num_threads
     if n is None:
-        procs = config.devices if isinstance(config.devices, int) and config.accelerator == "cpu" else 1
-        n = default_threads(os.cpu_count() or 1, procs)
+        n = default_threads(os.cpu_count() or 1, cpu_processes(config))
     torch.set_num_threads(n)
     torch.set_flush_denormal(True)  # tiny importance weights must not slow the CPU down
 
