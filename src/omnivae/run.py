@@ -180,7 +180,8 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
     The training record (omnivae-run.json) says where the call's time went ("phases")."""
     from omnivae.train.adversarial import select_module
     from omnivae.train.callbacks import LastCheckpoint
-    from omnivae.train.timing import Laps, process_age
+    from omnivae.threads import process_age
+    from omnivae.train.timing import Laps
     from omnivae.train.trainer import fit, launched_as_worker
 
     startup, laps = process_age(), Laps()  # start-up: from the process's start to here

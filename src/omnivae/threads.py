@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-_IMPORTED = time.monotonic()  # process_age's fallback clock
+_IMPORTED = time.monotonic()  # busy_elsewhere's clock where process_age has none
 
 
 def default_threads(cores: int, processes: int = 1, busy: float | None = None) -> int:
@@ -21,13 +21,15 @@ def default_threads(cores: int, processes: int = 1, busy: float | None = None) -
     return max(1, min(cores // max(1, processes), free))
 
 
-def process_age() -> float:
-    """Seconds since this process started (Linux: /proc; elsewhere since this module's import)."""
+def process_age() -> float | None:
+    """Seconds since this process started (interpreter start-up and imports included), from
+    /proc/self/stat and /proc/uptime; None where /proc is not there."""
     try:
-        start = float(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        return float(Path("/proc/uptime").read_text().split()[0]) - start / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return time.monotonic() - _IMPORTED
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def cpu_ticks() -> tuple[int, int]:
@@ -66,5 +68,6 @@ def busy_elsewhere() -> float:
     if not hasattr(os, "getloadavg"):
         return 0.0
     age, times = process_age(), os.times()
+    age = time.monotonic() - _IMPORTED if age is None else age  # no /proc: since this module's import
     own = (times.user + times.system) / age * (1 - math.exp(-age / 60)) if age > 0 else 0.0
     return max(0.0, os.getloadavg()[0] - own)

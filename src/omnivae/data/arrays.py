@@ -241,6 +241,11 @@ def load_arrays(path, schema: dict[str, Any] | None = None, mmap: bool = False) 
 
 
 # -- omnivae's own .npz layout ---------------------------------------------------------------
+def integer_like(dtype) -> bool:
+    """bool or any integer dtype (flags and class labels)."""
+    return dtype == np.bool_ or np.issubdtype(dtype, np.integer)
+
+
 def split_layout(arrays: dict[str, np.ndarray], path: Path) -> tuple[dict[str, np.ndarray], dict | None]:
     """(the modality arrays, what the layout's special arrays say: kinds, classes, mask, targets,
     imputed, ids), or (arrays, None) for an .npz that holds none of them."""
@@ -256,13 +261,13 @@ def split_layout(arrays: dict[str, np.ndarray], path: Path) -> tuple[dict[str, n
             if name not in plain:
                 raise InputError(f"{path}: {what}__{name} marks rows of {name!r}, but the file holds no array "
                                  f"{name!r} (it holds {sorted(plain)})")
-            if flags.ndim != 1 or not (flags.dtype == np.bool_ or np.issubdtype(flags.dtype, np.integer)):
+            if flags.ndim != 1 or not integer_like(flags.dtype):
                 raise InputError(f"{path}: {what}__{name} must be a 1-D bool array, got shape "
                                  f"{list(flags.shape)} dtype {flags.dtype}")
             layout[what][name] = flags.astype(bool)
     layout["targets"] = {}
     for name, labels in layout.pop("target").items():
-        if labels.ndim != 1 or not (labels.dtype == np.bool_ or np.issubdtype(labels.dtype, np.integer)):
+        if labels.ndim != 1 or not integer_like(labels.dtype):
             raise InputError(f"{path}: target__{name} must be 1-D integer labels, got shape {list(labels.shape)} "
                              f"dtype {labels.dtype}")
         layout["targets"][name] = labels.astype(np.int64)

@@ -72,10 +72,11 @@ class LazyImageFolder(Dataset):
             values[name], present[name] = np.zeros(shape, dtype=np.uint8), False
             path = paths[i]
             if path is not None:
+                path = Path(path)
                 try:
-                    values[name], present[name] = read_image(Path(path), mode, size), True
+                    values[name], present[name] = read_image(path, mode, size), True
                 except OSError as exc:
-                    warnings.warn(f"image file {Path(path).name!r} ({self.where(i)}) is unreadable ({exc}); "
+                    warnings.warn(f"image file {path.name!r} ({self.where(i)}) is unreadable ({exc}); "
                                   "image marked missing for that row", DataWarning, stacklevel=2)
         for name, v in self.values.items():
             values[name], present[name] = v[i], bool(self.mask[name][i])

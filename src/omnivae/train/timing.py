@@ -9,23 +9,11 @@ The run records the result in its training record (`omnivae-run.json`, "phases")
 """
 from __future__ import annotations
 
-import os
 import time
 
 from lightning.pytorch.callbacks import Callback
 
-
-def process_age() -> float | None:
-    """Seconds since this process started (interpreter start-up and imports included), from
-    /proc/self/stat and /proc/uptime; None where /proc is not there."""
-    try:
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+from omnivae.threads import process_age  # noqa: F401 (kept importable from here: one implementation, in threads)
 
 
 class Laps:
