@@ -10,7 +10,8 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from omnivae import ConfigError, build_model
-from omnivae.models.mhvae import subset_draw
+from omnivae.distributions import Gaussian
+from omnivae.models.mhvae import subset_draw, subset_rows
 
 from helpers.models import at_seed, batch_of, build, pick
 
@@ -90,8 +91,39 @@ def test_each_example_draws_a_uniform_non_empty_subset_of_its_present_modalities
     assert len(counts) == 7 and (counts - 1 / 7).abs().max() < 0.02
 
 
+def test_subset_rows():
+    rows = subset_rows(3, "unimodal", "cpu")
+    assert rows.tolist() == [[True] * 3, [True, False, False], [False, True, False], [False, False, True]]
+    every = subset_rows(3, "all", "cpu")
+    assert every.shape == (7, 3) and len({tuple(r) for r in every.tolist()}) == 7 and every.any(1).all()
+
+
+@pytest.mark.parametrize("which", ["unimodal", "all"])
+def test_training_averages_the_elbos_of_its_subsets(tiny_config, make_tensors, monkeypatch, which):
+    """With draws at the posterior means, the training loss is the mean over subsets and examples
+    of each subset's ELBO, every present modality reconstructed from the subset's posterior; a
+    subset that keeps none of an example's modalities adds nothing."""
+    monkeypatch.setattr(Gaussian, "rsample", lambda self, k=None: self.mu if k is None else self.mu.expand(k, *self.mu.shape))
+    model = tiny(tiny_config, beta=0.7, subsets=which).train()
+    mask = {"image": torch.tensor([True, False, True, True] * 4), "label": torch.tensor([True, True, False, True] * 4)}
+    batch = batch_of(model, make_tensors(16), mask)
+    out = model.loss(batch)
+    mu, logvar, present = model.encode_unimodal(batch)
+    values, counts = 0.0, 0
+    for row in subset_rows(2, which, "cpu"):
+        use = row.unsqueeze(1) & present
+        z, levels = model.posteriors(mu, logvar, use, sample=False)
+        rec = sum(present[k].float() * model.modalities[n].log_likelihood(z.unsqueeze(0), batch.data[n])[0]
+                  for k, n in enumerate(model.names))
+        kl = sum(0.5 * (p.logvar - q.logvar + (q.logvar.exp() + (q.mu - p.mu) ** 2) / p.logvar.exp() - 1).sum(-1)
+                 for q, p in levels)
+        keep = use.any(0)
+        values, counts = values + (rec - 0.7 * kl)[keep].sum(), counts + int(keep.sum())
+    assert out.total.item() == pytest.approx(-(values / counts).item(), rel=1e-5)
+
+
 def test_training_draws_subsets_and_eval_uses_every_present_modality(tiny_config, make_tensors):
-    model = tiny(tiny_config)
+    model = tiny(tiny_config, subsets="sample")
     batch = batch_of(model, make_tensors(16))
     train = [at_seed(model, batch, seed=s).total.item() for s in range(3)]
     model.eval()

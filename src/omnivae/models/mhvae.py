@@ -15,10 +15,18 @@ so a missing modality is an expert left out, as in MVAE.
 Objective (the paper's, as the reference library writes it): for a subset S,
   ELBO_S = sum_m w_m log p(x_m | z_1) - beta * sum_l KL(q(z_l | x_S, z_l+1) || p(z_l | z_l+1))
 with z drawn from the posterior of S and every present modality reconstructed; the loss
-averages ELBO_S over the non-empty subsets of the present modalities. Here each example draws
-one such subset uniformly per step (an unbiased estimate of that average; every decoder and
-network runs once per step), examples with no modality add nothing, w_m is the likelihood
-weight and beta_scale (KL warm-up) multiplies beta.
+averages ELBO_S over the non-empty subsets of the present modalities. `subsets` chooses which
+subsets each step computes, all in one batched pass (the subset is the decoders' sample axis):
+  "unimodal" (default): the full set and each modality alone, M + 1 subsets (with two
+             modalities: every subset, as the reference library computes them);
+  "all":     every non-empty subset, 2^M - 1 of them;
+  "sample":  one subset per example, drawn uniformly (an unbiased estimate of the average at a
+             single decoder pass, but each subset gets a fraction of the signal: on shapes medium
+             at 25 epochs, decoding posterior draws, caption->image 0.74 and image->caption 0.83,
+             against 0.94 and 0.99 for "unimodal").
+A subset keeps only the modalities an example has; an example that has none of a subset's
+modalities adds nothing for it. w_m is the likelihood weight and beta_scale (KL warm-up)
+multiplies beta.
 
 User API: codes are z_1. `fuse` gives q(z_1 | x_S) with the upper levels at their means,
 `draw` samples down the hierarchy, and `prior_sample` samples the hierarchical prior.
@@ -47,6 +55,7 @@ class MHVAEConfig(ModelConfig):
     upper: list[PositiveInt] = Field(default=[16], min_length=1)  # sizes of z_2 .. z_L (top last)
     hidden: list[PositiveInt] = [128]  # hidden widths of the bottom-up, top-down, prior and posterior networks
     features: PositiveInt = 128  # width of each level's bottom-up and top-down features
+    subsets: Literal["unimodal", "all", "sample"] = "unimodal"  # the ELBOs each step computes (module doc)
 
 
 def subset_draw(present: torch.Tensor) -> torch.Tensor:
@@ -62,6 +71,15 @@ def subset_draw(present: torch.Tensor) -> torch.Tensor:
         use = torch.where(empty.unsqueeze(0), redraw, use)
     empty = present.any(0) & ~use.any(0)  # after 64 rounds (never in practice): all present ones
     return torch.where(empty.unsqueeze(0), present, use)
+
+
+def subset_rows(m: int, which: str, device) -> torch.Tensor:
+    """The subsets [K,M] that each step's objective computes ("unimodal" or "all", module doc)."""
+    if which == "all":
+        codes = torch.arange(1, 2 ** m, device=device)
+        return (codes.unsqueeze(1) >> torch.arange(m, device=device)) & 1 == 1
+    full = torch.ones(1, m, dtype=torch.bool, device=device)
+    return torch.cat([full, torch.eye(m, dtype=torch.bool, device=device)])
 
 
 def with_prior(prior: Gaussian, mu: torch.Tensor, logvar: torch.Tensor, use: torch.Tensor) -> Gaussian:
@@ -153,15 +171,29 @@ class MHVAE(MultimodalModel):
         return z
 
     # -- the objective -----------------------------------------------------------------------
+    def loss_subsets(self, present: torch.Tensor) -> torch.Tensor:
+        """The modalities each ELBO uses [K,M,B]: one subset row per ELBO (eval: the present ones)."""
+        if not self.training:
+            return present.unsqueeze(0)
+        if self.config.subsets == "sample":
+            return subset_draw(present).unsqueeze(0)
+        rows = subset_rows(len(self.names), self.config.subsets, present.device)  # [K,M]
+        return rows.unsqueeze(-1) & present.unsqueeze(0)
+
     def loss(self, batch: Batch, beta_scale: float = 1.0) -> LossOutput:
         mu, logvar, present = self.encode_unimodal(batch)
-        use = subset_draw(present) if self.training else present
-        z, levels = self.posteriors(mu, logvar, use)
-        lls = self.log_likelihoods(z.unsqueeze(0), batch)
-        rec = sum(ll[0] for ll in lls.values())  # [B]; absent entries score 0
-        kls = [kl_normal(q.mu, q.logvar, p.mu, p.logvar) for q, p in levels]  # top first, each [B]
+        use = self.loss_subsets(present)  # [K,M,B]
+        k, m, b = use.shape
+
+        def rep(t):  # [M,B,...] -> [M,K*B,...], subset-major
+            return t.unsqueeze(1).expand(m, k, *t.shape[1:]).reshape(m, k * b, *t.shape[2:])
+
+        z, levels = self.posteriors(rep(mu), rep(logvar), use.transpose(0, 1).reshape(m, k * b))
+        lls = self.log_likelihoods(z.view(k, b, -1), batch)  # the subsets as the decoders' sample axis
+        rec = sum(lls.values())  # [K,B]; absent entries score 0
+        kls = [kl_normal(q.mu, q.logvar, p.mu, p.logvar).view(k, b) for q, p in levels]  # top first, each [K,B]
         kl = torch.stack(kls).sum(0)
-        valid = present.any(0)
+        valid = use.any(1)  # [K,B]: the subset keeps a modality of the example
         total = -masked_mean(rec - self.config.beta * beta_scale * kl, valid)
         terms = {"loss": total.detach(), "rec": masked_mean(rec, valid).detach(),
                  "kl": masked_mean(kl, valid).detach()}
