@@ -52,7 +52,9 @@ from omnivae.priors.flow import build_zuko
 
 class JNFConfig(JointEncoderConfig):
     model: Literal["jnf"] = "jnf"
-    warmup: PositiveInt = 10  # epochs of the first phase (joint encoder and decoders train); then they freeze
+    # epochs of the first phase (joint encoder and decoders train); then they freeze. About 70% of
+    # the run: on shapes medium at 25 epochs, 10 gave caption->image 0.86 and 18 gave 1.00
+    warmup: PositiveInt = 18
     unimodal_in_warmup: bool = True  # train the unimodal encoders and flows during the warm-up too
     flow_transforms: PositiveInt = 2  # autoregressive transforms in each modality's flow
     flow_hidden: list[PositiveInt] = [64, 64]  # hidden widths of each transform's network
