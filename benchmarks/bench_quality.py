@@ -35,7 +35,8 @@ import common as c  # noqa: E402
 
 from omnivae.data.tensors import TensorData  # noqa: E402
 from omnivae.errors import InputError  # noqa: E402
-from omnivae.metrics.coherence import build_scorers, caption_scorer, conditional_coherence, joint_coherence  # noqa: E402,E501
+from omnivae.metrics.coherence import (accuracy, build_scorers, caption_scorer, conditional_coherence,  # noqa: E402
+                                      joint_coherence)
 from omnivae.metrics.classifier import CACHE_FORMAT  # noqa: E402
 from omnivae.metrics.fid import frechet_distance  # noqa: E402
 from omnivae.metrics.likelihood import estimate_log_likelihoods  # noqa: E402
@@ -55,7 +56,7 @@ WORKLOADS = {
     "shapes-medium": {"data": {"source": "shapes", "options": {"n": 6000, "level": "medium"}},
                       "models": MULTIMODAL, "epochs": 25},  # 10 left MVAE/MVTCAE/JMVAE image->text at 0.57-0.89
     "shapes-partial": {"data": {"source": "shapes", "options": {"n": 8000, "level": "partial"}},
-                       "models": ["mopoe", "mmvae_plus", "mvae", "mopoe+gmm", "mopoe+adversarial"], "epochs": 12},
+                       "models": ["mopoe", "mmvae_plus", "mvae", "mopoe+gmm", "mopoe+adversarial"], "epochs": 30},
     "shapes-hard": {"data": {"source": "shapes", "options": {"n": 8000, "level": "hard"}},
                     "models": ["mopoe"], "epochs": 12},
     "mnist-captions": {"data": {"source": "mnist", "options": {"captions": "partial", "with_label": False,
@@ -116,6 +117,24 @@ def ceiling(scorers, test: TensorData, model, blur: bool = False) -> dict:
     return out
 
 
+def caption_ceiling(scorers, test: TensorData, model) -> dict:
+    """image->caption's ceiling: the image classifier's accuracy on the attributes each real test
+    caption names (image->caption scores the attributes its generated caption names, so a
+    caption that says less is scored on less). {caption name: {attribute: acc, "all": acc}}."""
+    images = [n for n in image_names(model) if n in scorers]
+    if not images:
+        return {}
+    x = model.modalities[images[0]].features(test.data[images[0]])
+    pred = scorers[images[0]](x)
+    out = {}
+    for name in caption_names(model):
+        if name in scorers:
+            named = scorers[name](test.data[name])  # -1: the real caption leaves it unsaid
+            required = {t: named[t] >= 0 for t in pred if t in named}
+            out[name] = accuracy(pred, test.targets, required)
+    return out
+
+
 def pairwise(coherence: dict) -> dict:
     """One-to-one directions only ("a->b"), their mean, and the mean over every direction."""
     single = {k: v["all"] for k, v in coherence.items() if "+" not in k.split("->")[0]}
@@ -163,7 +182,7 @@ def evaluate(model, splits, workload: str, label: str, n_eval: int, quick: bool,
     test = TensorData.from_raw(model, splits.test.subset(np.arange(min(len(splits.test), n_eval))))
     samplers = ["auto"] + (["posterior"] if getattr(model, "conditional_prior", None) is not None else [])
     result = {"ceiling": ceiling(scorers, test, model), "ceiling_blurred": ceiling(scorers, test, model, blur=True),
-              "by_sampler": {}}
+              "ceiling_captions": caption_ceiling(scorers, test, model), "by_sampler": {}}
     many = len(model.names) > 2
     for sampler in samplers:
         options = {"mean": False, "sampler": sampler}
@@ -258,10 +277,10 @@ def table(rows: list[dict]) -> str:
     """Markdown table of the headline figures, each beside its ceiling; "scorer" is the format of
     the scoring classifiers (omnivae.metrics.classifier.CACHE_FORMAT; 3: one network per attribute),
     so rows scored by different classifiers are not compared unawares."""
-    lines = ["| workload | model | caption/source -> image | image -> caption/target | mean cross (PolyMNIST) "
+    lines = ["| workload | model | epochs | caption/source -> image | image -> caption/target | mean cross (PolyMNIST) "
              "| ceiling | joint | open attribute: distinct values in 20 draws | FD prior (post. / flow) | sharpness prior (flow) | NLL "
              "| scorer |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         auto, post = r["by_sampler"]["auto"], r["by_sampler"].get("posterior", {})
         coh = auto["coherence"]
@@ -269,12 +288,14 @@ def table(rows: list[dict]) -> str:
         from_img = next((v["all"] for k, v in coh.items() if isinstance(v, dict) and k.startswith("image->")), None)
         cross = coh.get("mean_pairs")
         ceil = "/".join(fmt(v["all"]) for v in r["ceiling"].values())
+        if r.get("ceiling_captions"):  # image->caption's own ceiling (caption_ceiling)
+            ceil += " (captions " + "/".join(fmt(v["all"]) for v in r["ceiling_captions"].values()) + ")"
         opened = next((v["open"] for k, v in auto.items() if k.startswith("open_")), {})
         open_txt = ", ".join(f"{t} {v['distinct_mean']:.1f}/{v['classes']}" for t, v in opened.items()) or "-"
         fd_flow = auto.get("samples", {}).get("prior", {}).get("frechet")
         fd_post = post.get("samples", {}).get("prior", {}).get("frechet")
         sharp = auto.get("samples", {}).get("prior", {}).get("sharpness_ratio")
-        lines.append(f"| {r['workload']} | {r['model']} | {fmt(to_img)} | {fmt(from_img)} | {fmt(cross)} | {ceil} "
+        lines.append(f"| {r['workload']} | {r['model']} | {r['epochs']} | {fmt(to_img)} | {fmt(from_img)} | {fmt(cross)} | {ceil} "
                      f"| {fmt(auto['joint'])} | {open_txt} | {fmt(fd_post)} / {fmt(fd_flow)} | {fmt(sharp)} "
                      f"| {fmt(r['nll'].get('joint'))} | {r.get('scorer_format') or '3'} |")  # noqa: E501
     return "\n".join(lines)
@@ -295,10 +316,10 @@ def recompute_ceilings(args) -> list[dict]:
         scorers = scorers_for(model, splits, workload, args.quick)
         n = min(len(splits.test), args.n_eval if not args.quick else 60)
         test = TensorData.from_raw(model, splits.test.subset(np.arange(n)))
-        values = ceiling(scorers, test, model)
+        values, captions = ceiling(scorers, test, model), caption_ceiling(scorers, test, model)
         for row in result["rows"]:
             if row["workload"] == workload:
-                row["ceiling"] = values
+                row["ceiling"], row["ceiling_captions"] = values, captions
         print(workload, json.dumps(values))
     path.write_text(json.dumps(result, indent=2, default=float))
     return result["rows"]

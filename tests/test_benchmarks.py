@@ -4,6 +4,7 @@ shape; the table and the MoPoE-vs-M figure build from those files. No timing ass
 from __future__ import annotations
 
 import json
+import math
 import os
 import runpy
 import subprocess
@@ -125,6 +126,11 @@ def test_quality_benchmark_quick_run_scores_open_attributes(tmp_path):
     row = rows[0]
     assert set(row["by_sampler"]) == {"auto", "posterior"}  # runs fit the conditional prior by default
     assert 0.0 <= row["ceiling"]["image"]["all"] <= 1.0
+    # image->caption's ceiling reads only what the real captions name: never the position, so
+    # it is at least the all-attributes ceiling of the same classifier on the same images
+    captions = row["ceiling_captions"]["text"]
+    assert math.isnan(captions["position"]) and not math.isnan(captions["shape"])
+    assert row["ceiling"]["image"]["all"] - 1e-9 <= captions["all"] <= 1.0
     opened = row["by_sampler"]["auto"]["open_text->image"]["open"]
     assert "position" in opened and 1 <= opened["position"]["distinct_mean"] <= 4
     assert "| shapes-partial | mopoe |" in proc.stdout
