@@ -235,6 +235,7 @@ def run(workload: str, model_name: str, args) -> dict:
     model = result.model
     row = {"workload": workload, "model": model_name, "epochs": epochs, "train_seconds": round(seconds, 1),
            "train_examples": len(result.splits.train), "config": model.config.to_dict(),
+           "latent_temperature": temperature_of(model),
            "scorer_format": CACHE_FORMAT}  # 4: one classifier per modality, a head per attribute
     start = time.perf_counter()
     figures = args.out / "quality-grids" if args.quick else FIGURES  # quick runs never replace the docs' grids
@@ -242,6 +243,20 @@ def run(workload: str, model_name: str, args) -> dict:
     row["eval_seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(summary(row)), flush=True)
     return row
+
+
+def temperature_of(model) -> float | None:
+    """The conditional prior's noise scale that default generation uses (None: no such prior)."""
+    prior = getattr(model, "conditional_prior", None)
+    return prior.config.temperature if prior is not None and prior.is_fitted else None
+
+
+def row_temperature(row: dict):
+    """A row's generation temperature; rows measured before it was recorded drew at 1.0 (the
+    default then) when the run had a conditional prior (a "posterior" sampler entry beside it)."""
+    if "latent_temperature" in row:
+        return row["latent_temperature"]
+    return 1.0 if "posterior" in row["by_sampler"] else None
 
 
 def summary(row: dict) -> dict:
@@ -277,10 +292,10 @@ def table(rows: list[dict]) -> str:
     """Markdown table of the headline figures, each beside its ceiling; "scorer" is the format of
     the scoring classifiers (omnivae.metrics.classifier.CACHE_FORMAT; 3: one network per attribute),
     so rows scored by different classifiers are not compared unawares."""
-    lines = ["| workload | model | epochs | caption/source -> image | image -> caption/target | mean cross (PolyMNIST) "
+    lines = ["| workload | model | epochs | T | caption/source -> image | image -> caption/target | mean cross (PolyMNIST) "
              "| ceiling | joint | open attribute: distinct values in 20 draws | FD prior (post. / flow) | sharpness prior (flow) | NLL "
              "| scorer |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         auto, post = r["by_sampler"]["auto"], r["by_sampler"].get("posterior", {})
         coh = auto["coherence"]
@@ -295,7 +310,8 @@ def table(rows: list[dict]) -> str:
         fd_flow = auto.get("samples", {}).get("prior", {}).get("frechet")
         fd_post = post.get("samples", {}).get("prior", {}).get("frechet")
         sharp = auto.get("samples", {}).get("prior", {}).get("sharpness_ratio")
-        lines.append(f"| {r['workload']} | {r['model']} | {r['epochs']} | {fmt(to_img)} | {fmt(from_img)} | {fmt(cross)} | {ceil} "
+        temp = row_temperature(r)
+        lines.append(f"| {r['workload']} | {r['model']} | {r['epochs']} | {'-' if temp is None else temp} | {fmt(to_img)} | {fmt(from_img)} | {fmt(cross)} | {ceil} "
                      f"| {fmt(auto['joint'])} | {open_txt} | {fmt(fd_post)} / {fmt(fd_flow)} | {fmt(sharp)} "
                      f"| {fmt(r['nll'].get('joint'))} | {r.get('scorer_format') or '3'} |")  # noqa: E501
     return "\n".join(lines)

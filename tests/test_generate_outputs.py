@@ -76,6 +76,9 @@ def test_same_seed_same_outputs_and_temperature_zero_is_deterministic(model_dir,
     _, c = generate(model_dir, tmp_path / "c", *args, "--seed", "12")
     assert a["outputs"] == b["outputs"]
     assert a["outputs"] != c["outputs"]
+    assert a["temperature"] == 1.0  # unset, without a conditional prior: plain sampling, recorded as 1
+    _, f = generate(model_dir, tmp_path / "f", *args, "--seed", "11", "--temperature", "1")
+    assert f["outputs"] == a["outputs"]
     _, d = generate(model_dir, tmp_path / "d", *args, "--temperature", "0", "--seed", "1")
     _, e = generate(model_dir, tmp_path / "e", *args, "--temperature", "0", "--seed", "2")
     rows = np.array(d["outputs"]["vector"][0]["values"])

@@ -198,8 +198,10 @@ def generate(
     out: Path = typer.Option(Path("generated"), help="Folder for the outputs: PNG files, .npy files, outputs.json."),
     seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Random seed; the same seed gives the same outputs "
                                                          "(default: a new one, written to outputs.json)."),
-    temperature: float = typer.Option(1.0, min=0.0, help="0 decodes the posterior mean (no randomness); 1 samples; "
-                                                         "other values scale a fitted conditional prior's noise."),
+    temperature: Optional[float] = typer.Option(None, min=0.0, help="Unset: samples (a fitted conditional prior at its "
+                                                "configured temperature, 0.7 by default); 0 decodes the posterior mean "
+                                                "(no randomness); other values scale a fitted conditional prior's noise "
+                                                "(1: its fitted law)."),
     strategy: str = typer.Option("greedy", help="Text decoding: greedy, sample or beam."),
 ):
     """Generate target modalities from the given one, e.g. `omnivae generate --model runs/demo/model --from text "a blue square"`.

@@ -320,7 +320,7 @@ class MultimodalModel(nn.Module):
     @torch.no_grad()
     def generate(self, batch, given: Sequence[str] | None = None, targets: Sequence[str] | None = None,
                  n: int = 1, mean: bool = False, mask=None, raw: bool = False, sampler: str = "auto",
-                 latent_temperature: float = 1.0, **options) -> dict[str, Any]:
+                 latent_temperature: float | None = None, **options) -> dict[str, Any]:
         """Generate `targets` (default: all) from the modalities in `given` (default: all
         in the batch). Returns {name: output}; with n > 1 outputs have a leading n dim
         (lists of n lists for text). raw=True returns model-space tensors.
@@ -328,7 +328,8 @@ class MultimodalModel(nn.Module):
         sampler: "auto" draws codes from the fitted conditional prior if the model has one
         (sharp, varied samples where the given modalities leave things open), else from the
         posterior of the given modalities ("posterior"); mean=True decodes the posterior mean.
-        latent_temperature scales the conditional prior's noise (< 1: safer, less varied)."""
+        latent_temperature scales the conditional prior's noise (< 1: safer, less varied; 1: the
+        fitted law; None: the prior's configured default, conditional_prior.temperature, 0.7)."""
         check_count(n)
         batch = self.as_batch(batch, mask)
         targets = self.names if targets is None else self.check_names(targets, "targets")
@@ -372,7 +373,7 @@ class MultimodalModel(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, targets: Sequence[str] | None = None, raw: bool = False, sampler: str = "auto",
-               latent_temperature: float = 1.0, **options):
+               latent_temperature: float | None = None, **options):
         """Joint samples of all (or `targets`) modalities from the prior: the fitted conditional
         prior with nothing given, if there is one (sampler="auto"), else `prior_sample`."""
         check_count(n)

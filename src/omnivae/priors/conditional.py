@@ -44,6 +44,11 @@ class ConditionalPriorConfig(StrictModel):
     batch_size: PositiveInt = 128
     lr: float = Field(default=5e-3, gt=0)
     keep_probability: float = Field(default=0.5, gt=0, le=1)  # each present modality is given w.p. this in the fit
+    # the base noise's scale when generation does not set one (latent_temperature=None): below 1
+    # the draws keep to the likelier codes. 0.7 against 1.0, one run each: PolyMNIST-5 MoPoE mean
+    # cross coherence 0.763 -> 0.836, shapes-partial MoPoE caption->image 0.870 -> 0.890 with 3.85
+    # of 4 open positions per 20 draws (3.92 at 1.0), shapes-medium MHVAE 0.934 -> 0.956 (docs/generation.md)
+    temperature: float = Field(default=0.7, gt=0, allow_inf_nan=False)
 
 
 MIN_STEPS, MAX_STEPS = 100, 1500
@@ -91,8 +96,10 @@ class ConditionalFlowPrior(nn.Module):
         u = (code - self.code_mean) / self.code_std
         return self.flow(context).log_prob(u) - self.code_std.log().sum()
 
-    def sample(self, context: torch.Tensor, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """n codes per context row -> [n,B,T]; temperature scales the base noise (1: the fitted law)."""
+    def sample(self, context: torch.Tensor, n: int, temperature: float | None = None) -> torch.Tensor:
+        """n codes per context row -> [n,B,T]; temperature scales the base noise (1: the fitted law;
+        None: the config's `temperature`)."""
+        temperature = self.config.temperature if temperature is None else temperature
         dist = self.flow(context)
         eps = torch.randn(n, *dist.base.batch_shape, self.code_dim, device=context.device) * temperature
         u = dist.transform.inv(eps)

@@ -28,8 +28,9 @@ class GenerateRequest(Request):
     targets: list[str] | None = Field(None, description="Modalities to generate (default: all not given).")
     n: int = Field(1, ge=1, description="Draws per input.")
     seed: int | None = seed_field()
-    temperature: float = Field(1.0, ge=0, allow_inf_nan=False,
-                               description="Scales the sampling noise; 0 decodes the posterior mean.")
+    temperature: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                      description="Scales the sampling noise; 0 decodes the posterior mean; unset: "
+                                                  "the model's default (a conditional prior's configured temperature).")
     sampler: Literal["auto", "posterior", "conditional"] = "auto"
 
 

@@ -56,25 +56,28 @@ def new_seed() -> int:
 
 
 @torch.no_grad()
-def draws(model, values: dict, targets=None, n: int = 1, seed: int | None = None, temperature: float = 1.0,
+def draws(model, values: dict, targets=None, n: int = 1, seed: int | None = None, temperature: float | None = None,
           sampler: str = "auto", **options) -> tuple[dict[str, list], int]:
     """Generate `targets` from the inputs `values` ({modality: values}; empty: joint samples from
     the prior). Returns ({target: one entry per input, each the n outputs for it}, seed).
 
-    temperature 0 decodes the posterior mean, 1 samples; other values scale the noise of a fitted
-    conditional prior. The same seed gives the same outputs."""
+    temperature None samples (from a fitted conditional prior at its configured temperature), 0
+    decodes the posterior mean, other values scale a fitted conditional prior's noise (1: its
+    fitted law; without a conditional prior only 0 and 1 are allowed, and 1 samples). The same
+    seed gives the same outputs."""
     check_sample_count(n)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < float("inf"):
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not 0 <= temperature < float("inf")):
         raise InputError(f"temperature must be a number >= 0, got {temperature!r}")
     seed = new_seed() if seed is None else seed
     conditional = model.uses_conditional_prior(sampler)
-    if temperature not in (0.0, 1.0) and not conditional:
+    if temperature not in (None, 0.0, 1.0) and not conditional:
         raise InputError("temperature other than 0 or 1 needs a model with a fitted conditional prior "
                          "(sampler 'auto' or 'conditional')")
     given = list(values)
     targets = model.check_names(targets, "targets") if targets else \
         ([x for x in model.names if x not in given] or list(model.names))
-    if temperature != 1.0 and conditional:
+    if temperature is not None and conditional:
         options["latent_temperature"] = temperature
     with seeded(seed):
         if not given:
@@ -97,7 +100,7 @@ def draws(model, values: dict, targets=None, n: int = 1, seed: int | None = None
 
 
 def generate_from_inputs(model_dir, source: str | None, values: list[str], targets, n: int, out: Path,
-                         seed: int | None = None, temperature: float = 1.0, **options) -> dict:
+                         seed: int | None = None, temperature: float | None = None, **options) -> dict:
     """Generate and write the outputs under `out`: images as one PNG per sample (and a grid per
     input), vectors and signals as .npy files, text and labels as JSON values; everything is listed
     in out/outputs.json. source None (and no values): joint samples from the prior.
@@ -117,6 +120,9 @@ def generate_from_inputs(model_dir, source: str | None, values: list[str], targe
     out.mkdir(parents=True, exist_ok=True)
     written = {name: [model.modalities[name].write_items(items, out, f"{name}_{i:03d}")
                       for i, items in enumerate(per_input)] for name, per_input in result.items()}
+    if temperature is None:  # record what was used: the conditional prior's configured default, or plain sampling
+        conditional = model.uses_conditional_prior(options.get("sampler", "auto"))
+        temperature = model.conditional_prior.config.temperature if conditional else 1.0
     summary = {"from": source, "inputs": list(values), "n": n, "seed": seed, "temperature": temperature,
                "outputs": written}
     write_text(out / "outputs.json", json.dumps(summary, indent=2, allow_nan=False))
