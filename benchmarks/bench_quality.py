@@ -56,7 +56,7 @@ WORKLOADS = {
     "shapes-medium": {"data": {"source": "shapes", "options": {"n": 6000, "level": "medium"}},
                       "models": MULTIMODAL, "epochs": 25},  # 10 left MVAE/MVTCAE/JMVAE image->text at 0.57-0.89
     "shapes-partial": {"data": {"source": "shapes", "options": {"n": 8000, "level": "partial"}},
-                       "models": ["mopoe", "mmvae_plus", "mvae", "mopoe+gmm", "mopoe+adversarial"], "epochs": 30},
+                       "models": ["mopoe", "mmvae_plus", "mvae", "mopoe+gmm", "mopoe+adversarial"], "epochs": 40},
     "shapes-hard": {"data": {"source": "shapes", "options": {"n": 8000, "level": "hard"}},
                     "models": ["mopoe"], "epochs": 12},
     "mnist-captions": {"data": {"source": "mnist", "options": {"captions": "partial", "with_label": False,
