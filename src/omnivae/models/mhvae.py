@@ -82,6 +82,11 @@ def subset_rows(m: int, which: str, device) -> torch.Tensor:
     return torch.cat([full, torch.eye(m, dtype=torch.bool, device=device)])
 
 
+def repeat_rows(t: torch.Tensor, copies: int) -> torch.Tensor:
+    """[M,B,...] -> [M,copies*B,...], copy-major (row c*B + b is copy c of example b)."""
+    return t.unsqueeze(1).expand(t.shape[0], copies, *t.shape[1:]).reshape(t.shape[0], -1, *t.shape[2:])
+
+
 def with_prior(prior: Gaussian, mu: torch.Tensor, logvar: torch.Tensor, use: torch.Tensor) -> Gaussian:
     """The product of the prior [B,D] and the experts mu/logvar [M,B,D] marked in `use` [M,B]."""
     mus, logvars = torch.cat([prior.mu.unsqueeze(0), mu]), torch.cat([prior.logvar.unsqueeze(0), logvar])
@@ -130,11 +135,16 @@ class MHVAE(MultimodalModel):
         out = [gaussian_head(nets[k], x[k]) for k in range(len(self.names))]
         return torch.stack([q.mu for q in out]), torch.stack([q.logvar for q in out])
 
-    def posteriors(self, mu, logvar, use, sample: bool = True):
-        """Down the hierarchy for the modalities in `use` [M,B]: (z_1 [B,D], the posterior and
-        the prior of every level, top first). sample=False takes each level's mean."""
+    def posteriors(self, mu, logvar, use, sample: bool = True, copies: int = 1):
+        """Down the hierarchy for the modalities in `use` [M,copies*B]: (z_1 [copies*B,D], the
+        posterior and the prior of every level, top first). sample=False takes each level's mean.
+        copies > 1: every example's rows go down `copies` times (copy-major, repeat_rows), with
+        the bottom-up networks run once per example."""
         feats = self.features(mu, logvar)
         top_mu, top_lv = self.experts([self.head[n] for n in self.names], feats[-1])
+        if copies > 1:
+            feats = [repeat_rows(f, copies) for f in feats[:-1]]
+            top_mu, top_lv = repeat_rows(top_mu, copies), repeat_rows(top_lv, copies)
         zeros = torch.zeros_like(top_mu[0])
         q = with_prior(Gaussian(zeros, zeros), top_mu, top_lv, use)
         levels = [(q, Gaussian(zeros, zeros))]
@@ -155,10 +165,7 @@ class MHVAE(MultimodalModel):
 
     def draw(self, mu, logvar, present, n: int) -> torch.Tensor:
         """n draws [n,B,D] of z_1, sampling every level on the way down."""
-        def rep(t):  # [M,B,...] -> [M,n*B,...]
-            return t.unsqueeze(1).expand(t.shape[0], n, *t.shape[1:]).reshape(t.shape[0], -1, *t.shape[2:])
-
-        z, _ = self.posteriors(rep(mu), rep(logvar), rep(present), sample=True)
+        z, _ = self.posteriors(mu, logvar, repeat_rows(present, n), sample=True, copies=n)
         return z.reshape(n, mu.shape[1], -1)  # rows were repeated n-major
 
     def prior_sample(self, n: int) -> torch.Tensor:
@@ -184,11 +191,7 @@ class MHVAE(MultimodalModel):
         mu, logvar, present = self.encode_unimodal(batch)
         use = self.loss_subsets(present)  # [K,M,B]
         k, m, b = use.shape
-
-        def rep(t):  # [M,B,...] -> [M,K*B,...], subset-major
-            return t.unsqueeze(1).expand(m, k, *t.shape[1:]).reshape(m, k * b, *t.shape[2:])
-
-        z, levels = self.posteriors(rep(mu), rep(logvar), use.transpose(0, 1).reshape(m, k * b))
+        z, levels = self.posteriors(mu, logvar, use.transpose(0, 1).reshape(m, k * b), copies=k)  # subset-major
         lls = self.log_likelihoods(z.view(k, b, -1), batch)  # the subsets as the decoders' sample axis
         rec = sum(lls.values())  # [K,B]; absent entries score 0
         kls = [kl_normal(q.mu, q.logvar, p.mu, p.logvar).view(k, b) for q, p in levels]  # top first, each [K,B]
