@@ -184,7 +184,8 @@ def test_deep_models_benchmark_quick_run(tmp_path):
 @pytest.mark.slow
 def test_user_path_benchmark_quick_run_splits_each_command_into_phases(tmp_path):
     """bench_user_path.py --quick: each `omnivae train` command is split into the phases its run
-    recorded (they add up to the command's time, less the process's exit), beside a bare loop."""
+    recorded (they add up to the command's time, less the process's exit), beside a bare training
+    script timed the same way."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, str(BENCH / "bench_user_path.py"), "--quick", "--threads", "1",
                            "--out", str(tmp_path)], check=False, capture_output=True, text=True, env=env, timeout=900)
@@ -196,7 +197,11 @@ def test_user_path_benchmark_quick_run_splits_each_command_into_phases(tmp_path)
         assert run["steps"] == phases["fit_steps"] == run["bare"]["steps"] > 0
         assert 0 < phases["fit"]["steps_s"] < run["train_run_s"] < run["command_s"] and run["exit_s"] >= 0
         assert run["command_over_bare"] > 0 and run["train_run_over_steps"] >= 1
-    assert len(result["targets"]) == len(result["runs"])
+        # the bare script is a whole process too: its loops are part of its launch-to-exit time
+        assert run["bare"]["process_s"] > run["bare"]["seconds"] > 0 and run["bare_fixed_s"] > 0
+        assert run["command_over_bare_process"] == pytest.approx(run["command_s"] / run["bare"]["process_s"], abs=1e-3)
+    folders = [r for r in result["runs"] if not r["workload"].startswith("mnist-label")]
+    assert len(folders) == 2 and len(result["targets"]) == len(result["runs"]) + len(folders)
 
 
 @pytest.mark.slow

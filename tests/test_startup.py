@@ -37,3 +37,21 @@ def test_the_demo_help_names_every_shapes_level():
     from omnivae.data.shapes import LEVELS
 
     assert SHAPES_LEVELS == tuple(LEVELS)
+
+
+def test_the_cli_freezes_what_is_left_at_exit_after_finalising_the_garbage(tmp_path):
+    """The CLI's exit handler collects the garbage there is (a cycle whose finaliser writes a file
+    still writes it) and then freezes the rest, so shutdown does not traverse it."""
+    marker = tmp_path / "finalised.txt"
+    probe = (
+        "import atexit, gc, omnivae.cli\n"
+        "class Node:\n"
+        "    def __del__(self):\n"
+        f"        open({str(marker)!r}, 'w').write('done')\n"
+        "a, b = Node(), Node(); a.other, b.other = b, a; del a, b\n"
+        "gc.disable()\n"  # the cycle is left for the exit handler, not for a collection on the way
+        "atexit._run_exitfuncs()\n"
+        "print(gc.get_freeze_count())\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert int(out.strip()) > 1000
+    assert marker.read_text() == "done"
