@@ -167,6 +167,15 @@ def check_model_name(section: dict) -> None:
         raise ConfigError(f"unknown model {name!r}{did_you_mean(name, MODELS)}; known models: {sorted(MODELS)}")
 
 
+def with_model_train_defaults(config: RunConfig) -> RunConfig:
+    """`config` with the train options its model recommends (MultimodalModel.train_defaults) filled
+    in where the config does not set them; a value the user gave, even the library default, stays."""
+    cls = MODELS.get(config.model.get("model")) if isinstance(config.model, dict) else None
+    unset = {k: v for k, v in (cls.train_defaults(config.train) if cls else {}).items()
+             if k not in config.train.model_fields_set}
+    return config.model_copy(update={"train": config.train.model_copy(update=unset)}) if unset else config
+
+
 def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool = False,
               overwrite: bool = False) -> RunResult:
     """Load data, build (or restore) the model, train it, save the best weights to run_dir/model.
@@ -203,6 +212,7 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
         if writer:
             folder.check_new(overwrite)  # refuse early; nothing is touched until the model is built
         check_model_name(config.model)  # before the data are loaded or generated (that may take a while)
+        config = with_model_train_defaults(config)
     seed_everything(config.train.seed)
     if config.data.stream:  # images stay on disk; the model is fitted on a sample of the training rows
         splits, fit_on = stream_splits(config)

@@ -49,3 +49,10 @@ def models(name: Optional[str] = typer.Argument(None, help="a model name: list i
     if cls.supports_conditional_prior and "conditional_prior" in cls.config_class.model_fields:
         console.print("conditional_prior: `omnivae train` and train_run fit one after training for models of two or "
                       "more modalities (generation draws from it); set it to null to go without")
+    from omnivae.train.config import TrainConfig
+
+    train = TrainConfig()
+    defaults = cls.train_defaults(train)
+    if defaults:
+        console.print(f"runs of {name} default to " + ", ".join(f"train.{k}={v}" for k, v in defaults.items())
+                      + f" (with max_epochs {train.max_epochs}) unless the run config sets them")

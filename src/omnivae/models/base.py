@@ -130,6 +130,12 @@ class MultimodalModel(nn.Module):
         """Models with requirements on their modalities raise ConfigError here."""
 
     @classmethod
+    def train_defaults(cls, train) -> dict[str, Any]:
+        """Train options this model's runs take where the run config leaves them unset (train_run,
+        `omnivae train`; run.yaml records the values used). `train`: the run's TrainConfig."""
+        return {}
+
+    @classmethod
     def modality_latent_dim(cls, config: ModelConfig) -> int:
         """Size of the code each modality encodes to and decodes from (private latents
         or conditions make it larger than config.latent_dim)."""
