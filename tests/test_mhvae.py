@@ -178,12 +178,12 @@ def test_runs_warm_the_kl_up_unless_the_config_sets_it(tmp_path, make_raw):
     """train_run gives MHVAE a KL warm-up of 10 epochs, at most half the run, where the run config
     leaves train.kl_warmup_epochs unset (run.yaml records it); a value given stays, also 0, and
     other models keep the library default."""
-    from omnivae.run import RunConfig, train_run, with_model_train_defaults
+    from omnivae.run import RunConfig, train_run, with_model_run_defaults
     from omnivae.run_folder import RunFolder
 
     def warmup(model: str, **train) -> float:
         config = RunConfig.from_dict({"model": {"model": model}, "train": train})
-        return with_model_train_defaults(config).train.kl_warmup_epochs
+        return with_model_run_defaults(config).train.kl_warmup_epochs
 
     assert warmup("mhvae") == 10.0 and warmup("mhvae", max_epochs=6) == 3.0
     assert warmup("mhvae", kl_warmup_epochs=0) == 0.0 and warmup("mhvae", kl_warmup_epochs=2.5) == 2.5

@@ -167,13 +167,16 @@ def check_model_name(section: dict) -> None:
         raise ConfigError(f"unknown model {name!r}{did_you_mean(name, MODELS)}; known models: {sorted(MODELS)}")
 
 
-def with_model_train_defaults(config: RunConfig) -> RunConfig:
-    """`config` with the train options its model recommends (MultimodalModel.train_defaults) filled
+def with_model_run_defaults(config: RunConfig) -> RunConfig:
+    """`config` with the options its model recommends for runs (MultimodalModel.run_defaults) filled
     in where the config does not set them; a value the user gave, even the library default, stays."""
     cls = MODELS.get(config.model.get("model")) if isinstance(config.model, dict) else None
-    unset = {k: v for k, v in (cls.train_defaults(config.train) if cls else {}).items()
-             if k not in config.train.model_fields_set}
-    return config.model_copy(update={"train": config.train.model_copy(update=unset)}) if unset else config
+    defaults = cls.run_defaults(config.train) if cls else {}
+    train = {k: v for k, v in defaults.get("train", {}).items() if k not in config.train.model_fields_set}
+    model = {k: v for k, v in defaults.get("model", {}).items() if k not in config.model}
+    if train:
+        config = config.model_copy(update={"train": config.train.model_copy(update=train)})
+    return config.model_copy(update={"model": {**config.model, **model}}) if model else config
 
 
 def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool = False,
@@ -212,7 +215,7 @@ def train_run(config: RunConfig | dict | None, run_dir: str | Path, resume: bool
         if writer:
             folder.check_new(overwrite)  # refuse early; nothing is touched until the model is built
         check_model_name(config.model)  # before the data are loaded or generated (that may take a while)
-        config = with_model_train_defaults(config)
+        config = with_model_run_defaults(config)
     seed_everything(config.train.seed)
     if config.data.stream:  # images stay on disk; the model is fitted on a sample of the training rows
         splits, fit_on = stream_splits(config)

@@ -52,7 +52,7 @@ def models(name: Optional[str] = typer.Argument(None, help="a model name: list i
     from omnivae.train.config import TrainConfig
 
     train = TrainConfig()
-    defaults = cls.train_defaults(train)
+    defaults = [f"{section}.{k}={v}" for section, values in cls.run_defaults(train).items() for k, v in values.items()]
     if defaults:
-        console.print(f"runs of {name} default to " + ", ".join(f"train.{k}={v}" for k, v in defaults.items())
-                      + f" (with max_epochs {train.max_epochs}) unless the run config sets them")
+        console.print(f"runs of {name} default to " + ", ".join(defaults)
+                      + f" (with train.max_epochs {train.max_epochs}) unless the run config sets them")

@@ -130,9 +130,10 @@ class MultimodalModel(nn.Module):
         """Models with requirements on their modalities raise ConfigError here."""
 
     @classmethod
-    def train_defaults(cls, train) -> dict[str, Any]:
-        """Train options this model's runs take where the run config leaves them unset (train_run,
-        `omnivae train`; run.yaml records the values used). `train`: the run's TrainConfig."""
+    def run_defaults(cls, train) -> dict[str, dict[str, Any]]:
+        """Options this model's runs take where the run config leaves them unset, by section:
+        {"train": {...}, "model": {...}} (train_run, `omnivae train`; run.yaml records the values
+        used). `train`: the run's TrainConfig."""
         return {}
 
     @classmethod

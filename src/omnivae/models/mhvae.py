@@ -101,11 +101,11 @@ class MHVAE(MultimodalModel):
     config_class = MHVAEConfig
 
     @classmethod
-    def train_defaults(cls, train) -> dict:
+    def run_defaults(cls, train) -> dict:
         """A KL warm-up of 10 epochs (at most half the run), as ladder VAEs train. On shapes medium at
         25 epochs (benchmarks/bench_quality.py, seeds 0, 1, 2), caption->image went from 0.95 / 0.93 /
         0.84 to 0.94 / 1.00 / 0.99 and image->caption from 0.88 / 0.85 / 0.55 to 0.93 / 0.98 / 0.99."""
-        return {"kl_warmup_epochs": min(10.0, train.max_epochs / 2)}
+        return {"train": {"kl_warmup_epochs": min(10.0, train.max_epochs / 2)}}
 
     def __init__(self, config, modalities=None):
         super().__init__(config, modalities)
