@@ -31,7 +31,6 @@ from pathlib import Path
 
 import common as c  # benchmarks/common.py (the script's folder is on sys.path)
 import folders
-import torch
 import yaml
 
 NAME = "user-path"
@@ -43,14 +42,20 @@ def omnivae_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-c", "from omnivae.cli import app; app()"]
 
 
-def run_train(args: list[str], run_dir: Path) -> dict:
-    """`omnivae train ARGS --out run_dir`, timed from launch to exit; the run's training record."""
+def timed(command: list[str], what: str) -> tuple[float, str]:
+    """Run `command` as its own process; (seconds from launch to exit, its stdout). Fails loudly."""
     start = time.perf_counter()
-    proc = subprocess.run([*omnivae_command(), "train", *args, "--out", str(run_dir), "--overwrite"],
-                          capture_output=True, text=True, check=False, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(command, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"omnivae train failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return wall, proc.stdout
+
+
+def run_train(args: list[str], run_dir: Path) -> dict:
+    """`omnivae train ARGS --out run_dir`, timed from launch to exit; the run's training record."""
+    wall, _ = timed([*omnivae_command(), "train", *args, "--out", str(run_dir), "--overwrite"], "omnivae train")
     record = json.loads((run_dir / "omnivae-run.json").read_text())["training"]
     return {"command_s": round(wall, 3), "record": record}
 
@@ -60,14 +65,9 @@ def bare_process(run_dir: Path, steps: int, threads: int, out: Path) -> dict:
     `steps` steps, its conditional prior fitted, the model saved; timed from launch to exit, with
     the loop's own split (model_s, prior_s)."""
     script = Path(__file__).with_name("bare_train.py")
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(script), str(run_dir), str(steps), str(out), str(threads)],
-                          capture_output=True, text=True, check=False, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"bare loop failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {**result, "process_s": round(wall, 3)}
+    wall, stdout = timed([sys.executable, str(script), str(run_dir), str(steps), str(out), str(threads)],
+                         "bare training script")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "process_s": round(wall, 3)}
 
 
 def summarise(label: str, run: dict, bare: dict) -> dict:
@@ -143,7 +143,7 @@ def main(quick: bool = False, out: Path = c.RESULTS, threads: int | None = None,
             run["train_run_over_training_steps"], 1.10,
             note=f"over the model's steps alone: {run['train_run_over_steps']} (without the prior fit "
                  f"{run['train_run_without_priors_over_steps']}); command / bare loop {run['command_over_bare']}"))
-        if not run["workload"].startswith("mnist-label"):  # the conv + GRU user-path workloads
+        if "folder" in run:  # the conv + GRU user-path workloads (generated folders)
             result["targets"].append(c.target(
                 f"{run['workload']}: the command / the bare script (launch to saved model, both)",
                 run["command_over_bare_process"], 1.10,

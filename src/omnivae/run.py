@@ -170,7 +170,7 @@ def check_model_name(section: dict) -> None:
 def with_model_run_defaults(config: RunConfig) -> RunConfig:
     """`config` with the options its model recommends for runs (MultimodalModel.run_defaults) filled
     in where the config does not set them; a value the user gave, even the library default, stays."""
-    cls = MODELS.get(config.model.get("model")) if isinstance(config.model, dict) else None
+    cls = MODELS.get(config.model.get("model"))
     defaults = cls.run_defaults(config.train) if cls else {}
     train = {k: v for k, v in defaults.get("train", {}).items() if k not in config.train.model_fields_set}
     model = {k: v for k, v in defaults.get("model", {}).items() if k not in config.model}
