@@ -175,9 +175,9 @@ def test_short_training_generates_the_label_from_the_image(tiny_config, make_ten
 
 
 def test_runs_warm_the_kl_up_unless_the_config_sets_it(tmp_path, make_raw):
-    """train_run gives MHVAE a KL warm-up of 10 epochs, at most half the run, where the run config
-    leaves train.kl_warmup_epochs unset (run.yaml records it); a value given stays, also 0, and
-    other models keep the library default."""
+    """train_run gives MHVAE a KL warm-up of 10 epochs, at most half the run, and a learning rate
+    of 2e-3 where the run config leaves them unset (run.yaml records them); a value given stays,
+    also 0 or the library default, and other models keep the library defaults."""
     from omnivae.run import RunConfig, train_run, with_model_run_defaults
     from omnivae.run_folder import RunFolder
 
@@ -188,16 +188,22 @@ def test_runs_warm_the_kl_up_unless_the_config_sets_it(tmp_path, make_raw):
     assert warmup("mhvae") == 10.0 and warmup("mhvae", max_epochs=6) == 3.0
     assert warmup("mhvae", kl_warmup_epochs=0) == 0.0 and warmup("mhvae", kl_warmup_epochs=2.5) == 2.5
     assert warmup("mopoe") == 0.0
+
+    def lr(model: str, **train) -> float:
+        return with_model_run_defaults(RunConfig.from_dict({"model": {"model": model}, "train": train})).train.lr
+
+    assert lr("mhvae") == 2e-3 and lr("mhvae", lr=1e-3) == 1e-3 and lr("mopoe") == 1e-3
     config = {"data": {"source": "shapes", "options": {"n": 48, "level": "easy"}},
               "model": {"model": "mhvae", "latent_dim": 2, "upper": [2], "hidden": [8], "features": 8,
                         "conditional_prior": None, "modalities": {"image": {"arch": "mlp", "hidden": [16]}, "text": {}}},
               "train": {"max_epochs": 2, "batch_size": 16, "progress": False, "tensorboard": False}}
     train_run(config, tmp_path / "run")
-    assert RunFolder(tmp_path / "run").read_config()["train"]["kl_warmup_epochs"] == 1.0
+    saved = RunFolder(tmp_path / "run").read_config()["train"]
+    assert saved["kl_warmup_epochs"] == 1.0 and saved["lr"] == 2e-3
     from typer.testing import CliRunner
 
     from omnivae.cli import app
 
     out = CliRunner().invoke(app, ["models", "mhvae"])
-    assert out.exit_code == 0 and "train.kl_warmup_epochs=10.0" in out.output
+    assert out.exit_code == 0 and "train.kl_warmup_epochs=10.0" in out.output and "train.lr=0.002" in out.output
     assert "kl_warmup" not in CliRunner().invoke(app, ["models", "mopoe"]).output

@@ -45,6 +45,12 @@ CAPTION_TEMPLATES = ("a handwritten {d}", "the digit {d}", "a {d} written by han
 PROPERTIES = {"thickness": ["thin", "thick"], "slant": ["slanted left", "upright", "slanted right"]}
 SLANT_THRESHOLD = 0.15  # |horizontal shear| (columns per row) above which a digit is slanted
 NAMED_RATE = 0.5
+# A caption names a property only where it is plain to see (stroke_properties(plain=True)): at
+# least this far from its class boundary. Without the margins 14% of the digits were within 5%
+# of their median ink and 23% within 0.05 of a slant threshold, where a classifier trained on
+# real images read thickness right 93% and slant 95% of the time.
+THICKNESS_MARGIN = 0.1  # of the digit's median ink count
+SLANT_MARGIN = 0.05     # columns per row
 PARTIAL_TEMPLATES = {
     (): CAPTION_TEMPLATES,
     ("thickness",): ("a {t} {d}", "the digit {d} in a {t} stroke"),
@@ -190,8 +196,8 @@ def load_mnist(root: str | Path | None = None, split: str = "train", with_label:
     stop = len(labels) if limit is None else min(limit, len(labels))
     # Properties and partial captions are worked out on the whole split (medians per digit,
     # random draws), so `limit` keeps a prefix of the same captions.
-    props = stroke_properties(images, labels) if style == "partial" else {}
-    partial = _partial_captions(labels, props, split) if props else None
+    props, plain = _stroke_classes(images, labels) if style == "partial" else ({}, {})
+    partial = _partial_captions(labels, props, plain, split) if props else None
     images, labels, templates = images[:stop, None], labels[:stop], templates[:stop]
     from omnivae.modalities import CategoricalModality, ImageModality, TextModality
 
@@ -215,26 +221,13 @@ def load_mnist(root: str | Path | None = None, split: str = "train", with_label:
     return RawData(mods, kinds, targets=targets, info=info)
 
 
-def stroke_properties(images: np.ndarray, digits: np.ndarray) -> dict[str, np.ndarray]:
-    """Per image, class indices of the PROPERTIES, computed from the pixels.
-
-    thickness: 1 ("thick") if the ink pixel count (pixels >= 128) is above the median of
-    the images of the same digit among `images`, else 0 ("thin").
-    slant: the horizontal shear -mu11/mu02 of the intensity-weighted second moments (how
-    many columns the ink moves right per row up); below -SLANT_THRESHOLD is 0 ("slanted
-    left"), above +SLANT_THRESHOLD is 2 ("slanted right"), else 1 ("upright").
-    images: [N,28,28] or [N,1,H,W] grey values; digits: int [N].
-    """
+def stroke_measures(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the ink pixel count (pixels >= 128) and the horizontal shear -mu11/mu02 of the
+    intensity-weighted second moments (how many columns the ink moves right per row up).
+    images: [N,28,28] or [N,1,H,W] grey values."""
     images = np.asarray(images)
     images = images.reshape(len(images), images.shape[-2], images.shape[-1])
-    digits = np.asarray(digits)
-    if len(digits) != len(images):
-        raise InputError(f"{len(images)} images but {len(digits)} digits")
     ink = (images >= 128).sum(axis=(1, 2))
-    thick = np.zeros(len(images), dtype=np.int64)
-    for d in np.unique(digits):
-        k = digits == d
-        thick[k] = ink[k] > np.median(ink[k])
     rows = np.arange(images.shape[1], dtype=np.float64)
     cols = np.arange(images.shape[2], dtype=np.float32)
     per_row = np.empty(images.shape[:2])        # [N,H]: ink weight of each row
@@ -248,15 +241,45 @@ def stroke_properties(images: np.ndarray, digits: np.ndarray) -> dict[str, np.nd
     x_mean = row_x.sum(axis=1) / mass
     mu11 = row_x @ rows / mass - x_mean * y_mean
     mu02 = per_row @ rows**2 / mass - y_mean**2
-    shear = -mu11 / np.maximum(mu02, 1e-9)     # y points down: top to the right is mu11 < 0
+    return ink, -mu11 / np.maximum(mu02, 1e-9)  # y points down: top to the right is mu11 < 0
+
+
+def stroke_properties(images: np.ndarray, digits: np.ndarray, plain: bool = False) -> dict[str, np.ndarray]:
+    """Per image, class indices of the PROPERTIES, computed from the pixels (stroke_measures).
+
+    thickness: 1 ("thick") if the ink count is above the median of the images of the same digit
+    among `images`, else 0 ("thin").
+    slant: below -SLANT_THRESHOLD is 0 ("slanted left"), above +SLANT_THRESHOLD is 2 ("slanted
+    right"), else 1 ("upright").
+    plain=True: instead, whether each property is plain to see, far enough from its class
+    boundary that a reader would name it: the ink count at least THICKNESS_MARGIN x the median
+    away from the median; the shear at least SLANT_MARGIN away from +-SLANT_THRESHOLD.
+    images: [N,28,28] or [N,1,H,W] grey values; digits: int [N].
+    """
+    return _stroke_classes(images, digits)[1 if plain else 0]
+
+
+def _stroke_classes(images: np.ndarray, digits: np.ndarray) -> tuple[dict, dict]:
+    """stroke_properties with plain=False and plain=True, from one pass over the pixels."""
+    digits = np.asarray(digits)
+    if len(digits) != len(images):
+        raise InputError(f"{len(images)} images but {len(digits)} digits")
+    ink, shear = stroke_measures(images)
+    median = np.zeros(len(ink))
+    for d in np.unique(digits):
+        median[digits == d] = np.median(ink[digits == d])
     slant = np.where(shear < -SLANT_THRESHOLD, 0, np.where(shear > SLANT_THRESHOLD, 2, 1)).astype(np.int64)
-    return {"thickness": thick, "slant": slant}
+    classes = {"thickness": (ink > median).astype(np.int64), "slant": slant}
+    plain = {"thickness": np.abs(ink - median) >= THICKNESS_MARGIN * median,
+             "slant": np.abs(np.abs(shear) - SLANT_THRESHOLD) >= SLANT_MARGIN}
+    return classes, plain
 
 
-def _partial_captions(labels: np.ndarray, props: dict[str, np.ndarray], split: str):
-    """Captions naming the digit and, each with probability NAMED_RATE, every property."""
+def _partial_captions(labels: np.ndarray, props: dict[str, np.ndarray], plain: dict[str, np.ndarray], split: str):
+    """Captions naming the digit and, each with probability NAMED_RATE, every property that is
+    plain to see."""
     rng = np.random.default_rng([list(SPLITS).index(split), 1])
-    named = {a: rng.random(len(labels)) < NAMED_RATE for a in PROPERTIES}
+    named = {a: (rng.random(len(labels)) < NAMED_RATE) & plain[a] for a in PROPERTIES}
     pick = rng.integers(1 << 30, size=len(labels))
     texts = []
     for i, y in enumerate(labels.tolist()):
