@@ -9,7 +9,6 @@ import torch
 import omnivae
 from omnivae import ConfigError, InputError, build_model
 from omnivae.priors import conditional
-from omnivae.tasks.generate import draws
 from omnivae.priors.conditional import (ConditionalFlowPrior, ConditionalPriorConfig, default_steps,
                                         fit_conditional_prior)
 
@@ -62,26 +61,6 @@ def test_generate_draws_from_the_fitted_prior_by_default(fitted):
     assert default.shape == (2, 5, 1, 8, 8)
     joint = model.sample(6, raw=True)
     assert joint["image"].shape == (6, 1, 8, 8) and joint["label"].shape == (6,)
-
-
-def test_auto_draws_labels_and_text_from_the_posterior(fitted):
-    """Targets that pick among discrete outputs (a label here) come from the posterior under
-    "auto", as with sampler="posterior"; asking for the flow still gets it; an image target
-    among them brings the flow back for the whole call."""
-    model, raw = fitted
-    batch = {"image": raw.modalities["image"][:6]}
-    def labels(sampler, targets=("label",)):
-        torch.manual_seed(5)
-        return model.generate(batch, given=["image"], targets=list(targets), n=3, raw=True, sampler=sampler)["label"]
-    torch.testing.assert_close(labels("auto"), labels("posterior"))
-    assert not torch.allclose(labels("auto"), labels("conditional"))
-    torch.testing.assert_close(labels("auto", ("label", "image")), labels("conditional", ("label", "image")))
-    assert model.uses_conditional_prior("auto") and model.uses_conditional_prior("auto", ["image"])
-    assert not model.uses_conditional_prior("auto", ["label"]) and model.uses_conditional_prior("conditional", ["label"])
-    with pytest.raises(InputError, match="pass sampler 'conditional'"):
-        draws(model, batch, ["label"], 2, 0, 0.5)
-    out, _ = draws(model, batch, ["label"], 2, 0, 0.5, sampler="conditional")
-    assert len(out["label"]) == 6
 
 
 def test_generation_uses_the_configured_temperature_unless_given_one(fitted):

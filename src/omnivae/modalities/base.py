@@ -220,10 +220,6 @@ class Modality(nn.Module):
     stackable: ClassVar[bool] = False
     # decoded means are pictures a discriminator can judge (adversarial sharpening; see decoded_mean)
     adversarial: ClassVar[bool] = False
-    # generated values are the decoder's mean, so a code between open choices decodes to their
-    # average: conditional generation of this kind draws from a fitted conditional prior (sampler
-    # "auto"). False where generation picks among discrete outputs (words, classes) instead.
-    decodes_mean: ClassVar[bool] = True
 
     def decoded_mean(self, z: torch.Tensor) -> torch.Tensor:
         """Differentiable decoded means [N, ...] of codes z [N,D] (for kinds with `adversarial`)."""

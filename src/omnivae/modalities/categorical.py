@@ -27,7 +27,6 @@ class CategoricalSpec(ModalitySpec):
 class CategoricalModality(Modality):
     kind = "categorical"
     continuous_features = False
-    decodes_mean = False
     spec_class = CategoricalSpec
 
     # -- reading training data (class methods: no model exists yet) ----------------------

@@ -258,21 +258,14 @@ class MultimodalModel(nn.Module):
         """Full codes [n,B,T] (or [B,T]) -> {name: output}."""
         return self.decode(code, targets, raw=raw, **options)
 
-    def uses_conditional_prior(self, sampler: str, targets: Sequence[str] | None = None) -> bool:
-        """Whether generation draws from the fitted conditional prior. "auto": when there is one
-        and, for conditional generation of `targets`, one of them decodes a mean (an image, a
-        vector: Modality.decodes_mean). Text and labels pick among discrete outputs, so a broad
-        posterior does not average them, and the flow's draws only add errors where the inputs
-        determine the output: image->caption on MNIST captions (MoPoE, 12 epochs) 0.894 from the
-        flow against 0.956 from the posterior, on shapes medium (MHVAE) 0.926 against 0.996."""
+    def uses_conditional_prior(self, sampler: str) -> bool:
+        """Whether generation draws from the fitted conditional prior ("auto": when there is one)."""
         if sampler not in ("auto", "posterior", "conditional"):
             raise InputError(f"sampler must be 'auto', 'posterior' or 'conditional', got {sampler!r}")
         fitted = self.conditional_prior is not None and self.conditional_prior.is_fitted
         if sampler == "conditional" and not fitted:
             raise InputError("sampler='conditional' needs a fitted conditional prior: train with "
                              "model.conditional_prior set, or call omnivae.priors.conditional.fit_conditional_prior")
-        if sampler == "auto" and targets is not None:
-            return fitted and any(self.modalities[t].decodes_mean for t in targets)
         return fitted and sampler != "posterior"
 
     def log_likelihoods(self, z: torch.Tensor, batch: Batch, names=None, weighted: bool = True) -> dict[str, torch.Tensor]:
@@ -339,17 +332,16 @@ class MultimodalModel(nn.Module):
         in the batch). Returns {name: output}; with n > 1 outputs have a leading n dim
         (lists of n lists for text). raw=True returns model-space tensors.
 
-        sampler: "auto" draws codes from the fitted conditional prior if the model has one and a
-        target decodes a mean (sharp, varied images where the given modalities leave things
-        open; see uses_conditional_prior), else from the posterior of the given modalities
-        ("posterior"); "conditional" always from the prior; mean=True decodes the posterior mean.
+        sampler: "auto" draws codes from the fitted conditional prior if the model has one
+        (sharp, varied samples where the given modalities leave things open), else from the
+        posterior of the given modalities ("posterior"); mean=True decodes the posterior mean.
         latent_temperature scales the conditional prior's noise (< 1: safer, less varied; 1: the
         fitted law; None: the prior's configured default, conditional_prior.temperature, 0.7)."""
         check_count(n)
         batch = self.as_batch(batch, mask)
         targets = self.names if targets is None else self.check_names(targets, "targets")
         mu, logvar, present = self.encode_unimodal(batch, self._given(batch, given))
-        if not mean and self.uses_conditional_prior(sampler, targets):
+        if not mean and self.uses_conditional_prior(sampler):
             context = self.conditional_prior.context(mu, present)
             code = self.conditional_prior.sample(context, n, latent_temperature)
             return self.decode_full_code(code[0] if n == 1 else code, targets, raw=raw, **options)

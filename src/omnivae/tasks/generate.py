@@ -70,14 +70,13 @@ def draws(model, values: dict, targets=None, n: int = 1, seed: int | None = None
                                     or not 0 <= temperature < float("inf")):
         raise InputError(f"temperature must be a number >= 0, got {temperature!r}")
     seed = new_seed() if seed is None else seed
+    conditional = model.uses_conditional_prior(sampler)
+    if temperature not in (None, 0.0, 1.0) and not conditional:
+        raise InputError("temperature other than 0 or 1 needs a model with a fitted conditional prior "
+                         "(sampler 'auto' or 'conditional')")
     given = list(values)
     targets = model.check_names(targets, "targets") if targets else \
         ([x for x in model.names if x not in given] or list(model.names))
-    conditional = model.uses_conditional_prior(sampler, targets if given else None)
-    if temperature not in (None, 0.0, 1.0) and not conditional:
-        hint = ("sampler 'auto' draws text and label targets from the posterior; pass sampler 'conditional'"
-                if model.uses_conditional_prior(sampler) else "sampler 'auto' or 'conditional'")
-        raise InputError(f"temperature other than 0 or 1 needs draws from a fitted conditional prior ({hint})")
     if temperature is not None and conditional:
         options["latent_temperature"] = temperature
     with seeded(seed):
@@ -122,7 +121,7 @@ def generate_from_inputs(model_dir, source: str | None, values: list[str], targe
     written = {name: [model.modalities[name].write_items(items, out, f"{name}_{i:03d}")
                       for i, items in enumerate(per_input)] for name, per_input in result.items()}
     if temperature is None:  # record what was used: the conditional prior's configured default, or plain sampling
-        conditional = model.uses_conditional_prior(options.get("sampler", "auto"), list(result) if inputs else None)
+        conditional = model.uses_conditional_prior(options.get("sampler", "auto"))
         temperature = model.conditional_prior.config.temperature if conditional else 1.0
     summary = {"from": source, "inputs": list(values), "n": n, "seed": seed, "temperature": temperature,
                "outputs": written}

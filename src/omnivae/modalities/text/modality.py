@@ -69,7 +69,6 @@ class TextSpec(ModalitySpec):
 class TextModality(Modality):
     kind = "text"
     continuous_features = False
-    decodes_mean = False
     spec_class = TextSpec
 
     # -- reading training data (class methods: no model exists yet) ----------------------
