@@ -138,6 +138,22 @@ def test_quality_benchmark_quick_run_scores_open_attributes(tmp_path):
 
 
 @pytest.mark.slow
+def test_quality_benchmark_jobs_run_rows_side_by_side(tmp_path):
+    """--jobs 2: each row in its own process, the rows back in table order, both scored by the same
+    classifiers (trained by one process, read from the shared cache by the other, or trained
+    alike by both: one thread, one seed)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_quality.py"), "--quick", "--jobs", "2",
+                           "--only", "shapes-partial", "--models", "mvae", "mopoe", "--out", str(tmp_path)],
+                          check=False, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = json.loads((tmp_path / "quality_quick.json").read_text())["rows"]
+    assert [(r["workload"], r["model"]) for r in rows] == [("shapes-partial", "mvae"), ("shapes-partial", "mopoe")]
+    assert rows[0]["ceiling"] == rows[1]["ceiling"]
+    assert "| shapes-partial | mvae |" in proc.stdout and "| shapes-partial | mopoe |" in proc.stdout
+
+
+@pytest.mark.slow
 def test_semi_supervised_benchmark_quick_run_scores_both_label_counts(tmp_path):
     """bench_semi_supervised.py --quick: a row per label count with M2's and the classifier-alone
     test accuracy (in [0, 1]) beside the paper's figure."""
