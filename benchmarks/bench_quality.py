@@ -295,7 +295,14 @@ def fmt(v) -> str:
 def table(rows: list[dict]) -> str:
     """Markdown table of the headline figures, each beside its ceiling; "scorer" is the format of
     the scoring classifiers (omnivae.metrics.classifier.CACHE_FORMAT; 3: one network per attribute),
-    so rows scored by different classifiers are not compared unawares."""
+    so rows scored by different classifiers are not compared unawares. Rows go by workload, each
+    workload's default models first in their listed order, then the others as measured."""
+    def order(r: dict) -> tuple:
+        w = list(WORKLOADS).index(r["workload"]) if r["workload"] in WORKLOADS else len(WORKLOADS)
+        listed = WORKLOADS.get(r["workload"], {}).get("models", [])
+        return (w, listed.index(r["model"]) if r["model"] in listed else len(listed))
+
+    rows = sorted(rows, key=order)
     lines = ["| workload | model | epochs | T | caption/source -> image | image -> caption/target | mean cross (PolyMNIST) "
              "| ceiling | joint | open attribute: distinct values in 20 draws | FD prior (post. / flow) | sharpness prior (flow) | NLL "
              "| scorer |",
