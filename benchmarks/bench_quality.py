@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -390,6 +391,8 @@ def run_jobs(args, planned: list[tuple[str, str]], rows: list[dict], t0: float) 
                 result = folder / ("quality_quick.json" if args.quick else "quality.json")
                 if proc.returncode == 0 and result.is_file():
                     done[key] = json.loads(result.read_text())["rows"][0]
+                    if args.quick:  # quick runs draw their grids beside their results, not in docs/
+                        shutil.copytree(folder / "quality-grids", args.out / "quality-grids", dirs_exist_ok=True)
                     print(json.dumps(summary(done[key])), flush=True)
                     write(args, rows + [done[k] for k in planned if k in done], t0)
                 else:

@@ -151,6 +151,7 @@ def test_quality_benchmark_jobs_run_rows_side_by_side(tmp_path):
     assert [(r["workload"], r["model"]) for r in rows] == [("shapes-partial", "mvae"), ("shapes-partial", "mopoe")]
     assert rows[0]["ceiling"] == rows[1]["ceiling"]
     assert "| shapes-partial | mvae |" in proc.stdout and "| shapes-partial | mopoe |" in proc.stdout
+    assert all((tmp_path / "quality-grids" / f"shapes-partial-{m}.png").stat().st_size > 1000 for m in ("mvae", "mopoe"))
 
 
 @pytest.mark.slow
