@@ -166,7 +166,7 @@ def sample_quality(model, test: TensorData, scorers, name: str, n: int, sampler:
 
 
 SCORERS: dict[str, dict] = {}  # workload -> scorers of its first model; the image classifiers do not depend on it
-SCORER_CACHE: list[Path] = []  # --scorer-cache: trained classifiers shared by the processes of --jobs
+SCORER_CACHE: Path | None = None  # --scorer-cache: trained classifiers shared by the processes of --jobs
 
 
 def scorers_for(model, splits, workload: str, quick: bool) -> dict:
@@ -175,7 +175,7 @@ def scorers_for(model, splits, workload: str, quick: bool) -> dict:
     (they decode with its tokenizer)."""
     if workload not in SCORERS:
         SCORERS[workload] = build_scorers(model, splits.train, epochs=2 if quick else 4, seed=0,
-                                          cache_dir=SCORER_CACHE[0] if SCORER_CACHE else None)
+                                          cache_dir=SCORER_CACHE)
     cached = dict(SCORERS[workload])
     for name in caption_names(model):
         cached[name] = caption_scorer(model.modalities[name], splits.train)
@@ -368,8 +368,11 @@ def run_jobs(args, planned: list[tuple[str, str]], rows: list[dict], t0: float) 
     """Every row in its own process of one thread, args.jobs at a time (two small trainings side by
     side use two cores better than one training on both), the longest budgets first; the scoring
     classifiers are trained once per workload and shared through a cache folder."""
-    cost = {(w, m): WORKLOADS[w]["epochs"] * WORKLOADS[w]["data"]["options"].get("n", 20000) for w, m in planned}
-    queue = sorted(planned, key=lambda k: -cost[k])
+    def cost(key: tuple[str, str]) -> int:  # epochs x examples loaded
+        options = WORKLOADS[key[0]]["data"]["options"]
+        return WORKLOADS[key[0]]["epochs"] * options.get("n", options.get("limit", 0))
+
+    queue = sorted(planned, key=cost, reverse=True)
     done: dict[tuple[str, str], dict] = {}
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -431,13 +434,14 @@ def main(argv=None) -> list[dict]:
         return rows
     if args.quick:
         args.n_eval = 60
-    if args.scorer_cache is not None:
-        SCORER_CACHE.append(args.scorer_cache)
+    global SCORER_CACHE
+    SCORER_CACHE = args.scorer_cache
     rows, t0 = [], time.perf_counter()
     last = args.out / ("quality_quick.json" if args.quick else "quality.json")
     planned = planned_rows(args)
     if args.append and last.is_file():
-        rows = [r for r in json.loads(last.read_text())["rows"] if (r["workload"], r["model"]) not in set(planned)]
+        measured = set(planned)
+        rows = [r for r in json.loads(last.read_text())["rows"] if (r["workload"], r["model"]) not in measured]
     if args.jobs > 1:
         rows = run_jobs(args, planned, rows, t0)
     else:
