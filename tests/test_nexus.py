@@ -134,6 +134,19 @@ def test_nexus_config_errors(tiny_config):
         build_model(tiny_config("nexus", ("image",)))
 
 
+def test_the_nexus_rebuild_outweighs_its_kl_by_default(tiny_config, make_tensors):
+    """gamma defaults to 3 (at 1 the nexus dropped caption colours on shapes medium,
+    docs/models.md) and weighs the squared error in the loss: the default model's loss is the
+    gamma=3 formula, not the gamma=1 one."""
+    model = tiny(tiny_config, modality_dropout=0.0)
+    assert model.config.gamma == 3.0
+    batch = batch_of(model, make_tensors(16), None)
+    out = at_seed(model, batch, seed=3)
+    want, sq, _ = hand_objective(model, batch, 3, gamma=3.0, beta=1.0, modality_beta=1.0)
+    assert out.total.item() == pytest.approx(want.item(), rel=1e-5)
+    assert sq.item() > 0  # so the gamma=1 formula gives another loss
+
+
 def test_short_training_generates_the_label_from_the_image(tiny_config, make_tensors):
     torch.manual_seed(0)
     model = build_model(tiny_config("nexus", ("image", "label"), latent_dim=4, modality_dim=8, hidden=[32]))
