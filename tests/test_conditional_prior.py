@@ -172,3 +172,61 @@ def test_a_run_fits_the_prior_for_as_many_steps_as_it_trained(tmp_path, monkeypa
     result = train_run(config, tmp_path / "run")
     assert result.model.config.conditional_prior is not None
     assert seen["training_steps"] == 6  # 2 epochs of ceil(48 / 16)
+
+
+def test_classes_are_the_value_the_draws_agree_on(fitted):
+    """A class (a kind that votes) generated from the conditional prior is Modality.agreed over
+    `consensus` draws per output (default conditional_prior.consensus, 8); images are the first of
+    those draws; consensus=1 decodes one draw, as images always are."""
+    model, raw = fitted
+    cp = model.conditional_prior
+    assert cp.config.consensus == 8
+    head = model.modalities["label"].decoder  # untrained: the same class for every code; a linear
+    model.modalities["label"].decoder = torch.nn.Linear(4, head[-1].out_features)  # one varies with it
+    batch = {"image": raw.modalities["image"][:6]}
+    ctx = cp.context(*model.encode_unimodal(model.as_batch(batch), ["image"])[::2])
+
+    def generated(**options):
+        torch.manual_seed(5)
+        return model.generate(batch, given=["image"], targets=["image", "label"], n=3, raw=True,
+                              latent_temperature=3.0, **options)  # widely spread draws, which disagree
+
+    def by_hand(k: int):
+        torch.manual_seed(5)
+        code = cp.sample(ctx, 3 * k, 3.0).unflatten(0, (k, 3))  # [k,n,B,T]
+        label = model.modalities["label"].agreed(code.flatten(1, 2)).reshape(3, 6)
+        return model.decode(code[0], ["image"], raw=True)["image"], label
+
+    out, (image, label) = generated(), by_hand(8)
+    assert out["label"].shape == (3, 6)
+    torch.testing.assert_close(out["image"], image)
+    assert torch.equal(out["label"], label)
+    one = generated(consensus=1)
+    torch.manual_seed(5)
+    code = cp.sample(ctx, 3, 3.0)
+    assert torch.equal(one["label"], model.decode(code, ["label"], raw=True)["label"])
+    assert not torch.equal(one["label"], out["label"])  # else agreement could not be told from one draw
+    assert torch.equal(generated(consensus=4)["label"], by_hand(4)[1])
+
+
+def test_image_targets_draw_once_whatever_the_consensus(fitted):
+    model, raw = fitted
+    batch = {"label": raw.modalities["label"][:5]}
+    outs = []
+    for k in (1, 8):
+        torch.manual_seed(2)
+        outs.append(model.generate(batch, given=["label"], targets=["image"], n=2, raw=True, consensus=k)["image"])
+    torch.testing.assert_close(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
+def test_a_bad_consensus_is_refused(fitted, bad):
+    model, raw = fitted
+    with pytest.raises(InputError, match="consensus"):
+        model.generate({"image": raw.modalities["image"][:2]}, given=["image"], targets=["label"], consensus=bad)
+
+
+def test_joint_samples_take_no_consensus(fitted):
+    model, _ = fitted
+    with pytest.raises(InputError, match="consensus"):
+        model.sample(3, consensus=4)

@@ -220,6 +220,25 @@ class Modality(nn.Module):
     stackable: ClassVar[bool] = False
     # decoded means are pictures a discriminator can judge (adversarial sharpening; see decoded_mean)
     adversarial: ClassVar[bool] = False
+    # decoded values are discrete picks (a caption, a class) that several draws of the code can
+    # agree on: generation from the conditional prior decodes `agreed` values (see agreed)
+    votes: ClassVar[bool] = False
+
+    def agreed(self, z: torch.Tensor, rows: int = 4096, **options) -> torch.Tensor:
+        """Codes [K,N,D], K draws per value -> values [N,...]: of the K draws' decodes, the one with
+        the highest mean log-likelihood over all K draws, the value no draw finds unlikely. Where
+        draws disagree on an attribute (a caption that may name a stroke's thickness, for a digit
+        whose thickness is borderline), a value that leaves it unsaid wins over one that names it.
+        rows caps the codes scored at once (memory); sample=True decodes a draw of the first code."""
+        if options.get("sample"):
+            return self.generate(z[0], **options)
+        k, n = z.shape[:2]
+        cands = self.generate(z.reshape(k * n, -1), **options)
+        cands = cands.reshape(k, n, *cands.shape[1:])
+        step = max(1, rows // k)
+        best = torch.cat([torch.stack([self.log_likelihood(z[:, i:i + step], c[i:i + step]).mean(0) for c in cands])
+                          .argmax(0) for i in range(0, n, step)])  # [N]: which draw's decode
+        return cands[best, torch.arange(n, device=z.device)]
 
     def decoded_mean(self, z: torch.Tensor) -> torch.Tensor:
         """Differentiable decoded means [N, ...] of codes z [N,D] (for kinds with `adversarial`)."""

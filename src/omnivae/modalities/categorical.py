@@ -26,6 +26,7 @@ class CategoricalSpec(ModalitySpec):
 
 class CategoricalModality(Modality):
     kind = "categorical"
+    votes = True  # generation from the conditional prior decodes the class its draws agree on
     continuous_features = False
     spec_class = CategoricalSpec
 

@@ -64,10 +64,11 @@ class ModelConfig(StrictModel):
         return v
 
 
-def check_count(n) -> None:
+def check_count(n, name: str = "n") -> int:
     """n (samples per input) is a whole number >= 1; 2.5 or "3" would reach torch.randn as a bare error."""
     if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-        raise InputError(f"n must be an integer >= 1, got {n!r}")
+        raise InputError(f"{name} must be an integer >= 1, got {n!r}")
+    return int(n)
 
 
 class MultimodalModel(nn.Module):
@@ -327,7 +328,8 @@ class MultimodalModel(nn.Module):
     @torch.no_grad()
     def generate(self, batch, given: Sequence[str] | None = None, targets: Sequence[str] | None = None,
                  n: int = 1, mean: bool = False, mask=None, raw: bool = False, sampler: str = "auto",
-                 latent_temperature: float | None = None, **options) -> dict[str, Any]:
+                 latent_temperature: float | None = None, consensus: int | None = None,
+                 **options) -> dict[str, Any]:
         """Generate `targets` (default: all) from the modalities in `given` (default: all
         in the batch). Returns {name: output}; with n > 1 outputs have a leading n dim
         (lists of n lists for text). raw=True returns model-space tensors.
@@ -336,15 +338,22 @@ class MultimodalModel(nn.Module):
         (sharp, varied samples where the given modalities leave things open), else from the
         posterior of the given modalities ("posterior"); mean=True decodes the posterior mean.
         latent_temperature scales the conditional prior's noise (< 1: safer, less varied; 1: the
-        fitted law; None: the prior's configured default, conditional_prior.temperature, 0.7)."""
+        fitted law; None: the prior's configured default, conditional_prior.temperature, 0.7).
+        consensus: with the conditional prior, captions and classes (kinds that vote) are the value
+        that many draws agree on (Modality.agreed), each image or vector one draw (the first);
+        1 decodes every target from one draw; None: conditional_prior.consensus, 8."""
         check_count(n)
         batch = self.as_batch(batch, mask)
         targets = self.names if targets is None else self.check_names(targets, "targets")
         mu, logvar, present = self.encode_unimodal(batch, self._given(batch, given))
         if not mean and self.uses_conditional_prior(sampler):
-            context = self.conditional_prior.context(mu, present)
-            code = self.conditional_prior.sample(context, n, latent_temperature)
-            return self.decode_full_code(code[0] if n == 1 else code, targets, raw=raw, **options)
+            cp = self.conditional_prior
+            k = cp.config.consensus if consensus is None else check_count(consensus, "consensus")
+            k = k if any(self.modalities[t].votes for t in targets) else 1
+            code = cp.sample(cp.context(mu, present), n * k, latent_temperature)  # [k*n,B,T]
+            if k > 1:  # [k,n,B,T]: the k draws per output, of which images take the first
+                code, options = code.unflatten(0, (k, n)), {**options, "consensus": k}
+            return self.decode_full_code(code.select(-3, 0) if n == 1 else code, targets, raw=raw, **options)
         if mean:
             z = self.fuse(mu, logvar, present).mu.expand(n, -1, -1)
         else:
@@ -352,14 +361,23 @@ class MultimodalModel(nn.Module):
         return self.decode(z[0] if n == 1 else z, targets, raw=raw, **options)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, targets: Sequence[str] | None = None, raw: bool = False, **options):
-        """Codes z [n,B,D] (or [B,D]) -> {name: output} for each target modality."""
+    def decode(self, z: torch.Tensor, targets: Sequence[str] | None = None, raw: bool = False,
+               consensus: int = 1, **options):
+        """Codes z [n,B,D] (or [B,D]) -> {name: output} for each target modality. consensus=k:
+        z holds k draws per output, [k,n,B,D] (or [k,B,D]); targets of kinds that vote decode the
+        value the draws agree on (Modality.agreed), the others the first draw."""
+        draws = z if consensus > 1 else None
+        z = z[0] if consensus > 1 else z
         squeeze = z.dim() == 2
         z = z.unsqueeze(0) if squeeze else z
         n, b = z.shape[:2]
         out = {}
         for name in targets or self.names:
-            x = self.modalities[name].generate(z.reshape(n * b, -1), **options)
+            mod = self.modalities[name]
+            if draws is not None and mod.votes:
+                x = mod.agreed(draws.reshape(consensus, n * b, -1), **options)
+            else:
+                x = mod.generate(z.reshape(n * b, -1), **options)
             out[name] = x.reshape(n, b, *x.shape[1:])
         if raw:
             return {k: v[0] if squeeze else v for k, v in out.items()}
@@ -384,6 +402,9 @@ class MultimodalModel(nn.Module):
         """Joint samples of all (or `targets`) modalities from the prior: the fitted conditional
         prior with nothing given, if there is one (sampler="auto"), else `prior_sample`."""
         check_count(n)
+        if "consensus" in options:
+            raise InputError("consensus is for generate(...) from given modalities: a joint sample decodes "
+                             "every modality from one code, so that they agree")
         targets = self.names if targets is None else self.check_names(targets, "targets")
         if self.uses_conditional_prior(sampler):
             cp, dev = self.conditional_prior, self.device

@@ -69,6 +69,7 @@ class TextSpec(ModalitySpec):
 class TextModality(Modality):
     kind = "text"
     continuous_features = False
+    votes = True  # generation from the conditional prior decodes the caption its draws agree on
     spec_class = TextSpec
 
     # -- reading training data (class methods: no model exists yet) ----------------------
@@ -360,6 +361,13 @@ class TextModality(Modality):
         finally:
             self.train(was_training)
         return ids if return_ids else self.to_output(ids)
+
+    def agreed(self, z: torch.Tensor, rows: int = 4096, **options) -> torch.Tensor:
+        """As Modality.agreed, over greedy (or beam) decodes; strategy="sample" samples a caption
+        from the first code instead (sampled captions are meant to vary)."""
+        if options.get("strategy") == "sample":
+            return self.generate(z[0], **options)
+        return super().agreed(z, rows, **options)
 
     def generate_text(self, z: torch.Tensor, **options) -> list[str]:
         return self.generate(z, **{**options, "return_ids": False})
