@@ -176,11 +176,11 @@ def test_a_run_fits_the_prior_for_as_many_steps_as_it_trained(tmp_path, monkeypa
 
 def test_classes_are_the_value_the_draws_agree_on(fitted):
     """A class (a kind that votes) generated from the conditional prior is Modality.agreed over
-    `consensus` draws per output (default conditional_prior.consensus, 8); images are the first of
+    `consensus` draws per output (default conditional_prior.consensus, 16); images are the first of
     those draws; consensus=1 decodes one draw, as images always are."""
     model, raw = fitted
     cp = model.conditional_prior
-    assert cp.config.consensus == 8
+    assert cp.config.consensus == 16
     head = model.modalities["label"].decoder  # untrained: the same class for every code; a linear
     model.modalities["label"].decoder = torch.nn.Linear(4, head[-1].out_features)  # one varies with it
     batch = {"image": raw.modalities["image"][:6]}
@@ -197,7 +197,7 @@ def test_classes_are_the_value_the_draws_agree_on(fitted):
         label = model.modalities["label"].agreed(code.flatten(1, 2)).reshape(3, 6)
         return model.decode(code[0], ["image"], raw=True)["image"], label
 
-    out, (image, label) = generated(), by_hand(8)
+    out, (image, label) = generated(), by_hand(16)
     assert out["label"].shape == (3, 6)
     torch.testing.assert_close(out["image"], image)
     assert torch.equal(out["label"], label)
@@ -213,7 +213,7 @@ def test_image_targets_draw_once_whatever_the_consensus(fitted):
     model, raw = fitted
     batch = {"label": raw.modalities["label"][:5]}
     outs = []
-    for k in (1, 8):
+    for k in (1, 16):
         torch.manual_seed(2)
         outs.append(model.generate(batch, given=["label"], targets=["image"], n=2, raw=True, consensus=k)["image"])
     torch.testing.assert_close(outs[0], outs[1])

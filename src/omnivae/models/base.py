@@ -341,7 +341,7 @@ class MultimodalModel(nn.Module):
         fitted law; None: the prior's configured default, conditional_prior.temperature, 0.7).
         consensus: with the conditional prior, captions and classes (kinds that vote) are the value
         that many draws agree on (Modality.agreed), each image or vector one draw (the first);
-        1 decodes every target from one draw; None: conditional_prior.consensus, 8."""
+        1 decodes every target from one draw; None: conditional_prior.consensus, 16."""
         check_count(n)
         batch = self.as_batch(batch, mask)
         targets = self.names if targets is None else self.check_names(targets, "targets")

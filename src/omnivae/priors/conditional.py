@@ -50,9 +50,10 @@ class ConditionalPriorConfig(StrictModel):
     # of 4 open positions per 20 draws (3.92 at 1.0), shapes-medium MHVAE 0.934 -> 0.956 (docs/generation.md)
     temperature: float = Field(default=0.7, gt=0, allow_inf_nan=False)
     # draws per generated caption or class (kinds that vote, Modality.agreed): the decode that the
-    # most draws find likely, not one draw's; 1: one draw. MNIST captions MoPoE image->caption, 1,000
-    # test digits, one model: 0.916 with 1 draw, 0.957 with 8 (docs/generation.md)
-    consensus: PositiveInt = 8
+    # draws together find likeliest, not one draw's; 1: one draw. MNIST captions MoPoE image->caption,
+    # 1,000 test digits, one model: 0.916 with 1 draw, 0.958 / 0.964 / 0.972 with 8 / 16 / 32, whose
+    # cost grows as the square (5 / 12 / 33 s for 500 captions on one core; docs/generation.md)
+    consensus: PositiveInt = 16
 
 
 MIN_STEPS, MAX_STEPS = 100, 1500
