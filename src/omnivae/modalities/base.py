@@ -221,8 +221,17 @@ class Modality(nn.Module):
     # decoded means are pictures a discriminator can judge (adversarial sharpening; see decoded_mean)
     adversarial: ClassVar[bool] = False
     # decoded values are discrete picks (a caption, a class) that several draws of the code can
-    # agree on: generation from the conditional prior decodes `agreed` values (see agreed)
+    # agree on: generation from the conditional prior decodes `agreed` values (see decode_draws)
     votes: ClassVar[bool] = False
+
+    def draws_wanted(self, consensus: int) -> int:
+        """How many draws of the code generation should make per value (see decode_draws)."""
+        return consensus if self.votes else 1
+
+    def decode_draws(self, z: torch.Tensor, **options) -> torch.Tensor:
+        """Codes [K,N,D], K draws per value -> values [N,...]: the value the draws agree on for kinds
+        that vote (agreed), else the first draw's."""
+        return self.agreed(z, **options) if self.votes and len(z) > 1 else self.generate(z[0], **options)
 
     def agreed(self, z: torch.Tensor, rows: int = 4096, **options) -> torch.Tensor:
         """Codes [K,N,D], K draws per value -> values [N,...]: of the K draws' decodes, the one with

@@ -349,7 +349,7 @@ class MultimodalModel(nn.Module):
         if not mean and self.uses_conditional_prior(sampler):
             cp = self.conditional_prior
             k = cp.config.consensus if consensus is None else check_count(consensus, "consensus")
-            k = k if any(self.modalities[t].votes for t in targets) else 1
+            k = max(self.modalities[t].draws_wanted(k) for t in targets)
             code = cp.sample(cp.context(mu, present), n * k, latent_temperature)  # [k*n,B,T]
             if k > 1:  # [k,n,B,T]: the k draws per output, of which images take the first
                 code, options = code.unflatten(0, (k, n)), {**options, "consensus": k}
@@ -365,7 +365,7 @@ class MultimodalModel(nn.Module):
                consensus: int = 1, **options):
         """Codes z [n,B,D] (or [B,D]) -> {name: output} for each target modality. consensus=k:
         z holds k draws per output, [k,n,B,D] (or [k,B,D]); targets of kinds that vote decode the
-        value the draws agree on (Modality.agreed), the others the first draw."""
+        value the draws agree on (Modality.decode_draws), the others the first draw."""
         draws = z if consensus > 1 else None
         z = z[0] if consensus > 1 else z
         squeeze = z.dim() == 2
@@ -374,8 +374,8 @@ class MultimodalModel(nn.Module):
         out = {}
         for name in targets or self.names:
             mod = self.modalities[name]
-            if draws is not None and mod.votes:
-                x = mod.agreed(draws.reshape(consensus, n * b, -1), **options)
+            if draws is not None:
+                x = mod.decode_draws(draws.reshape(consensus, n * b, -1), **options)
             else:
                 x = mod.generate(z.reshape(n * b, -1), **options)
             out[name] = x.reshape(n, b, *x.shape[1:])
