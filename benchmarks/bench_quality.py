@@ -137,6 +137,19 @@ def caption_ceiling(scorers, test: TensorData, model) -> dict:
     return out
 
 
+def named_shares(score, test: TensorData, kept: dict, name: str) -> dict:
+    """Share of captions that name each attribute: the real test captions, and those generated
+    into `name` from each given modality (kept by conditional_coherence). Image->caption scores
+    only what a caption names, so read it beside these: a caption that names less scores on less."""
+    def share(x) -> dict:
+        return {t: round(float((v >= 0).float().mean()), 3) for t, v in score(x).items()}
+
+    n = min(len(x) for key, x in kept.items() if key.endswith(f"->{name}"))
+    out = {"real": share(test.data[name][:n])}
+    out.update({key: share(x) for key, x in kept.items() if key.endswith(f"->{name}")})
+    return out
+
+
 def pairwise(coherence: dict) -> dict:
     """One-to-one directions only ("a->b"), their mean, and the mean over every direction."""
     single = {k: v["all"] for k, v in coherence.items() if "+" not in k.split("->")[0]}
@@ -191,13 +204,16 @@ def evaluate(model, splits, workload: str, label: str, n_eval: int, quick: bool,
     many = len(model.names) > 2
     for sampler in samplers:
         options = {"mean": False, "sampler": sampler}
-        entry = {}
+        entry, kept = {}, {}
         coh = conditional_coherence(model, test, scorers, n_max=n_eval, max_given=None if not many else 4,
-                                    **options)
+                                    keep=None if many else kept, **options)
         entry["coherence"] = pairwise(coh) if many else {k: v for k, v in coh.items()}
         if not many:
             mean_coh = conditional_coherence(model, test, scorers, n_max=n_eval)  # decoding the posterior mean
             entry["coherence_posterior_mean"] = {k: v.get("all") for k, v in mean_coh.items()}
+        for name in caption_names(model):
+            if name in scorers and any(key.endswith(f"->{name}") for key in kept):
+                entry[f"named_{name}"] = named_shares(scorers[name], test, kept, name)
         entry["joint"] = joint_coherence(model, scorers, n=n_eval, sampler=sampler).get("all")
         for name in image_names(model)[:1]:
             entry["samples"] = sample_quality(model, test, scorers, name, n_eval, sampler)
@@ -278,6 +294,8 @@ def summary(row: dict) -> dict:
     for key, value in auto.items():
         if key.startswith("open_"):
             out[key] = {t: round(v["distinct_mean"], 2) for t, v in value["open"].items()}
+        if key.startswith("named_"):
+            out[key] = value
     return out
 
 

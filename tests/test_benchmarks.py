@@ -131,6 +131,10 @@ def test_quality_benchmark_quick_run_scores_open_attributes(tmp_path):
     captions = row["ceiling_captions"]["text"]
     assert math.isnan(captions["position"]) and not math.isnan(captions["shape"])
     assert row["ceiling"]["image"]["all"] - 1e-9 <= captions["all"] <= 1.0
+    named = row["by_sampler"]["auto"]["named_text"]  # what share of captions name each attribute
+    assert set(named) == {"real", "image->text"}
+    assert named["real"]["position"] == 0.0 and named["real"]["shape"] == 1.0  # the level never names it
+    assert all(0.0 <= v <= 1.0 for v in named["image->text"].values())
     opened = row["by_sampler"]["auto"]["open_text->image"]["open"]
     assert "position" in opened and 1 <= opened["position"]["distinct_mean"] <= 4
     assert "| shapes-partial | mopoe |" in proc.stdout
