@@ -137,17 +137,16 @@ def caption_ceiling(scorers, test: TensorData, model) -> dict:
     return out
 
 
-def named_shares(score, test: TensorData, kept: dict, name: str) -> dict:
+def named_shares(score, test: TensorData, kept: dict, name: str) -> dict | None:
     """Share of captions that name each attribute: the real test captions, and those generated
-    into `name` from each given modality (kept by conditional_coherence). Image->caption scores
-    only what a caption names, so read it beside these: a caption that names less scores on less."""
+    into `name` from each given modality (kept by conditional_coherence, for every test example).
+    Image->caption scores only what a caption names, so read it beside these: a caption that
+    names less scores on less. None when nothing was generated into `name`."""
     def share(x) -> dict:
         return {t: round(float((v >= 0).float().mean()), 3) for t, v in score(x).items()}
 
-    n = min(len(x) for key, x in kept.items() if key.endswith(f"->{name}"))
-    out = {"real": share(test.data[name][:n])}
-    out.update({key: share(x) for key, x in kept.items() if key.endswith(f"->{name}")})
-    return out
+    generated = {key: share(x) for key, x in kept.items() if key.endswith(f"->{name}")}
+    return {"real": share(test.data[name]), **generated} if generated else None
 
 
 def pairwise(coherence: dict) -> dict:
@@ -211,9 +210,10 @@ def evaluate(model, splits, workload: str, label: str, n_eval: int, quick: bool,
         if not many:
             mean_coh = conditional_coherence(model, test, scorers, n_max=n_eval)  # decoding the posterior mean
             entry["coherence_posterior_mean"] = {k: v.get("all") for k, v in mean_coh.items()}
-        for name in caption_names(model):
-            if name in scorers and any(key.endswith(f"->{name}") for key in kept):
-                entry[f"named_{name}"] = named_shares(scorers[name], test, kept, name)
+        for name in (n for n in caption_names(model) if n in scorers):
+            named = named_shares(scorers[name], test, kept, name)
+            if named is not None:
+                entry[f"named_{name}"] = named
         entry["joint"] = joint_coherence(model, scorers, n=n_eval, sampler=sampler).get("all")
         for name in image_names(model)[:1]:
             entry["samples"] = sample_quality(model, test, scorers, name, n_eval, sampler)

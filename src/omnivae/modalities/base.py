@@ -243,11 +243,13 @@ class Modality(nn.Module):
             return self.generate(z[0], **options)
         k, n = z.shape[:2]
         cands = self.generate(z.reshape(k * n, -1), **options)
-        cands = cands.reshape(k, n, *cands.shape[1:])
-        step = max(1, rows // k)
-        best = torch.cat([torch.stack([self.log_likelihood(z[:, i:i + step], c[i:i + step]).mean(0) for c in cands])
-                          .argmax(0) for i in range(0, n, step)])  # [N]: which draw's decode
-        return cands[best, torch.arange(n, device=z.device)]
+        cands = cands.reshape(k, n, *cands.shape[1:])  # [K,N,...]: draw j's decode of each value
+        best, step = [], max(1, rows // k)  # per value, which draw's decode wins
+        for i in range(0, n, step):
+            zs, cs = z[:, i:i + step], cands[:, i:i + step]
+            score = torch.stack([self.log_likelihood(zs, c).mean(0) for c in cs])  # [candidate, value]
+            best.append(score.argmax(0))
+        return cands[torch.cat(best), torch.arange(n, device=z.device)]
 
     def decoded_mean(self, z: torch.Tensor) -> torch.Tensor:
         """Differentiable decoded means [N, ...] of codes z [N,D] (for kinds with `adversarial`)."""
